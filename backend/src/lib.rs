@@ -1,0 +1,1 @@
+//! SF3D Studio's server: axum routes (WebSocket jobs, REST, gallery) around one engine instance.

@@ -1,0 +1,3 @@
+//! The `sf3d` command-line tool.
+
+fn main() {}

@@ -1,0 +1,1 @@
+//! SF3D Studio web UI.

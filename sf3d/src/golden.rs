@@ -1,0 +1,299 @@
+//! Golden parity sets: a folder holding a (tiny) SF3D in the official format plus the reference
+//! implementation's output for every stage (`golden.safetensors`, described by the folder's README).
+//!
+//! [`GoldenSet`] reads the tensors; [`compare`] measures one stage against them. The stage runner that uses
+//! both lives in [`crate::parity`] and backs `sf3d check-golden DIR` and the parity tests.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+
+use crate::error::{Error, Result};
+
+/// Environment variable naming the golden folder.
+pub const GOLDEN_ENV: &str = "SF3D_GOLDEN";
+
+/// A dense array read from a golden file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Array<T> {
+    /// Row-major shape.
+    pub shape: Vec<usize>,
+    /// Row-major data.
+    pub data: Vec<T>,
+}
+
+impl<T: Copy> Array<T> {
+    /// Rows of a 2-D array `[n, K]` as fixed-size arrays.
+    pub fn rows<const K: usize>(&self) -> Result<Vec<[T; K]>> {
+        if self.shape.last() != Some(&K) {
+            return Err(Error::Internal(format!("array of shape {:?} is not [n, {K}]", self.shape)));
+        }
+        Ok(self.data.chunks_exact(K).map(|c| std::array::from_fn(|i| c[i])).collect())
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    dtype: safetensors::Dtype,
+    shape: Vec<usize>,
+    start: usize,
+    end: usize,
+}
+
+/// One golden folder.
+#[derive(Debug)]
+pub struct GoldenSet {
+    dir: PathBuf,
+    bytes: Vec<u8>,
+    entries: HashMap<String, Entry>,
+}
+
+impl GoldenSet {
+    /// The folder named by `SF3D_GOLDEN`, else `../shared/golden/tiny-a` next to the workspace.
+    pub fn default_dir() -> PathBuf {
+        if let Some(dir) = std::env::var_os(GOLDEN_ENV) {
+            return PathBuf::from(dir);
+        }
+        // CARGO_MANIFEST_DIR is `<workspace>/sf3d`; the shared folder sits beside the workspace.
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("..").join("shared").join("golden").join("tiny-a")
+    }
+
+    /// Opens `dir/golden.safetensors`.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        let path = dir.join("golden.safetensors");
+        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        let (header_len, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+            .map_err(|e| Error::bad_file(&path, format!("not a safetensors file: {e}")))?;
+        let base = 8 + header_len;
+        let mut entries = HashMap::new();
+        for (name, info) in meta.tensors() {
+            let (start, end) = info.data_offsets;
+            entries.insert(
+                name.clone(),
+                Entry { dtype: info.dtype, shape: info.shape.clone(), start: base + start, end: base + end },
+            );
+        }
+        Ok(Self { dir, bytes, entries })
+    }
+
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// A file of the folder (`config.yaml`, `model.safetensors`, `input.png`, …).
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Whether the set has tensor `name`.
+    pub fn has(&self, name: &str) -> bool {
+        self.entries.contains_key(name)
+    }
+
+    /// Every tensor name, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.entries.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    fn entry(&self, name: &str) -> Result<&Entry> {
+        self.entries
+            .get(name)
+            .ok_or_else(|| Error::bad_file(self.dir.join("golden.safetensors"), format!("no tensor {name:?}")))
+    }
+
+    /// Shape of tensor `name`.
+    pub fn shape(&self, name: &str) -> Result<Vec<usize>> {
+        Ok(self.entry(name)?.shape.clone())
+    }
+
+    /// A float32 tensor.
+    pub fn f32(&self, name: &str) -> Result<Array<f32>> {
+        let e = self.entry(name)?;
+        if e.dtype != safetensors::Dtype::F32 {
+            return Err(Error::bad_file(self.file("golden.safetensors"), format!("{name} is {:?}, not F32", e.dtype)));
+        }
+        let data = self.bytes[e.start..e.end]
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        Ok(Array { shape: e.shape.clone(), data })
+    }
+
+    /// An int32 tensor.
+    pub fn i32(&self, name: &str) -> Result<Array<i32>> {
+        let e = self.entry(name)?;
+        if e.dtype != safetensors::Dtype::I32 {
+            return Err(Error::bad_file(self.file("golden.safetensors"), format!("{name} is {:?}, not I32", e.dtype)));
+        }
+        let data = self.bytes[e.start..e.end]
+            .chunks_exact(4)
+            .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        Ok(Array { shape: e.shape.clone(), data })
+    }
+
+    /// A float32 tensor as a candle tensor.
+    pub fn tensor(&self, name: &str, device: &Device) -> Result<Tensor> {
+        let a = self.f32(name)?;
+        Ok(Tensor::from_vec(a.data, a.shape, device)?)
+    }
+}
+
+/// How close a stage must be to the reference.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Tolerance {
+    /// `|a − e| ≤ tol` everywhere.
+    Abs(f32),
+    /// `|a − e| ≤ tol · max(1, |e|)`: absolute below 1, relative above (exponential outputs such as density).
+    AbsOrRel(f32),
+    /// Integer data that must be identical.
+    Exact,
+}
+
+impl fmt::Display for Tolerance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Tolerance::Abs(t) => write!(f, "abs {t:.0e}"),
+            Tolerance::AbsOrRel(t) => write!(f, "abs/rel {t:.0e}"),
+            Tolerance::Exact => f.write_str("exact"),
+        }
+    }
+}
+
+/// The outcome of comparing one tensor with the reference.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Comparison {
+    /// Golden tensor name.
+    pub name: String,
+    /// Largest `|a − e|`.
+    pub max_abs: f64,
+    /// Largest `|a − e| / |e|` over elements with `|e| > 1e-6`.
+    pub max_rel: f64,
+    /// The tolerance applied.
+    pub tolerance: Tolerance,
+    /// Whether every element is within tolerance (and shapes agree).
+    pub pass: bool,
+    /// Extra information (shape mismatch, mismatching element count, …).
+    pub note: String,
+}
+
+impl Comparison {
+    /// A failed comparison that could not be measured (missing tensor, wrong shape, stage error).
+    pub fn failed(name: &str, tolerance: Tolerance, note: impl Into<String>) -> Self {
+        Self { name: name.into(), max_abs: f64::NAN, max_rel: f64::NAN, tolerance, pass: false, note: note.into() }
+    }
+}
+
+impl fmt::Display for Comparison {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:<40} {:>11.3e} {:>11.3e} {:>12} {}",
+            self.name,
+            self.max_abs,
+            self.max_rel,
+            self.tolerance.to_string(),
+            if self.pass { "pass" } else { "FAIL" }
+        )?;
+        if !self.note.is_empty() {
+            write!(f, "  {}", self.note)?;
+        }
+        Ok(())
+    }
+}
+
+/// Compares `actual` with `expected` (same length, row-major).
+pub fn compare(name: &str, actual: &[f32], expected: &[f32], tolerance: Tolerance) -> Comparison {
+    if actual.len() != expected.len() {
+        return Comparison::failed(
+            name,
+            tolerance,
+            format!("{} elements, reference has {}", actual.len(), expected.len()),
+        );
+    }
+    let (mut max_abs, mut max_rel, mut pass) = (0f64, 0f64, true);
+    for (&a, &e) in actual.iter().zip(expected) {
+        let (a, e) = (a as f64, e as f64);
+        let d = (a - e).abs();
+        if !d.is_finite() {
+            if !(a.is_nan() && e.is_nan()) && a != e {
+                max_abs = f64::INFINITY;
+                pass = false;
+            }
+            continue;
+        }
+        max_abs = max_abs.max(d);
+        if e.abs() > 1e-6 {
+            max_rel = max_rel.max(d / e.abs());
+        }
+        let ok = match tolerance {
+            Tolerance::Abs(t) => d <= t as f64,
+            Tolerance::AbsOrRel(t) => d <= t as f64 * e.abs().max(1.0),
+            Tolerance::Exact => d == 0.0,
+        };
+        pass &= ok;
+    }
+    Comparison { name: name.into(), max_abs, max_rel, tolerance, pass, note: String::new() }
+}
+
+/// Compares a candle tensor with golden tensor `name` (shapes must match up to leading singleton axes).
+pub fn compare_tensor(set: &GoldenSet, name: &str, actual: &Tensor, tolerance: Tolerance) -> Comparison {
+    let expected = match set.f32(name) {
+        Ok(e) => e,
+        Err(e) => return Comparison::failed(name, tolerance, e.to_string()),
+    };
+    let squeeze = |s: &[usize]| s.iter().copied().skip_while(|&d| d == 1).collect::<Vec<_>>();
+    if squeeze(actual.dims()) != squeeze(&expected.shape) {
+        return Comparison::failed(
+            name,
+            tolerance,
+            format!("shape {:?}, reference {:?}", actual.dims(), expected.shape),
+        );
+    }
+    let data = match actual
+        .to_dtype(candle_core::DType::F32)
+        .and_then(|t| t.flatten_all())
+        .and_then(|t| t.to_vec1::<f32>())
+    {
+        Ok(d) => d,
+        Err(e) => return Comparison::failed(name, tolerance, e.to_string()),
+    };
+    compare(name, &data, &expected.data, tolerance)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compare_reports_abs_and_rel() {
+        let c = compare("x", &[1.0, 2.0, 100.5], &[1.0, 2.0, 100.0], Tolerance::AbsOrRel(1e-2));
+        assert!(c.pass, "{c}");
+        assert!((c.max_abs - 0.5).abs() < 1e-9);
+        let c = compare("x", &[1.0, 2.0, 100.5], &[1.0, 2.0, 100.0], Tolerance::Abs(1e-2));
+        assert!(!c.pass);
+        let c = compare("x", &[1.0], &[1.0, 2.0], Tolerance::Abs(1.0));
+        assert!(!c.pass && c.note.contains("elements"));
+        let c = compare("x", &[f32::NAN], &[1.0], Tolerance::Abs(1.0));
+        assert!(!c.pass);
+    }
+
+    #[test]
+    fn golden_set_reads_tensors() {
+        let dir = GoldenSet::default_dir();
+        let set = GoldenSet::open(&dir).unwrap();
+        let faces = set.i32("mt_t_pos_idx").unwrap();
+        assert_eq!(faces.shape.len(), 2);
+        assert_eq!(faces.shape[1], 3);
+        let rgb = set.f32("rgb_cond").unwrap();
+        assert_eq!(rgb.data.len(), rgb.shape.iter().product::<usize>());
+        assert!(set.i32("rgb_cond").is_err());
+        assert!(set.f32("nope").is_err());
+    }
+}

@@ -1,0 +1,14 @@
+//! # sf3d — Stable Fast 3D in candle
+//!
+//! A re-implementation of Stability AI's SF3D ("Stable Fast 3D: Fast 3D Asset Reconstruction from a Single
+//! Image", arXiv 2408.00653; reference code `Stability-AI/stable-fast-3d` commit `ff21fc4`) that loads the
+//! official `config.yaml` + `model.safetensors` unchanged.
+//!
+//! This crate is a library: no argument parsing, no network, no printing. The `sf3d` binary in
+//! `sf3d-backend` is the only thing that talks to the outside world.
+
+pub mod error;
+pub mod golden;
+pub mod mesh;
+
+pub use error::{Error, Result};

@@ -1,0 +1,366 @@
+//! REST bodies and shared records: health, gallery entries, the `metadata.json` written next to every mesh,
+//! and the one error body every endpoint uses.
+
+use serde::{Deserialize, Serialize};
+
+use crate::params::GenerateParams;
+use crate::stage::{Stage, StageState};
+
+/// Response header carrying the gallery id of a mesh returned by `POST /api/generate`.
+pub const HEADER_MESH_ID: &str = "x-mesh-id";
+/// Response header with the stage timings as JSON (`[{"stage":"decode","ms":1.2,"state":"finished"},…]`).
+pub const HEADER_STAGE_TIMINGS: &str = "x-stage-timings";
+/// Standard `Server-Timing` header (`decode;dur=1.2, backbone;dur=…`), readable by browser dev tools.
+pub const HEADER_SERVER_TIMING: &str = "server-timing";
+/// Response header with the job id of a REST generation.
+pub const HEADER_JOB_ID: &str = "x-job-id";
+
+/// Files stored for every gallery entry (`GET /api/meshes/{id}/{file}` serves exactly these).
+pub const MESH_FILES: [&str; 4] = ["mesh.glb", "input.png", "preprocessed.png", "metadata.json"];
+
+/// Kind of compute device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceKind {
+    /// The host CPU.
+    Cpu,
+    /// An NVIDIA GPU through CUDA.
+    Cuda,
+}
+
+impl DeviceKind {
+    /// `"cpu"` or `"cuda"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceKind::Cpu => "cpu",
+            DeviceKind::Cuda => "cuda",
+        }
+    }
+}
+
+/// The device the model runs on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    /// CPU or CUDA.
+    pub kind: DeviceKind,
+    /// Human name (`"cpu (2 threads)"`, `"cuda:0 NVIDIA H100 80GB HBM3"`).
+    pub name: String,
+    /// Total device memory in bytes, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_total_bytes: Option<u64>,
+}
+
+/// Identity of the loaded model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    /// Where the weights came from: a hub id (`hf:stabilityai/stable-fast-3d`), a folder name, or `builtin-test`.
+    pub id: String,
+    /// True for the built-in random-weight model: shapes are meaningless.
+    pub test_model: bool,
+    /// Attribution required by the weights' licence (`"Powered by Stability AI"` for the release).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attribution: Option<String>,
+    /// Compute dtype of the network (`"f32"`, `"bf16"`).
+    pub dtype: String,
+}
+
+/// Queue occupancy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueInfo {
+    /// Jobs waiting to start.
+    pub waiting: u32,
+    /// Jobs running now.
+    pub running: u32,
+    /// Maximum number of waiting jobs before `queue_full`.
+    pub capacity: u32,
+}
+
+/// `GET /api/health`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealthResponse {
+    /// `"ok"` when the model is loaded and the worker runs.
+    pub status: String,
+    /// Software version.
+    pub version: String,
+    /// WebSocket protocol version.
+    pub protocol: u32,
+    /// Compute device.
+    pub device: DeviceInfo,
+    /// Loaded model.
+    pub model: ModelInfo,
+    /// Queue occupancy.
+    pub queue: QueueInfo,
+    /// Whether requests need `Authorization: Bearer <key>`.
+    pub auth_required: bool,
+}
+
+/// `GET /health`: the seed client's shape (extra fields are harmless to it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeedHealth {
+    /// `"ok"`.
+    pub status: String,
+    /// `"cuda"` or `"cpu"`.
+    pub gpu: String,
+    /// Always true once the server answers (the model loads before the socket opens).
+    pub model_loaded: bool,
+    /// Model id.
+    pub model: String,
+    /// Whether this is the built-in test model.
+    pub test_model: bool,
+}
+
+/// Wall time of one stage.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct StageTiming {
+    /// The stage.
+    pub stage: Stage,
+    /// Milliseconds spent (0 for cached and skipped stages).
+    pub ms: f64,
+    /// How it ended: `finished`, `cached` or `skipped`.
+    pub state: StageState,
+}
+
+/// Client-side figures added by `sf3d remote`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientInfo {
+    /// Server the mesh came from.
+    pub server: String,
+    /// Upload → GLB saved, as seen by the client.
+    pub round_trip_ms: f64,
+    /// Time spent waiting in the server queue.
+    #[serde(default)]
+    pub queue_ms: f64,
+}
+
+/// Everything known about one generated mesh: `metadata.json`, and the body of gallery entries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MeshMetadata {
+    /// Gallery id (ULID), empty for meshes written by `sf3d run` without a gallery.
+    #[serde(default)]
+    pub mesh_id: String,
+    /// The mesh this one was regenerated from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<String>,
+    /// Creation time, RFC 3339 UTC.
+    pub created_at: String,
+    /// Name of the input file as uploaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_name: Option<String>,
+    /// Parameters used.
+    pub params: GenerateParams,
+    /// Model used.
+    pub model: ModelInfo,
+    /// Device used.
+    pub device: DeviceInfo,
+    /// Per-stage wall times, in pipeline order.
+    pub timings: Vec<StageTiming>,
+    /// Sum of `timings`.
+    pub total_ms: f64,
+    /// Vertices in the GLB.
+    pub vertex_count: u64,
+    /// Triangles in the GLB.
+    pub face_count: u64,
+    /// Estimated roughness (PBR `roughnessFactor`).
+    pub roughness: f32,
+    /// Estimated metallic (PBR `metallicFactor`).
+    pub metallic: f32,
+    /// Spherical-Gaussian illumination amplitudes, when estimated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sg_amplitudes: Option<Vec<f32>>,
+    /// Hex SHA-256 of `mesh.glb`.
+    pub glb_sha256: String,
+    /// Size of `mesh.glb`.
+    pub glb_bytes: u64,
+    /// Whether this asset is the quick preview of a request.
+    #[serde(default)]
+    pub preview: bool,
+    /// `"sf3d-studio <version>"`.
+    pub generator: String,
+    /// Licence attribution (`"Powered by Stability AI"` with the release weights).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attribution: Option<String>,
+    /// Client-side figures (only in files written by `sf3d remote`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<ClientInfo>,
+}
+
+/// Relative URLs of a gallery entry's files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeshUrls {
+    /// `mesh.glb`.
+    pub glb: String,
+    /// The uploaded image as received (converted to PNG).
+    pub input: String,
+    /// The conditioning image after background removal and foreground crop.
+    pub preprocessed: String,
+    /// `metadata.json`.
+    pub metadata: String,
+}
+
+impl MeshUrls {
+    /// The URLs of gallery entry `id` on this server.
+    pub fn for_mesh(id: &str) -> Self {
+        Self {
+            glb: format!("/api/meshes/{id}/mesh.glb"),
+            input: format!("/api/meshes/{id}/input.png"),
+            preprocessed: format!("/api/meshes/{id}/preprocessed.png"),
+            metadata: format!("/api/meshes/{id}/metadata.json"),
+        }
+    }
+}
+
+/// One gallery entry (`GET /api/meshes/{id}` and the items of `GET /api/meshes`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MeshEntry {
+    /// Gallery id.
+    pub id: String,
+    /// The metadata.
+    pub metadata: MeshMetadata,
+    /// Where its files are.
+    pub urls: MeshUrls,
+    /// Whether the cached scene codes are available, so a regenerate skips the network.
+    #[serde(default)]
+    pub cached: bool,
+}
+
+/// `GET /api/meshes?limit&cursor`: newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MeshList {
+    /// Entries of this page.
+    pub items: Vec<MeshEntry>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+    /// Entries whose files were missing on disk and were skipped.
+    #[serde(default)]
+    pub skipped: u32,
+}
+
+/// Machine-readable error kinds, shared by REST and WebSocket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Malformed request (bad JSON, missing multipart field, wrong frame order).
+    BadRequest,
+    /// A parameter is out of range; `field` names it.
+    InvalidParams,
+    /// The upload is not a decodable PNG, JPEG or WebP image.
+    UnsupportedImage,
+    /// The image has more pixels than allowed.
+    ImageTooLarge,
+    /// The upload has more bytes than allowed.
+    PayloadTooLarge,
+    /// Nothing left after background removal (empty or fully transparent mask).
+    NoForeground,
+    /// The network produced no surface (all grid points inside or all outside).
+    NoSurface,
+    /// The queue is full; retry later.
+    QueueFull,
+    /// Unknown mesh or job id.
+    NotFound,
+    /// Missing or wrong API key.
+    Unauthorized,
+    /// The client speaks another protocol version.
+    ProtocolMismatch,
+    /// A WebSocket message of an unknown type.
+    UnknownMessage,
+    /// The job was cancelled.
+    Cancelled,
+    /// The server is shutting down.
+    ShuttingDown,
+    /// A bug or an unexpected failure on the server (details are in its log).
+    Internal,
+}
+
+impl ErrorCode {
+    /// The HTTP status REST endpoints answer with.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::BadRequest | ErrorCode::UnknownMessage | ErrorCode::ProtocolMismatch => 400,
+            ErrorCode::Unauthorized => 401,
+            ErrorCode::NotFound => 404,
+            ErrorCode::Cancelled => 409,
+            ErrorCode::PayloadTooLarge | ErrorCode::ImageTooLarge => 413,
+            ErrorCode::UnsupportedImage => 415,
+            ErrorCode::InvalidParams | ErrorCode::NoForeground | ErrorCode::NoSurface => 422,
+            ErrorCode::QueueFull => 429,
+            ErrorCode::ShuttingDown => 503,
+            ErrorCode::Internal => 500,
+        }
+    }
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::InvalidParams => "invalid_params",
+            ErrorCode::UnsupportedImage => "unsupported_image",
+            ErrorCode::ImageTooLarge => "image_too_large",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::NoForeground => "no_foreground",
+            ErrorCode::NoSurface => "no_surface",
+            ErrorCode::QueueFull => "queue_full",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::ProtocolMismatch => "protocol_mismatch",
+            ErrorCode::UnknownMessage => "unknown_message",
+            ErrorCode::Cancelled => "cancelled",
+            ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::Internal => "internal",
+        }
+    }
+
+    /// What a user can do about it, in words (shown by the UI under the message).
+    pub fn hint(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest | ErrorCode::UnknownMessage => "The client sent something the server does not understand; update the client.",
+            ErrorCode::InvalidParams => "Fix the highlighted parameter and try again.",
+            ErrorCode::UnsupportedImage => "Upload a PNG, JPEG or WebP image.",
+            ErrorCode::ImageTooLarge | ErrorCode::PayloadTooLarge => "Use a smaller image (fewer pixels or bytes).",
+            ErrorCode::NoForeground => "No object was found: use an image with a clear subject, or a transparent background.",
+            ErrorCode::NoSurface => "The model found no surface in this image; try another picture or foreground ratio.",
+            ErrorCode::QueueFull => "The server is busy; try again in a few seconds.",
+            ErrorCode::NotFound => "It may have been deleted; refresh the gallery.",
+            ErrorCode::Unauthorized => "Provide the server's API key.",
+            ErrorCode::ProtocolMismatch => "Client and server versions differ; reload the page or update the client.",
+            ErrorCode::Cancelled => "The job was cancelled.",
+            ErrorCode::ShuttingDown => "The server is restarting; try again shortly.",
+            ErrorCode::Internal => "Something went wrong on the server; its log has the details.",
+        }
+    }
+}
+
+/// The details of an error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// Machine-readable kind.
+    pub code: ErrorCode,
+    /// Human-readable message.
+    pub message: String,
+    /// The offending parameter, for `invalid_params`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// The body of every REST error response: `{"error":{"code":…,"message":…}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+impl ErrorBody {
+    /// A body with no field.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { error: ErrorDetail { code, message: message.into(), field: None } }
+    }
+}
+
+/// Body of `POST /api/meshes/{id}/regenerate` (JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegenerateRequest {
+    /// New parameters; the encode-side ones (`foreground_ratio`, `background`) must equal the parent's to hit
+    /// the cache, otherwise the network runs again.
+    #[serde(default)]
+    pub params: GenerateParams,
+}
