@@ -10,5 +10,8 @@
 pub mod error;
 pub mod golden;
 pub mod mesh;
+pub mod preprocess;
+pub mod progress;
 
 pub use error::{Error, Result};
+pub use progress::{CancelToken, NoProgress, Progress};

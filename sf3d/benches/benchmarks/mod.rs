@@ -1,0 +1,6 @@
+//! One module per stage.
+
+pub mod bake;
+pub mod isosurface;
+pub mod remesh;
+pub mod uv_unwrap;
