@@ -118,10 +118,8 @@ impl GoldenSet {
         if e.dtype != safetensors::Dtype::F32 {
             return Err(Error::bad_file(self.file("golden.safetensors"), format!("{name} is {:?}, not F32", e.dtype)));
         }
-        let data = self.bytes[e.start..e.end]
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
+        let data =
+            self.bytes[e.start..e.end].chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
         Ok(Array { shape: e.shape.clone(), data })
     }
 
@@ -131,10 +129,8 @@ impl GoldenSet {
         if e.dtype != safetensors::Dtype::I32 {
             return Err(Error::bad_file(self.file("golden.safetensors"), format!("{name} is {:?}, not I32", e.dtype)));
         }
-        let data = self.bytes[e.start..e.end]
-            .chunks_exact(4)
-            .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
+        let data =
+            self.bytes[e.start..e.end].chunks_exact(4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
         Ok(Array { shape: e.shape.clone(), data })
     }
 
@@ -256,14 +252,11 @@ pub fn compare_tensor(set: &GoldenSet, name: &str, actual: &Tensor, tolerance: T
             format!("shape {:?}, reference {:?}", actual.dims(), expected.shape),
         );
     }
-    let data = match actual
-        .to_dtype(candle_core::DType::F32)
-        .and_then(|t| t.flatten_all())
-        .and_then(|t| t.to_vec1::<f32>())
-    {
-        Ok(d) => d,
-        Err(e) => return Comparison::failed(name, tolerance, e.to_string()),
-    };
+    let data =
+        match actual.to_dtype(candle_core::DType::F32).and_then(|t| t.flatten_all()).and_then(|t| t.to_vec1::<f32>()) {
+            Ok(d) => d,
+            Err(e) => return Comparison::failed(name, tolerance, e.to_string()),
+        };
     compare(name, &data, &expected.data, tolerance)
 }
 

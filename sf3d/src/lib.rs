@@ -7,11 +7,15 @@
 //! This crate is a library: no argument parsing, no network, no printing. The `sf3d` binary in
 //! `sf3d-backend` is the only thing that talks to the outside world.
 
+pub mod config;
 pub mod error;
 pub mod golden;
 pub mod mesh;
+pub mod model;
+pub mod parity;
 pub mod preprocess;
 pub mod progress;
+pub mod weights;
 
 pub use error::{Error, Result};
 pub use progress::{CancelToken, NoProgress, Progress};

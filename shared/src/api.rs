@@ -313,12 +313,18 @@ impl ErrorCode {
     /// What a user can do about it, in words (shown by the UI under the message).
     pub fn hint(self) -> &'static str {
         match self {
-            ErrorCode::BadRequest | ErrorCode::UnknownMessage => "The client sent something the server does not understand; update the client.",
+            ErrorCode::BadRequest | ErrorCode::UnknownMessage => {
+                "The client sent something the server does not understand; update the client."
+            }
             ErrorCode::InvalidParams => "Fix the highlighted parameter and try again.",
             ErrorCode::UnsupportedImage => "Upload a PNG, JPEG or WebP image.",
             ErrorCode::ImageTooLarge | ErrorCode::PayloadTooLarge => "Use a smaller image (fewer pixels or bytes).",
-            ErrorCode::NoForeground => "No object was found: use an image with a clear subject, or a transparent background.",
-            ErrorCode::NoSurface => "The model found no surface in this image; try another picture or foreground ratio.",
+            ErrorCode::NoForeground => {
+                "No object was found: use an image with a clear subject, or a transparent background."
+            }
+            ErrorCode::NoSurface => {
+                "The model found no surface in this image; try another picture or foreground ratio."
+            }
             ErrorCode::QueueFull => "The server is busy; try again in a few seconds.",
             ErrorCode::NotFound => "It may have been deleted; refresh the gallery.",
             ErrorCode::Unauthorized => "Provide the server's API key.",

@@ -17,8 +17,8 @@ pub mod protocol;
 pub mod stage;
 
 pub use api::{
-    ClientInfo, DeviceInfo, DeviceKind, ErrorBody, ErrorCode, ErrorDetail, HealthResponse, MeshEntry,
-    MeshList, MeshMetadata, MeshUrls, ModelInfo, QueueInfo, RegenerateRequest, SeedHealth, StageTiming,
+    ClientInfo, DeviceInfo, DeviceKind, ErrorBody, ErrorCode, ErrorDetail, HealthResponse, MeshEntry, MeshList,
+    MeshMetadata, MeshUrls, ModelInfo, QueueInfo, RegenerateRequest, SeedHealth, StageTiming,
 };
 pub use params::{BackgroundMode, GenerateParams, ParamError, RemeshOption};
 pub use protocol::{ClientMessage, ImageRef, JobState, PROTOCOL_VERSION, ServerMessage, StageSnapshot};

@@ -148,33 +148,21 @@ impl GenerateParams {
         if !(Self::TEXTURE_RESOLUTION_MIN..=Self::TEXTURE_RESOLUTION_MAX).contains(&r) {
             return Err(ParamError::new(
                 "texture_resolution",
-                format!(
-                    "{r} is outside {}..={}",
-                    Self::TEXTURE_RESOLUTION_MIN,
-                    Self::TEXTURE_RESOLUTION_MAX
-                ),
+                format!("{r} is outside {}..={}", Self::TEXTURE_RESOLUTION_MIN, Self::TEXTURE_RESOLUTION_MAX),
             ));
         }
         let f = self.foreground_ratio;
         if !f.is_finite() || !(Self::FOREGROUND_RATIO_MIN..=Self::FOREGROUND_RATIO_MAX).contains(&f) {
             return Err(ParamError::new(
                 "foreground_ratio",
-                format!(
-                    "{f} is outside {}..={}",
-                    Self::FOREGROUND_RATIO_MIN,
-                    Self::FOREGROUND_RATIO_MAX
-                ),
+                format!("{f} is outside {}..={}", Self::FOREGROUND_RATIO_MIN, Self::FOREGROUND_RATIO_MAX),
             ));
         }
         let v = self.vertex_count;
         if v != -1 && !(Self::VERTEX_COUNT_MIN..=Self::VERTEX_COUNT_MAX).contains(&v) {
             return Err(ParamError::new(
                 "vertex_count",
-                format!(
-                    "{v} is neither -1 nor within {}..={}",
-                    Self::VERTEX_COUNT_MIN,
-                    Self::VERTEX_COUNT_MAX
-                ),
+                format!("{v} is neither -1 nor within {}..={}", Self::VERTEX_COUNT_MIN, Self::VERTEX_COUNT_MAX),
             ));
         }
         Ok(())
@@ -237,9 +225,7 @@ impl GenerateParams {
 }
 
 fn parse_num<T: FromStr>(field: &str, value: &str) -> Result<T, ParamError> {
-    value
-        .parse()
-        .map_err(|_| ParamError::new(field, format!("{value:?} is not a valid number")))
+    value.parse().map_err(|_| ParamError::new(field, format!("{value:?} is not a valid number")))
 }
 
 #[cfg(test)]

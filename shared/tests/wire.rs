@@ -1,6 +1,8 @@
 //! The wire format is a contract: every example in `docs/protocol.md` must parse into our types and serialise
 //! back to the same JSON, and every message variant must have an example there.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic
+
 use std::collections::BTreeSet;
 
 use serde::Serialize;
@@ -8,8 +10,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sf3d_shared::api::RegenerateRequest;
 use sf3d_shared::{
-    ClientMessage, ErrorBody, ErrorCode, GenerateParams, HealthResponse, ImageRef, MeshList, SeedHealth,
-    ServerMessage, Stage, StageState,
+    ClientMessage, ErrorBody, ErrorCode, GenerateParams, HealthResponse, ImageRef, MeshList, SeedHealth, ServerMessage,
+    Stage, StageState,
 };
 
 fn protocol_doc() -> String {
@@ -33,9 +35,12 @@ fn examples() -> Vec<(String, String)> {
 
 /// Parses `json` as `T`, serialises it again and checks nothing was lost or invented.
 fn round_trip<T: Serialize + DeserializeOwned>(kind: &str, json: &str) -> T {
-    let original: Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{kind} example is not JSON: {e}\n{json}"));
-    let parsed: T = serde_json::from_value(original.clone()).unwrap_or_else(|e| panic!("{kind} example does not parse: {e}\n{json}"));
-    let again = serde_json::to_value(&parsed).unwrap();
+    let original: Value =
+        serde_json::from_str(json).unwrap_or_else(|e| panic!("{kind} example is not JSON: {e}\n{json}"));
+    let parsed: T = serde_json::from_value(original.clone())
+        .unwrap_or_else(|e| panic!("{kind} example does not parse: {e}\n{json}"));
+    // Through the string form: that is what goes on the wire (f32 fields print as their shortest form).
+    let again: Value = serde_json::from_str(&serde_json::to_string(&parsed).unwrap()).unwrap();
     assert_eq!(strip_defaults(&again), strip_defaults(&original), "{kind} example does not round-trip:\n{json}");
     parsed
 }
@@ -46,7 +51,9 @@ fn strip_defaults(v: &Value) -> Value {
     match v {
         Value::Object(m) => Value::Object(
             m.iter()
-                .filter(|(k, v)| !(matches!(v, Value::Bool(false)) || (k.as_str() == "skipped" && v == &Value::from(0))))
+                .filter(|(k, v)| {
+                    !(matches!(v, Value::Bool(false)) || (k.as_str() == "skipped" && *v == &Value::from(0)))
+                })
                 .map(|(k, v)| (k.clone(), strip_defaults(v)))
                 .collect(),
         ),
@@ -61,7 +68,7 @@ fn fill_params(v: &mut Value) {
         for (k, child) in m.iter_mut() {
             if k == "params" && child.is_object() {
                 let p: GenerateParams = serde_json::from_value(child.clone()).unwrap();
-                *child = serde_json::to_value(p).unwrap();
+                *child = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
             } else {
                 fill_params(child);
             }
@@ -198,6 +205,11 @@ fn every_error_code_has_a_status_and_a_hint() {
         assert!((400..600).contains(&c.http_status()));
         assert!(!c.hint().is_empty());
         assert_eq!(serde_json::to_value(c).unwrap(), Value::from(c.as_str()));
-        assert!(doc.contains(&format!("`{}` {}", c.as_str(), c.http_status())), "docs/protocol.md lacks `{}` {}", c.as_str(), c.http_status());
+        assert!(
+            doc.contains(&format!("`{}` {}", c.as_str(), c.http_status())),
+            "docs/protocol.md lacks `{}` {}",
+            c.as_str(),
+            c.http_status()
+        );
     }
 }

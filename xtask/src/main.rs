@@ -186,7 +186,8 @@ fn setup() -> Result {
     //    playwright-core). `npm ci` only when the lock changed since the last install.
     let lock = root().join("package-lock.json");
     let stamp = root().join("node_modules").join(".package-lock.json");
-    let fresh = match (fs::metadata(&lock).and_then(|m| m.modified()), fs::metadata(&stamp).and_then(|m| m.modified())) {
+    let fresh = match (fs::metadata(&lock).and_then(|m| m.modified()), fs::metadata(&stamp).and_then(|m| m.modified()))
+    {
         (Ok(l), Ok(s)) => s >= l,
         _ => false,
     };

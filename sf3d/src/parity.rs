@@ -1,0 +1,370 @@
+//! Stage-by-stage parity with a golden set (`sf3d check-golden DIR` and `tests/parity.rs`).
+//!
+//! Every stage is fed the golden input of that stage, so a failure points at one module; where the stage also
+//! follows from our own previous stage, a second row (note `chained`) compares the chained output. Rows are
+//! named exactly as the golden tensors. Nothing here depends on tiny-a's sizes: any golden set produced by the
+//! same generator is checked the same way.
+
+use std::fmt;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::error::{Error, Result};
+use crate::golden::{Comparison, GoldenSet, Tolerance, compare, compare_tensor};
+use crate::mesh::isosurface::marching_tetrahedra;
+use crate::mesh::tets::TetGrid;
+use crate::model::Sf3dNetwork;
+use crate::model::backbone::BackboneTrace;
+use crate::model::image_tokenizer::dinov2::Dinov2Trace;
+use crate::progress::NoProgress;
+
+/// Network stages in f32: abs 1e-4 (the golden README's suggestion; the f64 re-run agrees to ≤ 2.3e-6).
+pub const TOL_NETWORK: Tolerance = Tolerance::Abs(1e-4);
+/// Exponential outputs (density, grid sdf): 1e-4 absolute below 1, relative above.
+pub const TOL_DENSITY: Tolerance = Tolerance::AbsOrRel(1e-4);
+/// Marching-tets vertex positions fed with the golden sdf / deformation.
+pub const TOL_MT: Tolerance = Tolerance::Abs(1e-5);
+/// Marching-tets vertex positions chained from our own grid sdf: an sdf error δ near a crossing moves the vertex
+/// by about δ/|∇sdf| along the edge, so the f32 density noise (≈ 1e-5 relative, as in the reference's own f64
+/// re-run) shows up here at the 1e-5 level.
+pub const TOL_MT_CHAINED: Tolerance = Tolerance::Abs(1e-4);
+
+/// A group of rows.
+#[derive(Debug, Clone)]
+pub struct Section {
+    /// Title (`image side`, `backbone`, …).
+    pub title: String,
+    /// The comparisons.
+    pub rows: Vec<Comparison>,
+}
+
+/// Everything checked.
+#[derive(Debug, Clone, Default)]
+pub struct ParityReport {
+    /// The golden folder.
+    pub dir: String,
+    /// Sections in pipeline order.
+    pub sections: Vec<Section>,
+}
+
+impl ParityReport {
+    /// Whether every row passed.
+    pub fn passed(&self) -> bool {
+        self.sections.iter().all(|s| s.rows.iter().all(|r| r.pass))
+    }
+
+    /// The failing rows.
+    pub fn failures(&self) -> Vec<&Comparison> {
+        self.sections.iter().flat_map(|s| s.rows.iter()).filter(|r| !r.pass).collect()
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.sections.iter().map(|s| s.rows.len()).sum()
+    }
+
+    /// Whether nothing was checked.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn push(&mut self, title: &str, rows: Vec<Comparison>) {
+        self.sections.push(Section { title: title.into(), rows });
+    }
+}
+
+impl fmt::Display for ParityReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "golden set {}", self.dir)?;
+        writeln!(f, "{:<40} {:>11} {:>11} {:>12} result", "tensor", "max abs", "max rel", "tolerance")?;
+        for s in &self.sections {
+            writeln!(f, "-- {}", s.title)?;
+            for r in &s.rows {
+                writeln!(f, "{r}")?;
+            }
+        }
+        let failed = self.failures().len();
+        write!(f, "{} tensors checked, {} passed, {} failed", self.len(), self.len() - failed, failed)
+    }
+}
+
+fn chained(mut c: Comparison) -> Comparison {
+    c.note = if c.note.is_empty() { "chained".into() } else { format!("chained; {}", c.note) };
+    c
+}
+
+/// Runs a stage, turning an error into a failed row instead of aborting the whole check.
+fn row(name: &str, tol: Tolerance, f: impl FnOnce() -> Result<Comparison>) -> Comparison {
+    f().unwrap_or_else(|e| Comparison::failed(name, tol, format!("stage error: {e}")))
+}
+
+/// Checks every implemented stage against the golden set in `dir`.
+pub fn check_golden(dir: &Path, device: &Device) -> Result<ParityReport> {
+    let set = GoldenSet::open(dir)?;
+    let (net, _report) = Sf3dNetwork::load(dir, device, DType::F32)?;
+    let mut report = ParityReport { dir: dir.display().to_string(), sections: Vec::new() };
+    image_side(&set, &net, &mut report)?;
+    network_side(&set, &net, &mut report)?;
+    decoder_side(&set, &net, &mut report)?;
+    mesh_side(&set, &net, &mut report)?;
+    Ok(report)
+}
+
+fn image_side(set: &GoldenSet, net: &Sf3dNetwork, report: &mut ParityReport) -> Result<()> {
+    let dev = net.device().clone();
+    let mut rows = Vec::new();
+    rows.push(row("camera_embeds", TOL_NETWORK, || {
+        Ok(compare_tensor(set, "camera_embeds", &net.camera_embedding()?, TOL_NETWORK))
+    }));
+    let pos = net.image_tokenizer().model().embeddings().pos_embed().clone();
+    rows.push(compare_tensor(set, "dino_pos_embed_interp", &pos, TOL_NETWORK));
+
+    // DINOv2 from the golden conditioning image: [B, Nv, H, W, 3] → [B·Nv, H, W, 3].
+    let rgb = squeeze_view(&set.tensor("rgb_cond", &dev)?)?;
+    let mask = squeeze_view(&set.tensor("mask_cond", &dev)?)?;
+    let mut trace = Dinov2Trace::default();
+    match net.encode_image(&rgb, Some(&mut trace)) {
+        Ok(tokens) => {
+            if let Some(e) = &trace.embeddings {
+                rows.push(compare_tensor(set, "dino_embeddings", e, TOL_NETWORK));
+            }
+            for (i, l) in trace.layers.iter().enumerate() {
+                let name = format!("dino_layer{i}_out");
+                if set.has(&name) {
+                    rows.push(compare_tensor(set, &name, l, TOL_NETWORK));
+                }
+            }
+            // The reference lays the tokens out as [B, Nv, C, T].
+            rows.push(row("image_tokens", TOL_NETWORK, || {
+                Ok(compare_tensor(set, "image_tokens", &tokens.transpose(1, 2)?, TOL_NETWORK))
+            }));
+        }
+        Err(e) => rows.push(Comparison::failed("image_tokens", TOL_NETWORK, format!("stage error: {e}"))),
+    }
+
+    // CLIP estimator from the golden conditioning image.
+    match net.estimate_material(&rgb, &mask) {
+        Ok(m) => {
+            rows.push(compare_tensor(set, "clip_input_224", &m.clip_input, TOL_NETWORK));
+            rows.push(compare_tensor(set, "clip_image_features", &m.features, TOL_NETWORK));
+            for (head, values) in &m.heads {
+                let a: Vec<f32> = values.iter().map(|v| v.0).collect();
+                let b: Vec<f32> = values.iter().map(|v| v.1).collect();
+                let v: Vec<f32> = values.iter().map(|v| v.2).collect();
+                for (name, data) in [
+                    (format!("image_estimator_{head}_dist_alpha"), a),
+                    (format!("image_estimator_{head}_dist_beta"), b),
+                    (format!("image_estimator_decoder_{head}"), v),
+                ] {
+                    rows.push(row(&name, TOL_NETWORK, || {
+                        Ok(compare(&name, &data, &set.f32(&name)?.data, TOL_NETWORK))
+                    }));
+                }
+            }
+        }
+        Err(e) => rows.push(Comparison::failed("clip_image_features", TOL_NETWORK, format!("stage error: {e}"))),
+    }
+    report.push("image side: camera, DINOv2 tokenizer, CLIP material estimator", rows);
+    Ok(())
+}
+
+fn squeeze_view(t: &Tensor) -> Result<Tensor> {
+    // [B, Nv, H, W, C] → [B·Nv, H, W, C]
+    let d = t.dims().to_vec();
+    Ok(t.reshape((d[0] * d[1], d[2], d[3], d[4]))?)
+}
+
+fn network_side(set: &GoldenSet, net: &Sf3dNetwork, report: &mut ParityReport) -> Result<()> {
+    let dev = net.device().clone();
+    let mut rows = Vec::new();
+    rows.push(row("triplane_tokens", TOL_NETWORK, || {
+        Ok(compare_tensor(set, "triplane_tokens", &net.tokenizer().forward(1)?, TOL_NETWORK))
+    }));
+
+    let golden_tokens = set.tensor("image_tokens", &dev)?; // [B, Nv, C, T]
+    let d = golden_tokens.dims().to_vec();
+    let golden_tokens = golden_tokens.reshape((d[0], d[1] * d[2], d[3]))?.transpose(1, 2)?.contiguous()?; // [B, T, C]
+
+    let run_backbone = |tokens: &Tensor, is_chained: bool, rows: &mut Vec<Comparison>| -> Option<Tensor> {
+        let mut trace = BackboneTrace::default();
+        match net.run_backbone(tokens, Some(&mut trace), &mut |_| Ok(())) {
+            Ok(out) => {
+                let wrap = |c: Comparison| if is_chained { chained(c) } else { c };
+                if let Some((lat, tri)) = trace.blocks.first() {
+                    rows.push(wrap(compare_tensor(set, "backbone_block0_latent", lat, TOL_NETWORK)));
+                    rows.push(wrap(compare_tensor(set, "backbone_block0_triplane", tri, TOL_NETWORK)));
+                }
+                rows.push(wrap(compare_tensor(set, "backbone_out", &out, TOL_NETWORK)));
+                Some(out)
+            }
+            Err(e) => {
+                rows.push(Comparison::failed("backbone_out", TOL_NETWORK, format!("stage error: {e}")));
+                None
+            }
+        }
+    };
+    run_backbone(&golden_tokens, false, &mut rows);
+    let ours = net.encode_image(&squeeze_view(&set.tensor("rgb_cond", &dev)?)?, None)?;
+    let chained_out = run_backbone(&ours, true, &mut rows);
+
+    // Detokenize + post-processor from the golden backbone output, then chained.
+    let golden_out = set.tensor("backbone_out", &dev)?;
+    for (out, is_chained) in [(Some(golden_out), false), (chained_out, true)] {
+        let Some(out) = out else { continue };
+        let wrap = |c: Comparison| if is_chained { chained(c) } else { c };
+        match net.triplanes(&out) {
+            Ok((direct, scene)) => {
+                rows.push(wrap(compare_tensor(set, "direct_codes", &direct, TOL_NETWORK)));
+                rows.push(wrap(compare_tensor(set, "scene_codes", &scene, TOL_NETWORK)));
+            }
+            Err(e) => rows.push(Comparison::failed("scene_codes", TOL_NETWORK, format!("stage error: {e}"))),
+        }
+    }
+    // Post-processor alone from the golden direct codes.
+    rows.push(row("scene_codes", TOL_NETWORK, || {
+        let scene = net.post_processor().forward(&set.tensor("direct_codes", &dev)?)?;
+        let mut c = compare_tensor(set, "scene_codes", &scene, TOL_NETWORK);
+        c.note = "from golden direct_codes".into();
+        Ok(c)
+    }));
+    rows.push(row("global_estimator_sg_amplitudes", TOL_NETWORK, || {
+        let heads = net.estimate_illumination(&set.tensor("direct_codes", &dev)?)?;
+        let (_, sg) = heads
+            .into_iter()
+            .find(|(n, _)| n == "sg_amplitudes")
+            .ok_or_else(|| Error::Internal("no sg_amplitudes head".into()))?;
+        Ok(compare_tensor(set, "global_estimator_sg_amplitudes", &sg, TOL_NETWORK))
+    }));
+    report.push("triplane tokenizer, backbone, post-processor, illumination head", rows);
+    Ok(())
+}
+
+/// The scene codes of item 0 of the golden set, `[3, C', R, R]`.
+fn golden_scene_codes(set: &GoldenSet, dev: &Device) -> Result<Tensor> {
+    Ok(set.tensor("scene_codes", dev)?.squeeze(0)?)
+}
+
+fn decoder_side(set: &GoldenSet, net: &Sf3dNetwork, report: &mut ParityReport) -> Result<()> {
+    let dev = net.device().clone();
+    let sampler = net.sampler(&golden_scene_codes(set, &dev)?)?;
+    let mut rows = Vec::new();
+    let points = set.tensor("query_points", &dev)?;
+    rows.push(row("query_triplane_features", TOL_NETWORK, || {
+        Ok(compare_tensor(set, "query_triplane_features", &sampler.query(&points)?, TOL_NETWORK))
+    }));
+    let heads = ["density", "features", "perturb_normal", "vertex_offset"];
+    match net.query(&sampler, &points, &heads, &mut NoProgress) {
+        Ok(outs) => {
+            for (h, t) in heads.iter().zip(outs) {
+                let name = format!("query_decoder_{h}");
+                let tol = if *h == "density" { TOL_DENSITY } else { TOL_NETWORK };
+                rows.push(compare_tensor(set, &name, &t, tol));
+            }
+        }
+        Err(e) => rows.push(Comparison::failed("query_decoder_density", TOL_DENSITY, format!("stage error: {e}"))),
+    }
+    // Bake-side decoder at the golden masked texel positions (row-major texel order).
+    rows.extend(bake_decoder_rows(set, net, &sampler));
+    report.push("triplane query and decoder", rows);
+    Ok(())
+}
+
+fn bake_decoder_rows(
+    set: &GoldenSet,
+    net: &Sf3dNetwork,
+    sampler: &crate::model::triplane::TriplaneSampler,
+) -> Vec<Comparison> {
+    let run = || -> Result<Vec<Comparison>> {
+        let pos = set.f32("bake_pos")?;
+        let mask = set.f32("bake_mask")?;
+        let pts: Vec<f32> = pos
+            .data
+            .chunks_exact(3)
+            .zip(&mask.data)
+            .filter(|(_, m)| **m > 0.5)
+            .flat_map(|(p, _)| p.iter().copied())
+            .collect();
+        let n = pts.len() / 3;
+        let pts = Tensor::from_vec(pts, (n, 3), net.device())?;
+        let mut rows = vec![compare_tensor(set, "bake_query_features", &sampler.query(&pts)?, TOL_NETWORK)];
+        let outs = net.query(sampler, &pts, &["features", "perturb_normal"], &mut NoProgress)?;
+        rows.push(compare_tensor(set, "bake_decoded_features", &outs[0], TOL_NETWORK));
+        rows.push(compare_tensor(set, "bake_decoded_perturb_normal", &outs[1], TOL_NETWORK));
+        Ok(rows)
+    };
+    run().unwrap_or_else(|e| vec![Comparison::failed("bake_query_features", TOL_NETWORK, format!("stage error: {e}"))])
+}
+
+/// The tet grid of a golden set: `{res}_tets.npz` in the folder.
+pub fn golden_tet_grid(set: &GoldenSet, resolution: usize) -> Result<TetGrid> {
+    TetGrid::load_npz(&set.file(&format!("{resolution}_tets.npz")))
+}
+
+fn mesh_side(set: &GoldenSet, net: &Sf3dNetwork, report: &mut ParityReport) -> Result<()> {
+    let dev = net.device().clone();
+    let cfg = &net.config.sf3d;
+    let grid = golden_tet_grid(set, cfg.isosurface_resolution)?;
+    let mut rows = Vec::new();
+
+    // Decoder on the grid (golden scene codes): grid_sdf, grid_deformation.
+    let sampler = net.sampler(&golden_scene_codes(set, &dev)?)?;
+    let r = cfg.radius;
+    let world: Vec<f32> = grid.vertices.iter().flat_map(|v| v.map(|x| x * 2.0 * r - r)).collect();
+    let world = Tensor::from_vec(world, (grid.vertices.len(), 3), &dev)?;
+    let ours = net.query(&sampler, &world, &["density", "vertex_offset"], &mut NoProgress).and_then(|o| {
+        let sdf: Vec<f32> = (&o[0] - cfg.isosurface_threshold as f64)?.flatten_all()?.to_vec1()?;
+        let def: Vec<f32> = o[1].flatten_all()?.to_vec1()?;
+        Ok((sdf, def))
+    });
+    match &ours {
+        Ok((sdf, def)) => {
+            // sdf = density − threshold: the error is relative to the density (an exponential), not to the
+            // difference, so compare with the threshold added back.
+            let t = cfg.isosurface_threshold;
+            rows.push(row("grid_sdf", TOL_DENSITY, || {
+                let dens: Vec<f32> = sdf.iter().map(|x| x + t).collect();
+                let want: Vec<f32> = set.f32("grid_sdf")?.data.iter().map(|x| x + t).collect();
+                let mut c = compare("grid_sdf", &dens, &want, TOL_DENSITY);
+                c.note = "compared as density = sdf + threshold".into();
+                Ok(c)
+            }));
+            rows.push(row("grid_deformation", TOL_NETWORK, || {
+                Ok(compare("grid_deformation", def, &set.f32("grid_deformation")?.data, TOL_NETWORK))
+            }));
+        }
+        Err(e) => rows.push(Comparison::failed("grid_sdf", TOL_DENSITY, format!("stage error: {e}"))),
+    }
+
+    // Marching tets from the golden sdf / deformation, then chained from ours.
+    let golden_sdf = set.f32("grid_sdf")?.data;
+    let golden_def = set.f32("grid_deformation")?.rows::<3>()?;
+    let mut inputs = vec![(golden_sdf, golden_def, false)];
+    if let Ok((sdf, def)) = ours {
+        inputs.push((sdf, def.chunks_exact(3).map(|c| [c[0], c[1], c[2]]).collect(), true));
+    }
+    for (sdf, def, is_chained) in inputs {
+        let wrap = |c: Comparison| if is_chained { chained(c) } else { c };
+        match marching_tetrahedra(&grid, &sdf, &def, cfg.isosurface_resolution, cfg.radius) {
+            Ok(iso) => {
+                let faces: Vec<f32> = iso.mesh.faces.iter().flatten().map(|&i| i as f32).collect();
+                let golden_faces = set.i32("mt_t_pos_idx")?.data.iter().map(|&i| i as f32).collect::<Vec<_>>();
+                rows.push(wrap(compare("mt_t_pos_idx", &faces, &golden_faces, Tolerance::Exact)));
+                let tol = if is_chained { TOL_MT_CHAINED } else { TOL_MT };
+                let unit: Vec<f32> = iso.vertices_unit.iter().flatten().copied().collect();
+                rows.push(wrap(compare("mt_v_pos_unit", &unit, &set.f32("mt_v_pos_unit")?.data, tol)));
+                let pos: Vec<f32> = iso.mesh.positions.iter().flatten().copied().collect();
+                rows.push(wrap(compare("mt_v_pos", &pos, &set.f32("mt_v_pos")?.data, tol)));
+                if !is_chained {
+                    let nrm: Vec<f32> = iso.mesh.vertex_normals().into_iter().flatten().collect();
+                    rows.push(compare("unwrap_in_v_nrm", &nrm, &set.f32("unwrap_in_v_nrm")?.data, TOL_NETWORK));
+                }
+            }
+            Err(e) => {
+                rows.push(wrap(Comparison::failed("mt_t_pos_idx", Tolerance::Exact, format!("stage error: {e}"))))
+            }
+        }
+    }
+    report.push("tet grid decoder, marching tetrahedra, normals", rows);
+    Ok(())
+}
