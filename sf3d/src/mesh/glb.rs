@@ -415,98 +415,76 @@ pub fn write_glb(mesh: &ExportMesh, material: &GlbMaterial, info: &GlbInfo) -> R
     check_export_mesh(mesh)?;
     check_material(material)?;
     let tangents = tangents(mesh);
+    let mut glb = GlbBuilder::new(info)?;
 
-    let mut root = json::Root::default();
-    root.asset.generator = Some(info.generator.clone());
-    root.asset.extras = asset_extras(info)?;
-    let mut bin = Vec::new();
-    let buffer = root.push(json::Buffer {
-        byte_length: USize64(0), // set once the BIN chunk is complete
-        name: None,
-        uri: None,
-        extensions: None,
-        extras: None,
-    });
-
-    // geometry
-    let indices = flat_bytes(&mesh.faces, u32::to_le_bytes);
-    let view = push_view(
-        &mut root,
-        &mut bin,
-        buffer,
-        &indices,
-        Some(json::buffer::Target::ElementArrayBuffer),
-    );
-    let indices = push_accessor(
-        &mut root,
-        view,
+    // geometry: one tightly packed bufferView per accessor
+    use json::accessor::{ComponentType, Type};
+    use json::buffer::Target;
+    use json::mesh::Semantic;
+    let faces = glb.accessor(
+        &flat_bytes(&mesh.faces, u32::to_le_bytes),
+        Target::ElementArrayBuffer,
         mesh.faces.len() * 3,
-        json::accessor::ComponentType::U32,
-        json::accessor::Type::Scalar,
+        (ComponentType::U32, Type::Scalar),
         None,
     );
-    let (lo, hi) = bounds(&mesh.positions);
-    let vertex_attributes: [(
-        json::mesh::Semantic,
-        Vec<u8>,
-        json::accessor::Type,
-        Option<(Vec<f32>, Vec<f32>)>,
-    ); 4] = [
+    let n = mesh.positions.len();
+    let vertex = (Target::ArrayBuffer, ComponentType::F32);
+    let attributes = std::collections::BTreeMap::from([
         (
-            json::mesh::Semantic::Positions,
-            flat_bytes(&mesh.positions, f32::to_le_bytes),
-            json::accessor::Type::Vec3,
-            Some((lo.to_vec(), hi.to_vec())),
+            Valid(Semantic::Positions),
+            glb.accessor(
+                &flat_bytes(&mesh.positions, f32::to_le_bytes),
+                vertex.0,
+                n,
+                (vertex.1, Type::Vec3),
+                Some(bounds(&mesh.positions)),
+            ),
         ),
         (
-            json::mesh::Semantic::Normals,
-            flat_bytes(&mesh.normals, f32::to_le_bytes),
-            json::accessor::Type::Vec3,
-            None,
+            Valid(Semantic::Normals),
+            glb.accessor(
+                &flat_bytes(&mesh.normals, f32::to_le_bytes),
+                vertex.0,
+                n,
+                (vertex.1, Type::Vec3),
+                None,
+            ),
         ),
         (
-            json::mesh::Semantic::Tangents,
-            flat_bytes(&tangents, f32::to_le_bytes),
-            json::accessor::Type::Vec4,
-            None,
+            Valid(Semantic::Tangents),
+            glb.accessor(
+                &flat_bytes(&tangents, f32::to_le_bytes),
+                vertex.0,
+                n,
+                (vertex.1, Type::Vec4),
+                None,
+            ),
         ),
         (
-            json::mesh::Semantic::TexCoords(0),
-            flat_bytes(&mesh.uvs, f32::to_le_bytes),
-            json::accessor::Type::Vec2,
-            None,
+            Valid(Semantic::TexCoords(0)),
+            glb.accessor(
+                &flat_bytes(&mesh.uvs, f32::to_le_bytes),
+                vertex.0,
+                n,
+                (vertex.1, Type::Vec2),
+                None,
+            ),
         ),
-    ];
-    let mut attributes = std::collections::BTreeMap::new();
-    for (semantic, bytes, type_, min_max) in vertex_attributes {
-        let view = push_view(
-            &mut root,
-            &mut bin,
-            buffer,
-            &bytes,
-            Some(json::buffer::Target::ArrayBuffer),
-        );
-        let accessor = push_accessor(
-            &mut root,
-            view,
-            mesh.positions.len(),
-            json::accessor::ComponentType::F32,
-            type_,
-            min_max,
-        );
-        attributes.insert(Valid(semantic), accessor);
-    }
+    ]);
 
-    // textures
-    let albedo = push_jpeg_texture(&mut root, &mut bin, buffer, &material.albedo_jpeg, "albedo");
-    let normal_map =
-        push_jpeg_texture(&mut root, &mut bin, buffer, &material.normal_jpeg, "normal");
-    root.buffers[buffer.value()].byte_length = USize64::from(bin.len());
-
-    let material = root.push(json::Material {
+    // material
+    let albedo = glb.jpeg_texture(&material.albedo_jpeg, "albedo");
+    let normal_map = glb.jpeg_texture(&material.normal_jpeg, "normal");
+    let material = glb.root.push(json::Material {
         name: Some(OBJECT_NAME.into()),
         pbr_metallic_roughness: json::material::PbrMetallicRoughness {
-            base_color_texture: Some(texture_info(albedo)),
+            base_color_texture: Some(json::texture::Info {
+                index: albedo,
+                tex_coord: 0,
+                extensions: None,
+                extras: None,
+            }),
             metallic_factor: json::material::StrengthFactor(material.metallic),
             roughness_factor: json::material::StrengthFactor(material.roughness),
             ..Default::default()
@@ -522,11 +500,13 @@ pub fn write_glb(mesh: &ExportMesh, material: &GlbMaterial, info: &GlbInfo) -> R
         extras: attribution_extras(info.attribution.as_deref())?,
         ..Default::default()
     });
-    let mesh_index = root.push(json::Mesh {
+
+    // scene: one node, identity transform
+    let mesh = glb.root.push(json::Mesh {
         name: Some(OBJECT_NAME.into()),
         primitives: vec![json::mesh::Primitive {
             attributes,
-            indices: Some(indices),
+            indices: Some(faces),
             material: Some(material),
             mode: Valid(json::mesh::Mode::Triangles),
             targets: None,
@@ -537,32 +517,147 @@ pub fn write_glb(mesh: &ExportMesh, material: &GlbMaterial, info: &GlbInfo) -> R
         extensions: None,
         extras: None,
     });
-    let node = root.push(json::Node {
+    let node = glb.root.push(json::Node {
         name: Some(OBJECT_NAME.into()),
-        mesh: Some(mesh_index),
+        mesh: Some(mesh),
         ..Default::default()
     });
-    let scene = root.push(json::Scene {
+    let scene = glb.root.push(json::Scene {
         name: None,
         nodes: vec![node],
         extensions: None,
         extras: None,
     });
-    root.scene = Some(scene);
+    glb.root.scene = Some(scene);
+    glb.finish()
+}
 
-    let json_bytes = json::serialize::to_vec(&root)
-        .map_err(|e| Error::Internal(format!("cannot serialise glTF JSON: {e}")))?;
-    gltf::binary::Glb {
-        header: gltf::binary::Header {
-            magic: *b"glTF",
-            version: 2,
-            length: 0,
-        }, // to_vec computes the length
-        json: json_bytes.into(),
-        bin: Some(bin.into()),
+/// The glTF JSON under construction together with its single buffer, the BIN chunk.
+struct GlbBuilder {
+    root: json::Root,
+    bin: Vec<u8>,
+    buffer: json::Index<json::Buffer>,
+}
+
+impl GlbBuilder {
+    /// An empty document with `asset` filled from `info` and one buffer.
+    fn new(info: &GlbInfo) -> Result<Self> {
+        let mut root = json::Root::default();
+        root.asset.generator = Some(info.generator.clone());
+        root.asset.extras = asset_extras(info)?;
+        let buffer = root.push(json::Buffer {
+            byte_length: USize64(0), // set by `finish`
+            name: None,
+            uri: None,
+            extensions: None,
+            extras: None,
+        });
+        Ok(Self {
+            root,
+            bin: Vec::new(),
+            buffer,
+        })
     }
-    .to_vec()
-    .map_err(|e| Error::Internal(format!("cannot write GLB container: {e}")))
+
+    /// Appends `bytes` to the BIN chunk at a 4-byte aligned offset, pads the chunk back to alignment, and adds
+    /// the bufferView describing them.
+    fn view(
+        &mut self,
+        bytes: &[u8],
+        target: Option<json::buffer::Target>,
+    ) -> json::Index<json::buffer::View> {
+        debug_assert_eq!(
+            self.bin.len() % GLB_ALIGNMENT,
+            0,
+            "the BIN chunk is kept aligned after every view"
+        );
+        let offset = self.bin.len();
+        self.bin.extend_from_slice(bytes);
+        self.bin
+            .resize(self.bin.len().next_multiple_of(GLB_ALIGNMENT), 0);
+        self.root.push(json::buffer::View {
+            buffer: self.buffer,
+            byte_length: USize64::from(bytes.len()),
+            byte_offset: Some(USize64::from(offset)),
+            byte_stride: None,
+            name: None,
+            target: target.map(Valid),
+            extensions: None,
+            extras: None,
+        })
+    }
+
+    /// Adds `bytes` as their own bufferView and a tightly packed accessor of `count` elements over it, with
+    /// `min`/`max` when `bounds` is given.
+    fn accessor(
+        &mut self,
+        bytes: &[u8],
+        target: json::buffer::Target,
+        count: usize,
+        (component, type_): (json::accessor::ComponentType, json::accessor::Type),
+        bounds: Option<([f32; 3], [f32; 3])>,
+    ) -> json::Index<json::Accessor> {
+        let view = self.view(bytes, Some(target));
+        let (min, max) = bounds.map_or((None, None), |(lo, hi)| {
+            (
+                Some(json::Value::from(&lo[..])),
+                Some(json::Value::from(&hi[..])),
+            )
+        });
+        self.root.push(json::Accessor {
+            buffer_view: Some(view),
+            byte_offset: None,
+            count: USize64::from(count),
+            component_type: Valid(json::accessor::GenericComponentType(component)),
+            type_: Valid(type_),
+            min,
+            max,
+            name: None,
+            normalized: false,
+            sparse: None,
+            extensions: None,
+            extras: None,
+        })
+    }
+
+    /// Embeds a JPEG and adds the image and a sampler-less texture (glTF default sampling) for it.
+    fn jpeg_texture(&mut self, jpeg: &[u8], name: &str) -> json::Index<json::Texture> {
+        let view = self.view(jpeg, None);
+        let image = self.root.push(json::Image {
+            buffer_view: Some(view),
+            mime_type: Some(json::image::MimeType(JPEG_MIME.into())),
+            name: Some(name.into()),
+            uri: None,
+            extensions: None,
+            extras: None,
+        });
+        self.root.push(json::Texture {
+            name: Some(name.into()),
+            sampler: None,
+            source: image,
+            extensions: None,
+            extras: None,
+        })
+    }
+
+    /// Serialises the JSON and wraps JSON and BIN into the GLB container (gltf's writer pads the JSON chunk
+    /// with spaces; the BIN chunk is already aligned, so `buffer.byteLength` equals its length).
+    fn finish(mut self) -> Result<Vec<u8>> {
+        self.root.buffers[self.buffer.value()].byte_length = USize64::from(self.bin.len());
+        let json = json::serialize::to_vec(&self.root)
+            .map_err(|e| Error::Internal(format!("cannot serialise glTF JSON: {e}")))?;
+        gltf::binary::Glb {
+            header: gltf::binary::Header {
+                magic: *b"glTF",
+                version: 2,
+                length: 0,
+            }, // to_vec computes the length
+            json: json.into(),
+            bin: Some(self.bin.into()),
+        }
+        .to_vec()
+        .map_err(|e| Error::Internal(format!("cannot write GLB container: {e}")))
+    }
 }
 
 /// Checks the [`ExportMesh`] guarantees [`write_glb`] relies on.
@@ -685,100 +780,6 @@ fn bounds(points: &[[f32; 3]]) -> ([f32; 3], [f32; 3]) {
     })
 }
 
-/// Appends `bytes` to the BIN chunk at a 4-byte aligned offset, pads it back to alignment, and adds the
-/// bufferView describing it.
-fn push_view(
-    root: &mut json::Root,
-    bin: &mut Vec<u8>,
-    buffer: json::Index<json::Buffer>,
-    bytes: &[u8],
-    target: Option<json::buffer::Target>,
-) -> json::Index<json::buffer::View> {
-    debug_assert_eq!(
-        bin.len() % GLB_ALIGNMENT,
-        0,
-        "the BIN chunk is kept aligned after every view"
-    );
-    let offset = bin.len();
-    bin.extend_from_slice(bytes);
-    bin.resize(bin.len().next_multiple_of(GLB_ALIGNMENT), 0);
-    root.push(json::buffer::View {
-        buffer,
-        byte_length: USize64::from(bytes.len()),
-        byte_offset: Some(USize64::from(offset)),
-        byte_stride: None,
-        name: None,
-        target: target.map(Valid),
-        extensions: None,
-        extras: None,
-    })
-}
-
-/// Adds a tightly packed accessor over `view` with `count` elements.
-fn push_accessor(
-    root: &mut json::Root,
-    view: json::Index<json::buffer::View>,
-    count: usize,
-    component: json::accessor::ComponentType,
-    type_: json::accessor::Type,
-    min_max: Option<(Vec<f32>, Vec<f32>)>,
-) -> json::Index<json::Accessor> {
-    let (min, max) = match min_max {
-        Some((lo, hi)) => (Some(json::Value::from(lo)), Some(json::Value::from(hi))),
-        None => (None, None),
-    };
-    root.push(json::Accessor {
-        buffer_view: Some(view),
-        byte_offset: None,
-        count: USize64::from(count),
-        component_type: Valid(json::accessor::GenericComponentType(component)),
-        type_: Valid(type_),
-        min,
-        max,
-        name: None,
-        normalized: false,
-        sparse: None,
-        extensions: None,
-        extras: None,
-    })
-}
-
-/// Embeds a JPEG in the BIN chunk and adds the image and a sampler-less texture for it.
-fn push_jpeg_texture(
-    root: &mut json::Root,
-    bin: &mut Vec<u8>,
-    buffer: json::Index<json::Buffer>,
-    jpeg: &[u8],
-    name: &str,
-) -> json::Index<json::Texture> {
-    let view = push_view(root, bin, buffer, jpeg, None);
-    let image = root.push(json::Image {
-        buffer_view: Some(view),
-        mime_type: Some(json::image::MimeType(JPEG_MIME.into())),
-        name: Some(name.into()),
-        uri: None,
-        extensions: None,
-        extras: None,
-    });
-    root.push(json::Texture {
-        name: Some(name.into()),
-        sampler: None,
-        source: image,
-        extensions: None,
-        extras: None,
-    })
-}
-
-/// A `textureInfo` on UV set 0.
-fn texture_info(index: json::Index<json::Texture>) -> json::texture::Info {
-    json::texture::Info {
-        index,
-        tex_coord: 0,
-        extensions: None,
-        extras: None,
-    }
-}
-
 // ---- validation dumps -------------------------------------------------------------------------------------
 
 /// Test support: writes `bytes` as `name` (made a plain file name ending in `.glb`) into the directory named by
@@ -882,10 +883,17 @@ mod tests {
         }
     }
 
+    /// A split mesh plus the outward normal of each of its triangles.
+    struct Cube {
+        positions: Vec<[f32; 3]>,
+        faces: Vec<[u32; 3]>,
+        uvs: Vec<[f32; 2]>,
+        side_normals: Vec<[f32; 3]>,
+    }
+
     /// A cube `[-1, 1]³` as the pipeline delivers it: split per corner, wound *inwards* like the marching-tets
     /// mesh (Appendix B14), box-projected so that each cube face is its own chart in a 3×2 UV grid.
-    /// Returns (positions, faces, uvs, outward normal of each triangle).
-    fn inward_cube() -> (Vec<[f32; 3]>, Vec<[u32; 3]>, Vec<[f32; 2]>, Vec<[f32; 3]>) {
+    fn inward_cube() -> Cube {
         // (outward normal n, tangent axes a, b with a × b = n)
         let sides: [([f32; 3], [f32; 3], [f32; 3]); 6] = [
             ([1., 0., 0.], [0., 1., 0.], [0., 0., 1.]),
@@ -922,7 +930,12 @@ mod tests {
             }
         }
         let faces = (0..12u32).map(|f| [3 * f, 3 * f + 1, 3 * f + 2]).collect();
-        (pos, faces, uvs, normals)
+        Cube {
+            positions: pos,
+            faces,
+            uvs,
+            side_normals: normals,
+        }
     }
 
     fn signed_volume(m: &ExportMesh) -> f64 {
@@ -1077,7 +1090,12 @@ mod tests {
     /// exactly the (rotated) outward side normals, and the exported mesh has the cube's volume 8 with positive sign.
     #[test]
     fn cube_welds_per_chart_and_faces_outwards() {
-        let (pos, faces, uvs, side_normals) = inward_cube();
+        let Cube {
+            positions: pos,
+            faces,
+            uvs,
+            side_normals,
+        } = inward_cube();
         let m = prepare_export(&pos, &faces, &uvs).unwrap();
         assert_eq!(m.positions.len(), 24);
         assert_eq!(m.faces.len(), 12);
@@ -1190,7 +1208,12 @@ mod tests {
     /// accessor's data, bounds, material, embedded JPEGs, provenance.
     #[test]
     fn cube_glb_round_trips_through_the_gltf_crate() {
-        let (pos, faces, uvs, _) = inward_cube();
+        let Cube {
+            positions: pos,
+            faces,
+            uvs,
+            ..
+        } = inward_cube();
         let mesh = prepare_export(&pos, &faces, &uvs).unwrap();
         let material = test_material();
         let info = GlbInfo {
@@ -1306,7 +1329,12 @@ mod tests {
     /// Without attribution and extras nothing is written into `asset.extras` or the material's extras.
     #[test]
     fn no_attribution_means_no_extras() {
-        let (pos, faces, uvs, _) = inward_cube();
+        let Cube {
+            positions: pos,
+            faces,
+            uvs,
+            ..
+        } = inward_cube();
         let mesh = prepare_export(&pos, &faces, &uvs).unwrap();
         let bytes = write_glb(&mesh, &test_material(), &GlbInfo::default()).unwrap();
         let gltf = gltf::Gltf::from_slice(&bytes).unwrap();
@@ -1318,7 +1346,12 @@ mod tests {
 
     #[test]
     fn write_glb_rejects_invalid_input() {
-        let (pos, faces, uvs, _) = inward_cube();
+        let Cube {
+            positions: pos,
+            faces,
+            uvs,
+            ..
+        } = inward_cube();
         let mesh = prepare_export(&pos, &faces, &uvs).unwrap();
         let info = GlbInfo::default();
         let ok = test_material();
