@@ -43,30 +43,38 @@
 //! The normal map was baked (§6.9) in the frame of the *internal* (inward-facing) split mesh: `N_b` = the flat
 //! face normal `(P1 − P0) × (P2 − P0)`, `T_b` = the per-face tangent of §5.5, which is `sign(den)·∂P/∂u` (`den`
 //! the UV-triangle determinant; the one-sided `max(den, 1e-6)` clamp keeps the numerator's sign, Appendix B9),
-//! orthogonalised against `N_b`, and `B_b = N_b × T_b`. A texel stores `pn` (the decoder's perturbed normal) as
-//! `(T_b·pn, B_b·pn, N_b·pn)`. A glTF viewer decodes `x·T + y·B + z·N` with `N` = the exported vertex normal and
-//! `B = w·(N × T)`.
+//! orthogonalised against `N_b`, and `B_b = N_b × T_b` (which always points along `+∂P/∂v`, v up the image). A
+//! texel stores the decoder's normal `pn` as `(T_b·pn, B_b·pn, N_b·pn)`. A glTF viewer decodes a texel as
+//! `x·T + y·B + z·N` with `N` = the exported vertex normal and `B = w·(N × T)`.
 //!
-//! * Without `TANGENT` (the reference) the viewer must generate a frame — MikkTSpace from the UVs or screen-space
-//!   derivatives — which is `T = +∂P/∂u`, `B = +∂P/∂v` ("+Y is up" in the image) regardless of how the texel was
-//!   baked. That differs from the baked frame on every chart: both tangential axes are reversed where `den > 0`
-//!   and the bitangent is reversed where `den < 0` (11 429 of the 17 540 golden faces). The Khronos validator
-//!   also reports `MESH_PRIMITIVE_GENERATED_TANGENT_SPACE` (a warning) on the reference's own `mesh.glb`, and this
-//!   project requires 0 warnings.
-//! * With `TANGENT` we choose the frame. The export inverts the mesh, which turns the baked `N_b` into the
-//!   exported `N ≈ −N_b`; a normal map is consistent with that only if the tangent frame is inverted along with it:
-//!   `T = −T_b`, `B = −B_b`, which in glTF's convention is `w = −1` for *every* vertex
-//!   (`w·(N × T) = w·((−N_b) × (−T_b)) = w·B_b`). The viewer then decodes exactly `−pn`: the baked normal, inverted
-//!   the same way as the geometry. A texel that stores "flat" `(0.5, 0.5, 1)` decodes to the exported outward
-//!   normal, and the in-plane (bump) components keep their orientation relative to the surface.
+//! *Which frame the viewer should use.* The export inverts the mesh, so the exported normal is `N ≈ −N_b`. A
+//! sane map stores mostly `z > 0` (§6.9 expects `mean(n_ts.z) ≈ +1` for a good reconstruction; glTF's blue
+//! channel encodes `z > 0` only), i.e. `pn` agrees with the *inward* `N_b`: the decoder's normal field is inside
+//! out in exactly the way the internal mesh is. The consistent export inverts the normal field with the geometry:
+//! the viewer should decode `−pn`, which needs the whole frame inverted, `T = −T_b`, `B = −B_b`, `N = −N_b`. In
+//! glTF terms that is `w = −1` for *every* vertex, since `w·(N × T) = w·((−N_b) × (−T_b)) = w·B_b`. A "flat"
+//! texel `(0.5, 0.5, 1)` then decodes to the exported outward normal, and bumps keep their direction relative to
+//! the surface. (Keeping `T = T_b`, `B = B_b` instead would decode the reflection of `pn` through the surface,
+//! `x·T_b + y·B_b − z·N_b`: right normal component, bumps turned into dents.)
 //!
-//! So [`tangents`] sums the unit per-face tangents `sign(den)·∂P/∂u` of the faces around a welded vertex (the
-//! formula of §5.5 applied to the exported face and glTF UVs gives the same vector: reversing the winding and
-//! flipping v each negate `den`), negates the sum, orthogonalises it against the exported vertex normal and sets
-//! `w = −1`. What remains different from the bake is only what the reference already has (Appendix B10): the
-//! viewer interpolates smooth welded normals and tangents where the bake used flat per-face ones. Where neighbouring
-//! faces have opposite `den` signs the sum can vanish; such vertices get an arbitrary unit tangent perpendicular
-//! to the normal (the validator requires unit length).
+//! * Without `TANGENT` (the reference) the viewer generates a frame from the UVs — MikkTSpace, or three.js's
+//!   screen-space derivatives — which is `T = +∂P/∂u`, `B = +∂P/∂v` (v up the image, as glTF's "+Y is up"
+//!   convention says) whatever the baker did. Against the inverted baked frame both tangential axes are reversed
+//!   on charts with `den > 0` and the bitangent is reversed on charts with `den < 0` (11 429 of the 17 540 golden
+//!   faces). The Khronos validator
+//!   also warns (`MESH_PRIMITIVE_GENERATED_TANGENT_SPACE`) on the reference's own `mesh.glb`, and this project
+//!   requires 0 warnings — so `TANGENT` is written, and the frame is ours to choose.
+//! * [`tangents`] sums the unit per-face tangents `sign(den)·∂P/∂u` of the faces around a welded vertex (the
+//!   formula of §5.5 applied to the exported face with glTF UVs gives the baked vector: reversing the winding
+//!   and flipping v each negate `den`), negates the sum ([`TANGENT_DIRECTION`]), orthogonalises it against the
+//!   exported vertex normal and sets `w` to [`TANGENT_HANDEDNESS`] (−1). What remains different from the bake
+//!   is what the reference already has (Appendix B10): viewers interpolate smooth welded normals and tangents
+//!   where the bake used flat per-face ones. Where neighbouring faces have opposite `den` signs the sum can
+//!   vanish; such vertices get an arbitrary unit tangent perpendicular to the normal (glTF requires unit length).
+//!
+//! The argument rests on the `z > 0` premise, which the random-weight golden set cannot confirm. Should outputs
+//! of the released weights show bumps as dents, negate [`TANGENT_DIRECTION`] (one constant; the validator
+//! result does not depend on it).
 //!
 //! # `doubleSided`
 //!
@@ -98,7 +106,7 @@ const DEGENERATE_NORMAL: [f32; 3] = [0.0, 0.0, 1.0];
 /// The one-sided clamp of the UV determinant in the reference's tangent formula (§5.5, Appendix B9).
 const TANGENT_DEN_MIN: f64 = 1e-6;
 /// Exported tangent = this × the baked per-face tangent: the export inverts the frame (module docs).
-const TANGENT_DIRECTION: f64 = -1.0;
+pub const TANGENT_DIRECTION: f64 = -1.0;
 /// glTF `TANGENT.w` of every vertex: `B = w·(N × T)` must equal the inverted baked bitangent (module docs).
 pub const TANGENT_HANDEDNESS: f32 = -1.0;
 /// glTF `normalTexture.scale` (the reference leaves the default).
@@ -783,15 +791,15 @@ fn bounds(points: &[[f32; 3]]) -> ([f32; 3], [f32; 3]) {
 // ---- validation dumps -------------------------------------------------------------------------------------
 
 /// Test support: writes `bytes` as `name` (made a plain file name ending in `.glb`) into the directory named by
-/// [`GLB_DIR_ENV`] when that variable is set, so that the Khronos validator can check every GLB the test suite
-/// produced (`node scripts/validate-glb.mjs $SF3D_GLB_DIR`). Does nothing when the variable is unset.
+/// [`GLB_DIR_ENV`] when that variable is set and not empty, so that the Khronos validator can check every GLB the test suite
+/// produced (`node scripts/validate-glb.mjs $SF3D_GLB_DIR`). Does nothing otherwise.
 ///
 /// # Panics
 ///
 /// When the variable is set but the file cannot be written: a validation run that silently misses files would
 /// pass without checking them. Use [`dump_to_dir`] to handle the error instead.
 pub fn dump_for_validation(name: &str, bytes: &[u8]) {
-    let Some(dir) = std::env::var_os(GLB_DIR_ENV) else {
+    let Some(dir) = std::env::var_os(GLB_DIR_ENV).filter(|d| !d.is_empty()) else {
         return;
     };
     if let Err(e) = dump_to_dir(Path::new(&dir), name, bytes) {
