@@ -437,45 +437,40 @@ pub fn write_glb(mesh: &ExportMesh, material: &GlbMaterial, info: &GlbInfo) -> R
         None,
     );
     let n = mesh.positions.len();
-    let vertex = (Target::ArrayBuffer, ComponentType::F32);
     let attributes = std::collections::BTreeMap::from([
         (
             Valid(Semantic::Positions),
-            glb.accessor(
+            glb.vertex_attribute(
                 &flat_bytes(&mesh.positions, f32::to_le_bytes),
-                vertex.0,
                 n,
-                (vertex.1, Type::Vec3),
+                Type::Vec3,
                 Some(bounds(&mesh.positions)),
             ),
         ),
         (
             Valid(Semantic::Normals),
-            glb.accessor(
+            glb.vertex_attribute(
                 &flat_bytes(&mesh.normals, f32::to_le_bytes),
-                vertex.0,
                 n,
-                (vertex.1, Type::Vec3),
+                Type::Vec3,
                 None,
             ),
         ),
         (
             Valid(Semantic::Tangents),
-            glb.accessor(
+            glb.vertex_attribute(
                 &flat_bytes(&tangents, f32::to_le_bytes),
-                vertex.0,
                 n,
-                (vertex.1, Type::Vec4),
+                Type::Vec4,
                 None,
             ),
         ),
         (
             Valid(Semantic::TexCoords(0)),
-            glb.accessor(
+            glb.vertex_attribute(
                 &flat_bytes(&mesh.uvs, f32::to_le_bytes),
-                vertex.0,
                 n,
-                (vertex.1, Type::Vec2),
+                Type::Vec2,
                 None,
             ),
         ),
@@ -626,6 +621,24 @@ impl GlbBuilder {
             extensions: None,
             extras: None,
         })
+    }
+
+    /// [`Self::accessor`] for a float vertex attribute (`ARRAY_BUFFER`, `FLOAT`).
+    fn vertex_attribute(
+        &mut self,
+        bytes: &[u8],
+        count: usize,
+        type_: json::accessor::Type,
+        bounds: Option<([f32; 3], [f32; 3])>,
+    ) -> json::Index<json::Accessor> {
+        let float = json::accessor::ComponentType::F32;
+        self.accessor(
+            bytes,
+            json::buffer::Target::ArrayBuffer,
+            count,
+            (float, type_),
+            bounds,
+        )
     }
 
     /// Embeds a JPEG and adds the image and a sampler-less texture (glTF default sampling) for it.
