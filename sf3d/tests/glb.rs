@@ -56,12 +56,7 @@ fn flat<const N: usize>(rows: &[[f32; N]]) -> Vec<f32> {
 fn solid_jpeg(rgb: [u8; 3], size: u32) -> Result<Vec<u8>> {
     let pixels: Vec<u8> = (0..size * size).flat_map(|_| rgb).collect();
     let mut out = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new(&mut out).encode(
-        &pixels,
-        size,
-        size,
-        image::ExtendedColorType::Rgb8,
-    )?;
+    image::codecs::jpeg::JpegEncoder::new(&mut out).encode(&pixels, size, size, image::ExtendedColorType::Rgb8)?;
     Ok(out)
 }
 
@@ -93,26 +88,13 @@ struct Primitive {
 fn read_primitive(bytes: &[u8]) -> Result<Primitive> {
     let gltf = gltf::Gltf::from_slice(bytes)?;
     let blob = gltf.blob.as_deref();
-    let prim = gltf
-        .document
-        .meshes()
-        .next()
-        .and_then(|m| m.primitives().next())
-        .context("no primitive")?;
+    let prim = gltf.document.meshes().next().and_then(|m| m.primitives().next()).context("no primitive")?;
     let reader = prim.reader(|_| blob);
     Ok(Primitive {
         positions: reader.read_positions().context("no POSITION")?.collect(),
         normals: reader.read_normals().context("no NORMAL")?.collect(),
-        uvs: reader
-            .read_tex_coords(0)
-            .context("no TEXCOORD_0")?
-            .into_f32()
-            .collect(),
-        indices: reader
-            .read_indices()
-            .context("no indices")?
-            .into_u32()
-            .collect(),
+        uvs: reader.read_tex_coords(0).context("no TEXCOORD_0")?.into_f32().collect(),
+        indices: reader.read_indices().context("no indices")?.into_u32().collect(),
         has_tangents: reader.read_tangents().is_some(),
     })
 }
@@ -124,35 +106,17 @@ fn read_primitive(bytes: &[u8]) -> Result<Primitive> {
 fn golden_prepare_export_matches_reference() -> Result<()> {
     let set = golden()?;
     let m = golden_export(&set)?;
-    assert_eq!(
-        (m.positions.len(), m.faces.len()),
-        (GOLDEN_VERTICES, GOLDEN_FACES)
-    );
+    assert_eq!((m.positions.len(), m.faces.len()), (GOLDEN_VERTICES, GOLDEN_FACES));
 
     // indices < 2^24 are exact in f32
     let faces: Vec<f32> = m.faces.iter().flatten().map(|&i| i as f32).collect();
-    let golden_faces: Vec<f32> = set
-        .i32("final_faces")?
-        .data
-        .iter()
-        .map(|&i| i as f32)
-        .collect();
+    let golden_faces: Vec<f32> = set.i32("final_faces")?.data.iter().map(|&i| i as f32).collect();
     let golden_uv = set.f32("final_uv")?.rows::<2>()?;
     let golden_uv_gltf: Vec<[f32; 2]> = golden_uv.iter().map(|&[u, v]| [u, 1.0 - v]).collect();
     let checks = [
         compare("final_faces", &faces, &golden_faces, Tolerance::Exact),
-        compare(
-            "final_vertices",
-            &flat(&m.positions),
-            &set.f32("final_vertices")?.data,
-            Tolerance::Abs(POSITION_TOL),
-        ),
-        compare(
-            "final_uv (u, 1 - v)",
-            &flat(&m.uvs),
-            &flat(&golden_uv_gltf),
-            Tolerance::Abs(UV_TOL),
-        ),
+        compare("final_vertices", &flat(&m.positions), &set.f32("final_vertices")?.data, Tolerance::Abs(POSITION_TOL)),
+        compare("final_uv (u, 1 - v)", &flat(&m.uvs), &flat(&golden_uv_gltf), Tolerance::Abs(UV_TOL)),
         compare(
             "final_vertex_normals",
             &flat(&m.normals),
@@ -164,17 +128,9 @@ fn golden_prepare_export_matches_reference() -> Result<()> {
         println!("{c}");
     }
     assert!(checks.iter().all(|c| c.pass), "parity failed");
-    let unflipped = compare(
-        "final_uv as stored",
-        &flat(&m.uvs),
-        &flat(&golden_uv),
-        Tolerance::Abs(UV_TOL),
-    );
+    let unflipped = compare("final_uv as stored", &flat(&m.uvs), &flat(&golden_uv), Tolerance::Abs(UV_TOL));
     println!("{unflipped}");
-    assert!(
-        !unflipped.pass,
-        "the golden final_uv is expected to be the pre-flip (v up) value"
-    );
+    assert!(!unflipped.pass, "the golden final_uv is expected to be the pre-flip (v up) value");
     Ok(())
 }
 
@@ -187,24 +143,9 @@ fn golden_glb_matches_reference_mesh_glb() -> Result<()> {
     let reference = read_primitive(&std::fs::read(set.file("mesh.glb"))?)?;
     assert_eq!(ours.indices, reference.indices, "indices");
     let checks = [
-        compare(
-            "mesh.glb POSITION",
-            &flat(&ours.positions),
-            &flat(&reference.positions),
-            Tolerance::Abs(POSITION_TOL),
-        ),
-        compare(
-            "mesh.glb NORMAL",
-            &flat(&ours.normals),
-            &flat(&reference.normals),
-            Tolerance::Abs(NORMAL_TOL),
-        ),
-        compare(
-            "mesh.glb TEXCOORD_0",
-            &flat(&ours.uvs),
-            &flat(&reference.uvs),
-            Tolerance::Abs(UV_TOL),
-        ),
+        compare("mesh.glb POSITION", &flat(&ours.positions), &flat(&reference.positions), Tolerance::Abs(POSITION_TOL)),
+        compare("mesh.glb NORMAL", &flat(&ours.normals), &flat(&reference.normals), Tolerance::Abs(NORMAL_TOL)),
+        compare("mesh.glb TEXCOORD_0", &flat(&ours.uvs), &flat(&reference.uvs), Tolerance::Abs(UV_TOL)),
     ];
     for c in &checks {
         println!("{c}");
@@ -222,27 +163,19 @@ fn workspace_root() -> PathBuf {
 /// package is unavailable and `SF3D_REQUIRE_VALIDATOR` is not `1`; an error when it is.
 fn run_validator(paths: &[&Path]) -> Result<Option<Output>> {
     let root = workspace_root();
-    let result = Command::new("node")
-        .arg(root.join("scripts").join("validate-glb.mjs"))
-        .args(paths)
-        .current_dir(&root)
-        .output();
+    let result =
+        Command::new("node").arg(root.join("scripts").join("validate-glb.mjs")).args(paths).current_dir(&root).output();
     let unavailable = match result {
         Err(e) => format!("cannot run node: {e}"),
         Ok(out) if out.status.code() == Some(VALIDATOR_UNAVAILABLE) => {
-            format!(
-                "validator unavailable: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )
+            format!("validator unavailable: {}", String::from_utf8_lossy(&out.stderr).trim())
         }
         Ok(out) => return Ok(Some(out)),
     };
     if std::env::var(REQUIRE_VALIDATOR_ENV).is_ok_and(|v| v == "1") {
         anyhow::bail!("{REQUIRE_VALIDATOR_ENV}=1 but {unavailable}");
     }
-    println!(
-        "skipping the Khronos validator check: {unavailable} (set {REQUIRE_VALIDATOR_ENV}=1 to make this fail)"
-    );
+    println!("skipping the Khronos validator check: {unavailable} (set {REQUIRE_VALIDATOR_ENV}=1 to make this fail)");
     Ok(None)
 }
 
@@ -283,15 +216,9 @@ fn reference_mesh_glb_validator_findings() -> Result<()> {
     };
     let stdout = String::from_utf8_lossy(&out.stdout);
     println!("{stdout}");
-    assert!(
-        !out.status.success(),
-        "a warning must make validate-glb.mjs fail"
-    );
+    assert!(!out.status.success(), "a warning must make validate-glb.mjs fail");
     assert!(stdout.contains("errors=0 warnings=1 "), "{stdout}");
-    assert!(
-        stdout.contains("MESH_PRIMITIVE_GENERATED_TANGENT_SPACE"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("MESH_PRIMITIVE_GENERATED_TANGENT_SPACE"), "{stdout}");
     Ok(())
 }
 
@@ -302,12 +229,7 @@ fn validator_script_fails_without_glb_files() -> Result<()> {
     let Some(out) = run_validator(&[&dir])? else {
         return Ok(());
     };
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }

@@ -204,62 +204,34 @@ pub fn sf3d_to_gltf(p: [f32; 3]) -> [f32; 3] {
 ///
 /// Output: see [`ExportMesh`]. Unreferenced vertices are dropped (as trimesh does); the face count and order are
 /// unchanged. An empty face list gives an empty mesh.
-pub fn prepare_export(
-    positions: &[[f32; 3]],
-    faces: &[[u32; 3]],
-    uvs: &[[f32; 2]],
-) -> Result<ExportMesh> {
+pub fn prepare_export(positions: &[[f32; 3]], faces: &[[u32; 3]], uvs: &[[f32; 2]]) -> Result<ExportMesh> {
     check_indexed(positions.len(), faces)?;
     if uvs.len() != positions.len() {
-        return Err(Error::InvalidMesh(format!(
-            "{} uvs for {} vertices",
-            uvs.len(),
-            positions.len()
-        )));
+        return Err(Error::InvalidMesh(format!("{} uvs for {} vertices", uvs.len(), positions.len())));
     }
     let (kept, welded_faces) = weld(positions, uvs, faces)?;
 
     let positions: Vec<[f32; 3]> = kept.iter().map(|&i| sf3d_to_gltf(positions[i])).collect();
     let uvs: Vec<[f32; 2]> = kept.iter().map(|&i| [uvs[i][0], 1.0 - uvs[i][1]]).collect();
-    let faces: Vec<[u32; 3]> = welded_faces
-        .into_iter()
-        .map(|[a, b, c]| [c, b, a])
-        .collect();
+    let faces: Vec<[u32; 3]> = welded_faces.into_iter().map(|[a, b, c]| [c, b, a]).collect();
     let normals = angle_weighted_normals(&positions, &faces);
-    Ok(ExportMesh {
-        positions,
-        normals,
-        uvs,
-        faces,
-    })
+    Ok(ExportMesh { positions, normals, uvs, faces })
 }
 
 /// Checks that every index of `faces` is below `vertex_count` and that the count fits glTF's u32 indices.
 fn check_indexed(vertex_count: usize, faces: &[[u32; 3]]) -> Result<()> {
     if u32::try_from(vertex_count).is_err() {
-        return Err(Error::InvalidMesh(format!(
-            "{vertex_count} vertices do not fit u32 indices"
-        )));
+        return Err(Error::InvalidMesh(format!("{vertex_count} vertices do not fit u32 indices")));
     }
-    if let Some((f, t)) = faces
-        .iter()
-        .enumerate()
-        .find(|(_, t)| t.iter().any(|&i| i as usize >= vertex_count))
-    {
-        return Err(Error::InvalidMesh(format!(
-            "face {f} {t:?} indexes past {vertex_count} vertices"
-        )));
+    if let Some((f, t)) = faces.iter().enumerate().find(|(_, t)| t.iter().any(|&i| i as usize >= vertex_count)) {
+        return Err(Error::InvalidMesh(format!("face {f} {t:?} indexes past {vertex_count} vertices")));
     }
     Ok(())
 }
 
 /// trimesh `merge_vertices` with defaults (§7.2): returns, for each welded vertex, the input vertex it keeps
 /// (first occurrence, in first-occurrence order among referenced vertices), and the faces re-indexed.
-fn weld(
-    positions: &[[f32; 3]],
-    uvs: &[[f32; 2]],
-    faces: &[[u32; 3]],
-) -> Result<(Vec<usize>, Vec<[u32; 3]>)> {
+fn weld(positions: &[[f32; 3]], uvs: &[[f32; 2]], faces: &[[u32; 3]]) -> Result<(Vec<usize>, Vec<[u32; 3]>)> {
     // numpy's `round` is round-half-to-even.
     let quantise = |x: f32, scale: f64| (f64::from(x) * scale).round_ties_even() as i64;
 
@@ -272,16 +244,9 @@ fn weld(
     let mut remap = vec![u32::MAX; positions.len()];
     let mut kept = Vec::new();
     let mut first_of: HashMap<[i64; 5], u32> = HashMap::with_capacity(positions.len());
-    for (i, (p, t)) in positions
-        .iter()
-        .zip(uvs)
-        .enumerate()
-        .filter(|(i, _)| referenced[*i])
-    {
+    for (i, (p, t)) in positions.iter().zip(uvs).enumerate().filter(|(i, _)| referenced[*i]) {
         if !p.iter().chain(t).all(|x| x.is_finite()) {
-            return Err(Error::InvalidMesh(format!(
-                "vertex {i} has a non-finite position {p:?} or uv {t:?}"
-            )));
+            return Err(Error::InvalidMesh(format!("vertex {i} has a non-finite position {p:?} or uv {t:?}")));
         }
         let key = [
             quantise(p[0], WELD_POSITION_SCALE),
@@ -341,11 +306,7 @@ fn triangle_angles(p0: [f64; 3], p1: [f64; 3], p2: [f64; 3]) -> [f64; 3] {
     let a0 = dot64(u, v).clamp(-1.0, 1.0).acos();
     let a1 = (-dot64(u, w)).clamp(-1.0, 1.0).acos();
     let a = [a0, a1, std::f64::consts::PI - a0 - a1];
-    if a.iter().any(|&x| x < DEGENERATE_ANGLE) {
-        [0.0; 3]
-    } else {
-        a
-    }
+    if a.iter().any(|&x| x < DEGENERATE_ANGLE) { [0.0; 3] } else { a }
 }
 
 // ---- tangents ----------------------------------------------------------------------------------------------
@@ -363,14 +324,10 @@ pub fn tangents(mesh: &ExportMesh) -> Vec<[f32; 4]> {
         let [i0, i1, i2] = t.map(|i| i as usize);
         let [p0, p1, p2] = [i0, i1, i2].map(|i| mesh.positions[i].map(f64::from));
         let [t0, t1, t2] = [i0, i1, i2].map(|i| mesh.uvs[i].map(f64::from));
-        let (duv1, duv2) = (
-            [t1[0] - t0[0], t1[1] - t0[1]],
-            [t2[0] - t0[0], t2[1] - t0[1]],
-        );
+        let (duv1, duv2) = ([t1[0] - t0[0], t1[1] - t0[1]], [t2[0] - t0[0], t2[1] - t0[1]]);
         let (dp1, dp2) = (sub64(p1, p0), sub64(p2, p0));
         let den = (duv1[0] * duv2[1] - duv1[1] * duv2[0]).max(TANGENT_DEN_MIN);
-        let face_tangent: [f64; 3] =
-            std::array::from_fn(|k| (dp1[k] * duv2[1] - dp2[k] * duv1[1]) / den);
+        let face_tangent: [f64; 3] = std::array::from_fn(|k| (dp1[k] * duv2[1] - dp2[k] * duv1[1]) / den);
         let face_tangent = unitize(face_tangent);
         for i in [i0, i1, i2] {
             for c in 0..3 {
@@ -385,11 +342,7 @@ pub fn tangents(mesh: &ExportMesh) -> Vec<[f32; 4]> {
             let t = s.map(|x| TANGENT_DIRECTION * x);
             let d = dot64(t, n);
             let t = [t[0] - d * n[0], t[1] - d * n[1], t[2] - d * n[2]];
-            let t = if norm64(t) > UNITIZE_THRESHOLD {
-                unitize(t)
-            } else {
-                any_perpendicular(n)
-            };
+            let t = if norm64(t) > UNITIZE_THRESHOLD { unitize(t) } else { any_perpendicular(n) };
             [t[0] as f32, t[1] as f32, t[2] as f32, TANGENT_HANDEDNESS]
         })
         .collect()
@@ -398,9 +351,7 @@ pub fn tangents(mesh: &ExportMesh) -> Vec<[f32; 4]> {
 /// A unit vector perpendicular to the unit vector `n`: the coordinate axis least aligned with `n`, made
 /// orthogonal to it.
 fn any_perpendicular(n: [f64; 3]) -> [f64; 3] {
-    let k = (0..3)
-        .min_by(|&a, &b| n[a].abs().total_cmp(&n[b].abs()))
-        .unwrap_or(0);
+    let k = (0..3).min_by(|&a, &b| n[a].abs().total_cmp(&n[b].abs())).unwrap_or(0);
     let mut e = [0f64; 3];
     e[k] = 1.0;
     let d = dot64(e, n);
@@ -449,30 +400,15 @@ pub fn write_glb(mesh: &ExportMesh, material: &GlbMaterial, info: &GlbInfo) -> R
         ),
         (
             Valid(Semantic::Normals),
-            glb.vertex_attribute(
-                &flat_bytes(&mesh.normals, f32::to_le_bytes),
-                n,
-                Type::Vec3,
-                None,
-            ),
+            glb.vertex_attribute(&flat_bytes(&mesh.normals, f32::to_le_bytes), n, Type::Vec3, None),
         ),
         (
             Valid(Semantic::Tangents),
-            glb.vertex_attribute(
-                &flat_bytes(&tangents, f32::to_le_bytes),
-                n,
-                Type::Vec4,
-                None,
-            ),
+            glb.vertex_attribute(&flat_bytes(&tangents, f32::to_le_bytes), n, Type::Vec4, None),
         ),
         (
             Valid(Semantic::TexCoords(0)),
-            glb.vertex_attribute(
-                &flat_bytes(&mesh.uvs, f32::to_le_bytes),
-                n,
-                Type::Vec2,
-                None,
-            ),
+            glb.vertex_attribute(&flat_bytes(&mesh.uvs, f32::to_le_bytes), n, Type::Vec2, None),
         ),
     ]);
 
@@ -520,17 +456,8 @@ pub fn write_glb(mesh: &ExportMesh, material: &GlbMaterial, info: &GlbInfo) -> R
         extensions: None,
         extras: None,
     });
-    let node = glb.root.push(json::Node {
-        name: Some(OBJECT_NAME.into()),
-        mesh: Some(mesh),
-        ..Default::default()
-    });
-    let scene = glb.root.push(json::Scene {
-        name: None,
-        nodes: vec![node],
-        extensions: None,
-        extras: None,
-    });
+    let node = glb.root.push(json::Node { name: Some(OBJECT_NAME.into()), mesh: Some(mesh), ..Default::default() });
+    let scene = glb.root.push(json::Scene { name: None, nodes: vec![node], extensions: None, extras: None });
     glb.root.scene = Some(scene);
     glb.finish()
 }
@@ -555,29 +482,16 @@ impl GlbBuilder {
             extensions: None,
             extras: None,
         });
-        Ok(Self {
-            root,
-            bin: Vec::new(),
-            buffer,
-        })
+        Ok(Self { root, bin: Vec::new(), buffer })
     }
 
     /// Appends `bytes` to the BIN chunk at a 4-byte aligned offset, pads the chunk back to alignment, and adds
     /// the bufferView describing them.
-    fn view(
-        &mut self,
-        bytes: &[u8],
-        target: Option<json::buffer::Target>,
-    ) -> json::Index<json::buffer::View> {
-        debug_assert_eq!(
-            self.bin.len() % GLB_ALIGNMENT,
-            0,
-            "the BIN chunk is kept aligned after every view"
-        );
+    fn view(&mut self, bytes: &[u8], target: Option<json::buffer::Target>) -> json::Index<json::buffer::View> {
+        debug_assert_eq!(self.bin.len() % GLB_ALIGNMENT, 0, "the BIN chunk is kept aligned after every view");
         let offset = self.bin.len();
         self.bin.extend_from_slice(bytes);
-        self.bin
-            .resize(self.bin.len().next_multiple_of(GLB_ALIGNMENT), 0);
+        self.bin.resize(self.bin.len().next_multiple_of(GLB_ALIGNMENT), 0);
         self.root.push(json::buffer::View {
             buffer: self.buffer,
             byte_length: USize64::from(bytes.len()),
@@ -601,12 +515,8 @@ impl GlbBuilder {
         bounds: Option<([f32; 3], [f32; 3])>,
     ) -> json::Index<json::Accessor> {
         let view = self.view(bytes, Some(target));
-        let (min, max) = bounds.map_or((None, None), |(lo, hi)| {
-            (
-                Some(json::Value::from(&lo[..])),
-                Some(json::Value::from(&hi[..])),
-            )
-        });
+        let (min, max) = bounds
+            .map_or((None, None), |(lo, hi)| (Some(json::Value::from(&lo[..])), Some(json::Value::from(&hi[..]))));
         self.root.push(json::Accessor {
             buffer_view: Some(view),
             byte_offset: None,
@@ -632,13 +542,7 @@ impl GlbBuilder {
         bounds: Option<([f32; 3], [f32; 3])>,
     ) -> json::Index<json::Accessor> {
         let float = json::accessor::ComponentType::F32;
-        self.accessor(
-            bytes,
-            json::buffer::Target::ArrayBuffer,
-            count,
-            (float, type_),
-            bounds,
-        )
+        self.accessor(bytes, json::buffer::Target::ArrayBuffer, count, (float, type_), bounds)
     }
 
     /// Embeds a JPEG and adds the image and a sampler-less texture (glTF default sampling) for it.
@@ -668,11 +572,7 @@ impl GlbBuilder {
         let json = json::serialize::to_vec(&self.root)
             .map_err(|e| Error::Internal(format!("cannot serialise glTF JSON: {e}")))?;
         gltf::binary::Glb {
-            header: gltf::binary::Header {
-                magic: *b"glTF",
-                version: 2,
-                length: 0,
-            }, // to_vec computes the length
+            header: gltf::binary::Header { magic: *b"glTF", version: 2, length: 0 }, // to_vec computes the length
             json: json.into(),
             bin: Some(self.bin.into()),
         }
@@ -685,9 +585,7 @@ impl GlbBuilder {
 fn check_export_mesh(mesh: &ExportMesh) -> Result<()> {
     let n = mesh.positions.len();
     if mesh.faces.is_empty() {
-        return Err(Error::InvalidMesh(
-            "a glTF mesh needs at least one triangle".into(),
-        ));
+        return Err(Error::InvalidMesh("a glTF mesh needs at least one triangle".into()));
     }
     if mesh.normals.len() != n || mesh.uvs.len() != n {
         return Err(Error::InvalidMesh(format!(
@@ -697,50 +595,29 @@ fn check_export_mesh(mesh: &ExportMesh) -> Result<()> {
         )));
     }
     check_indexed(n, &mesh.faces)?;
-    let all_finite = mesh
-        .positions
-        .iter()
-        .flatten()
-        .chain(mesh.normals.iter().flatten())
-        .chain(mesh.uvs.iter().flatten());
+    let all_finite =
+        mesh.positions.iter().flatten().chain(mesh.normals.iter().flatten()).chain(mesh.uvs.iter().flatten());
     if !all_finite.copied().all(f32::is_finite) {
-        return Err(Error::InvalidMesh(
-            "non-finite position, normal or uv".into(),
-        ));
+        return Err(Error::InvalidMesh("non-finite position, normal or uv".into()));
     }
-    if let Some((i, nrm)) = mesh
-        .normals
-        .iter()
-        .enumerate()
-        .find(|(_, nrm)| (super::length(**nrm) - 1.0).abs() > UNIT_LENGTH_TOLERANCE)
+    if let Some((i, nrm)) =
+        mesh.normals.iter().enumerate().find(|(_, nrm)| (super::length(**nrm) - 1.0).abs() > UNIT_LENGTH_TOLERANCE)
     {
-        return Err(Error::InvalidMesh(format!(
-            "normal {i} {nrm:?} is not unit length"
-        )));
+        return Err(Error::InvalidMesh(format!("normal {i} {nrm:?} is not unit length")));
     }
     Ok(())
 }
 
 /// Checks the material inputs of [`write_glb`].
 fn check_material(material: &GlbMaterial) -> Result<()> {
-    for (name, bytes) in [
-        ("albedo", &material.albedo_jpeg),
-        ("normal", &material.normal_jpeg),
-    ] {
+    for (name, bytes) in [("albedo", &material.albedo_jpeg), ("normal", &material.normal_jpeg)] {
         if !bytes.starts_with(&JPEG_MAGIC) {
-            return Err(Error::UnsupportedImage(format!(
-                "the {name} texture is not a JPEG stream"
-            )));
+            return Err(Error::UnsupportedImage(format!("the {name} texture is not a JPEG stream")));
         }
     }
-    for (name, value) in [
-        ("roughness", material.roughness),
-        ("metallic", material.metallic),
-    ] {
+    for (name, value) in [("roughness", material.roughness), ("metallic", material.metallic)] {
         if !(0.0..=1.0).contains(&value) {
-            return Err(Error::Internal(format!(
-                "{name} factor {value} is not in [0, 1]"
-            )));
+            return Err(Error::Internal(format!("{name} factor {value} is not in [0, 1]")));
         }
     }
     Ok(())
@@ -752,9 +629,7 @@ fn asset_extras(info: &GlbInfo) -> Result<json::Extras> {
         serde_json::Value::Object(map) => map.clone(),
         serde_json::Value::Null => serde_json::Map::new(),
         other => {
-            return Err(Error::Internal(format!(
-                "asset extras must be a JSON object, not {other}"
-            )));
+            return Err(Error::Internal(format!("asset extras must be a JSON object, not {other}")));
         }
     };
     if let Some(text) = &info.attribution {
@@ -783,10 +658,7 @@ fn raw_object(map: serde_json::Map<String, serde_json::Value>) -> Result<json::E
 }
 
 /// Little-endian bytes of a slice of fixed-size rows.
-fn flat_bytes<T: Copy, const N: usize, const B: usize>(
-    rows: &[[T; N]],
-    to_le: fn(T) -> [u8; B],
-) -> Vec<u8> {
+fn flat_bytes<T: Copy, const N: usize, const B: usize>(rows: &[[T; N]], to_le: fn(T) -> [u8; B]) -> Vec<u8> {
     rows.iter().flatten().flat_map(|&x| to_le(x)).collect()
 }
 
@@ -794,10 +666,7 @@ fn flat_bytes<T: Copy, const N: usize, const B: usize>(
 fn bounds(points: &[[f32; 3]]) -> ([f32; 3], [f32; 3]) {
     let first = points.first().copied().unwrap_or_default();
     points.iter().fold((first, first), |(lo, hi), p| {
-        (
-            std::array::from_fn(|k| lo[k].min(p[k])),
-            std::array::from_fn(|k| hi[k].max(p[k])),
-        )
+        (std::array::from_fn(|k| lo[k].min(p[k])), std::array::from_fn(|k| hi[k].max(p[k])))
     })
 }
 
@@ -823,16 +692,8 @@ pub fn dump_for_validation(name: &str, bytes: &[u8]) {
 /// Writes `bytes` to `dir/name` (creating `dir`), where `name` is reduced to a plain file name — characters other
 /// than ASCII letters, digits, `-`, `_` and `.` become `_` — with `.glb` appended unless present. Returns the path.
 pub fn dump_to_dir(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf> {
-    let mut file: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let mut file: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
     if !file.to_ascii_lowercase().ends_with(".glb") {
         file.push_str(".glb");
     }
@@ -853,11 +714,7 @@ fn dot64(a: [f64; 3], b: [f64; 3]) -> f64 {
 }
 
 fn cross64(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
-    [
-        a[1] * b[2] - a[2] * b[1],
-        a[2] * b[0] - a[0] * b[2],
-        a[0] * b[1] - a[1] * b[0],
-    ]
+    [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]]
 }
 
 fn norm64(a: [f64; 3]) -> f64 {
@@ -867,11 +724,7 @@ fn norm64(a: [f64; 3]) -> f64 {
 /// trimesh `util.unitize`: `a / ‖a‖`, or zero when `‖a‖ ≤` [`UNITIZE_THRESHOLD`].
 fn unitize(a: [f64; 3]) -> [f64; 3] {
     let n = norm64(a);
-    if n > UNITIZE_THRESHOLD {
-        [a[0] / n, a[1] / n, a[2] / n]
-    } else {
-        [0.0; 3]
-    }
+    if n > UNITIZE_THRESHOLD { [a[0] / n, a[1] / n, a[2] / n] } else { [0.0; 3] }
 }
 
 #[cfg(test)]
@@ -929,18 +782,10 @@ mod tests {
             let corner = |s: f32, t: f32| -> ([f32; 3], [f32; 2]) {
                 let p = std::array::from_fn(|k| n[k] + s * a[k] + t * b[k]);
                 let (col, row) = ((side % 3) as f32, (side / 3) as f32);
-                let uv = [
-                    (col + 0.1 + 0.4 * (s + 1.0)) / 3.0,
-                    (row + 0.1 + 0.4 * (t + 1.0)) / 2.0,
-                ];
+                let uv = [(col + 0.1 + 0.4 * (s + 1.0)) / 3.0, (row + 0.1 + 0.4 * (t + 1.0)) / 2.0];
                 (p, uv)
             };
-            let [c00, c10, c11, c01] = [
-                corner(-1., -1.),
-                corner(1., -1.),
-                corner(1., 1.),
-                corner(-1., 1.),
-            ];
+            let [c00, c10, c11, c01] = [corner(-1., -1.), corner(1., -1.), corner(1., 1.), corner(-1., 1.)];
             // outward CCW triangles (c00, c10, c11) and (c00, c11, c01), reversed to face inwards
             for tri in [[c11, c10, c00], [c01, c11, c00]] {
                 for (p, uv) in tri {
@@ -951,18 +796,11 @@ mod tests {
             }
         }
         let faces = (0..12u32).map(|f| [3 * f, 3 * f + 1, 3 * f + 2]).collect();
-        Cube {
-            positions: pos,
-            faces,
-            uvs,
-            side_normals: normals,
-        }
+        Cube { positions: pos, faces, uvs, side_normals: normals }
     }
 
     fn signed_volume(m: &ExportMesh) -> f64 {
-        crate::mesh::TriMesh::new(m.positions.clone(), m.faces.clone())
-            .unwrap()
-            .signed_volume()
+        crate::mesh::TriMesh::new(m.positions.clone(), m.faces.clone()).unwrap().signed_volume()
     }
 
     /// One triangle in SF3D's z = 0 plane, CCW seen from +z (internal normal +z). The export maps
@@ -973,10 +811,7 @@ mod tests {
         let pos = [[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]];
         let uvs = [[0.25, 0.0], [1.0, 0.25], [0.0, 0.75]];
         let m = prepare_export(&pos, &[[0, 1, 2]], &uvs).unwrap();
-        assert_eq!(
-            m.positions,
-            vec![[0.0, 0.0, 0.0], [0.0, 0.0, -1.0], [-1.0, 0.0, 0.0]]
-        );
+        assert_eq!(m.positions, vec![[0.0, 0.0, 0.0], [0.0, 0.0, -1.0], [-1.0, 0.0, 0.0]]);
         assert_eq!(m.faces, vec![[2, 1, 0]]);
         assert_eq!(m.uvs, vec![[0.25, 1.0], [1.0, 0.75], [0.0, 0.25]]);
         for n in &m.normals {
@@ -984,23 +819,14 @@ mod tests {
         }
         // the exported face's own winding gives the same normal
         let [a, b, c] = m.faces[0].map(|i| m.positions[i as usize]);
-        assert!(close3(
-            normalize(cross(crate::mesh::sub(b, a), crate::mesh::sub(c, a)), 0.0),
-            m.normals[0],
-            EPS
-        ));
+        assert!(close3(normalize(cross(crate::mesh::sub(b, a), crate::mesh::sub(c, a)), 0.0), m.normals[0], EPS));
     }
 
     /// Two per-corner triangles A B C | C' B' D sharing the edge B C. Identical corners weld, the first
     /// occurrence is kept, order is first occurrence: A B C D.
     #[test]
     fn shared_edge_welds_in_first_occurrence_order() {
-        let [a, b, c, d] = [
-            [0.0, 0.0, 0.0],
-            [1.0, 0.0, 0.0],
-            [0.0, 1.0, 0.0],
-            [1.0, 1.0, 0.0],
-        ];
+        let [a, b, c, d] = [[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 1.0, 0.0]];
         let uv = |p: [f32; 3]| [p[0] * 0.5, p[1] * 0.5];
         let pos = [a, b, c, c, b, d];
         let uvs = pos.map(uv);
@@ -1009,22 +835,13 @@ mod tests {
         // welded faces [[0,1,2],[2,1,3]], then inverted
         assert_eq!(m.faces, vec![[2, 1, 0], [3, 1, 2]]);
         // coplanar: every normal is the rotated −z
-        assert!(
-            m.normals
-                .iter()
-                .all(|n| close3(*n, sf3d_to_gltf([0.0, 0.0, -1.0]), EPS))
-        );
+        assert!(m.normals.iter().all(|n| close3(*n, sf3d_to_gltf([0.0, 0.0, -1.0]), EPS)));
     }
 
     /// Same position but a different UV (a chart seam) keeps two vertices.
     #[test]
     fn seam_with_different_uvs_stays_split() {
-        let [a, b, c, d] = [
-            [0.0, 0.0, 0.0],
-            [1.0, 0.0, 0.0],
-            [0.0, 1.0, 0.0],
-            [1.0, 1.0, 0.0],
-        ];
+        let [a, b, c, d] = [[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 1.0, 0.0]];
         let pos = [a, b, c, c, b, d];
         let mut uvs = pos.map(|p| [p[0] * 0.25, p[1] * 0.25]);
         for t in &mut uvs[3..] {
@@ -1040,32 +857,15 @@ mod tests {
     #[test]
     fn weld_key_resolution_is_1e8_for_positions_and_1e4_for_uvs() {
         let tri = |dp: f32, du: f32| {
-            let pos = [
-                [0.0, 0.0, 0.0],
-                [1.0, 0.0, 0.0],
-                [0.0, 1.0, 0.0],
-                [dp, 0.0, 0.0],
-                [0.0, -1.0, 0.0],
-                [1.0, 0.0, 0.0],
-            ];
-            let uvs = [
-                [0.5, 0.5],
-                [0.75, 0.5],
-                [0.5, 0.75],
-                [0.5 + du, 0.5],
-                [0.5, 0.25],
-                [0.75, 0.5],
-            ];
+            let pos =
+                [[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [dp, 0.0, 0.0], [0.0, -1.0, 0.0], [1.0, 0.0, 0.0]];
+            let uvs = [[0.5, 0.5], [0.75, 0.5], [0.5, 0.75], [0.5 + du, 0.5], [0.5, 0.25], [0.75, 0.5]];
             prepare_export(&pos, &[[0, 1, 2], [3, 4, 5]], &uvs).unwrap()
         };
         let m = tri(1e-9, 1e-5);
         assert_eq!(m.positions.len(), 4, "vertex 3 welds onto vertex 0");
         assert_eq!(m.positions[0], [0.0, 0.0, 0.0]);
-        assert_eq!(
-            tri(2e-8, 0.0).positions.len(),
-            5,
-            "2e-8 is two position quanta"
-        );
+        assert_eq!(tri(2e-8, 0.0).positions.len(), 5, "2e-8 is two position quanta");
         assert_eq!(tri(0.0, 2e-4).positions.len(), 5, "2e-4 is two uv quanta");
     }
 
@@ -1074,13 +874,7 @@ mod tests {
     /// weighting would give (1, 0, 1)/√2.
     #[test]
     fn normals_are_angle_weighted() {
-        let pos = [
-            [0.0, 0.0, 0.0],
-            [1.0, 0.0, 0.0],
-            [0.0, 1.0, 0.0],
-            [0.0, 1.0, 1.0],
-            [0.0, 0.0, 1.0],
-        ];
+        let pos = [[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 1.0, 1.0], [0.0, 0.0, 1.0]];
         let n = angle_weighted_normals(&pos, &[[0, 1, 2], [0, 3, 4]]);
         let expected = normalize([1.0, 0.0, 2.0], 0.0);
         assert!(close3(n[0], expected, EPS), "{:?} vs {expected:?}", n[0]);
@@ -1091,18 +885,9 @@ mod tests {
     #[test]
     fn degenerate_triangles_still_get_unit_normals() {
         // in the y = 0 plane: (1,0,0) × (0.5,0,1e-9) = (0, −1e-9, 0)
-        let sliver = angle_weighted_normals(
-            &[[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.5, 0.0, 1e-9]],
-            &[[0, 1, 2]],
-        );
-        assert!(
-            sliver.iter().all(|n| close3(*n, [0.0, -1.0, 0.0], EPS)),
-            "{sliver:?}"
-        );
-        let line = angle_weighted_normals(
-            &[[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [2.0, 0.0, 0.0]],
-            &[[0, 1, 2]],
-        );
+        let sliver = angle_weighted_normals(&[[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.5, 0.0, 1e-9]], &[[0, 1, 2]]);
+        assert!(sliver.iter().all(|n| close3(*n, [0.0, -1.0, 0.0], EPS)), "{sliver:?}");
+        let line = angle_weighted_normals(&[[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [2.0, 0.0, 0.0]], &[[0, 1, 2]]);
         assert!(line.iter().all(|n| *n == DEGENERATE_NORMAL), "{line:?}");
     }
 
@@ -1111,37 +896,20 @@ mod tests {
     /// exactly the (rotated) outward side normals, and the exported mesh has the cube's volume 8 with positive sign.
     #[test]
     fn cube_welds_per_chart_and_faces_outwards() {
-        let Cube {
-            positions: pos,
-            faces,
-            uvs,
-            side_normals,
-        } = inward_cube();
+        let Cube { positions: pos, faces, uvs, side_normals } = inward_cube();
         let m = prepare_export(&pos, &faces, &uvs).unwrap();
         assert_eq!(m.positions.len(), 24);
         assert_eq!(m.faces.len(), 12);
-        assert!(
-            (signed_volume(&m) - 8.0).abs() < 1e-9,
-            "volume {}",
-            signed_volume(&m)
-        );
+        assert!((signed_volume(&m) - 8.0).abs() < 1e-9, "volume {}", signed_volume(&m));
         for (f, t) in m.faces.iter().enumerate() {
             let expected = sf3d_to_gltf(side_normals[f]);
             for &i in t {
-                assert!(
-                    close3(m.normals[i as usize], expected, EPS),
-                    "face {f}: {:?}",
-                    m.normals[i as usize]
-                );
+                assert!(close3(m.normals[i as usize], expected, EPS), "face {f}: {:?}", m.normals[i as usize]);
             }
         }
         for t in tangents(&m).iter().zip(&m.normals) {
             let ([x, y, z, w], n) = t;
-            assert!(
-                (length([*x, *y, *z]) - 1.0).abs() < EPS
-                    && dot([*x, *y, *z], *n).abs() < EPS
-                    && *w == -1.0
-            );
+            assert!((length([*x, *y, *z]) - 1.0).abs() < EPS && dot([*x, *y, *z], *n).abs() < EPS && *w == -1.0);
         }
     }
 
@@ -1153,18 +921,12 @@ mod tests {
     #[test]
     fn tangent_frame_decodes_the_baked_normal_inverted_like_the_geometry() {
         let pos = [[0.1, 0.2, 0.3], [0.9, 0.1, 0.4], [0.3, 0.8, 0.2]];
-        for uvs in [
-            [[0.1, 0.1], [0.6, 0.2], [0.2, 0.7]],
-            [[0.6, 0.2], [0.1, 0.1], [0.2, 0.7]],
-        ] {
+        for uvs in [[[0.1, 0.1], [0.6, 0.2], [0.2, 0.7]], [[0.6, 0.2], [0.1, 0.1], [0.2, 0.7]]] {
             let faces = [[0u32, 1, 2]];
             let n_b = vertex_normals(&pos, &faces)[0];
             let t_b = vertex_tangents(&pos, &uvs, &faces, &[n_b; 3])[0];
             let b_b = normalize(cross(n_b, t_b), 1e-12);
-            let pn = normalize(
-                std::array::from_fn(|k| 0.3 * t_b[k] - 0.2 * b_b[k] + 0.9 * n_b[k]),
-                0.0,
-            );
+            let pn = normalize(std::array::from_fn(|k| 0.3 * t_b[k] - 0.2 * b_b[k] + 0.9 * n_b[k]), 0.0);
             let texel = [dot(t_b, pn), dot(b_b, pn), dot(n_b, pn)];
 
             let m = prepare_export(&pos, &faces, &uvs).unwrap();
@@ -1175,27 +937,15 @@ mod tests {
                     let b = cross(n, t).map(|x| w * x);
                     std::array::from_fn(|k| texel[0] * t[k] + texel[1] * b[k] + texel[2] * n[k])
                 };
-                assert!(
-                    close3(decode(w), expected, 1e-5),
-                    "uvs {uvs:?}: {:?} vs {expected:?}",
-                    decode(w)
-                );
-                assert!(
-                    !close3(decode(-w), expected, 1e-2),
-                    "the handedness must matter"
-                );
+                assert!(close3(decode(w), expected, 1e-5), "uvs {uvs:?}: {:?} vs {expected:?}", decode(w));
+                assert!(!close3(decode(-w), expected, 1e-2), "the handedness must matter");
             }
         }
     }
 
     #[test]
     fn unreferenced_vertices_are_dropped() {
-        let pos = [
-            [5.0, 5.0, 5.0],
-            [0.0, 0.0, 0.0],
-            [1.0, 0.0, 0.0],
-            [0.0, 1.0, 0.0],
-        ];
+        let pos = [[5.0, 5.0, 5.0], [0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]];
         let uvs = [[0.0, 0.0], [0.1, 0.1], [0.2, 0.1], [0.1, 0.2]];
         let m = prepare_export(&pos, &[[1, 2, 3]], &uvs).unwrap();
         assert_eq!(m.positions.len(), 3);
@@ -1206,35 +956,18 @@ mod tests {
     fn prepare_export_rejects_invalid_input() {
         let pos = [[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]];
         let uvs = [[0.0, 0.0]; 3];
-        assert!(matches!(
-            prepare_export(&pos, &[[0, 1, 3]], &uvs),
-            Err(Error::InvalidMesh(_))
-        ));
-        assert!(matches!(
-            prepare_export(&pos, &[[0, 1, 2]], &uvs[..2]),
-            Err(Error::InvalidMesh(_))
-        ));
+        assert!(matches!(prepare_export(&pos, &[[0, 1, 3]], &uvs), Err(Error::InvalidMesh(_))));
+        assert!(matches!(prepare_export(&pos, &[[0, 1, 2]], &uvs[..2]), Err(Error::InvalidMesh(_))));
         let nan = [[f32::NAN, 0.0, 0.0], pos[1], pos[2]];
-        assert!(matches!(
-            prepare_export(&nan, &[[0, 1, 2]], &uvs),
-            Err(Error::InvalidMesh(_))
-        ));
-        assert_eq!(
-            prepare_export(&pos, &[], &uvs).unwrap(),
-            ExportMesh::default()
-        );
+        assert!(matches!(prepare_export(&nan, &[[0, 1, 2]], &uvs), Err(Error::InvalidMesh(_))));
+        assert_eq!(prepare_export(&pos, &[], &uvs).unwrap(), ExportMesh::default());
     }
 
     /// The cube written as GLB and read back with the independent `gltf` reader: container alignment, every
     /// accessor's data, bounds, material, embedded JPEGs, provenance.
     #[test]
     fn cube_glb_round_trips_through_the_gltf_crate() {
-        let Cube {
-            positions: pos,
-            faces,
-            uvs,
-            ..
-        } = inward_cube();
+        let Cube { positions: pos, faces, uvs, .. } = inward_cube();
         let mesh = prepare_export(&pos, &faces, &uvs).unwrap();
         let material = test_material();
         let info = GlbInfo {
@@ -1259,59 +992,27 @@ mod tests {
             root.asset.generator.as_deref(),
             Some(format!("sf3d-studio {}", env!("CARGO_PKG_VERSION")).as_str())
         );
-        let asset_extras: serde_json::Value =
-            serde_json::from_str(root.asset.extras.as_ref().unwrap().get()).unwrap();
-        assert_eq!(
-            asset_extras,
-            serde_json::json!({ "job": "01TEST", "attribution": "Powered by Stability AI" })
-        );
+        let asset_extras: serde_json::Value = serde_json::from_str(root.asset.extras.as_ref().unwrap().get()).unwrap();
+        assert_eq!(asset_extras, serde_json::json!({ "job": "01TEST", "attribution": "Powered by Stability AI" }));
 
         let prim = doc.meshes().next().unwrap().primitives().next().unwrap();
         assert_eq!(prim.mode(), gltf::mesh::Mode::Triangles);
-        assert_eq!(
-            prim.indices().unwrap().data_type(),
-            gltf::accessor::DataType::U32
-        );
+        assert_eq!(prim.indices().unwrap().data_type(), gltf::accessor::DataType::U32);
         let pos_acc = prim.get(&gltf::Semantic::Positions).unwrap();
         let (lo, hi) = bounds(&mesh.positions);
         assert_eq!(pos_acc.min().unwrap(), serde_json::json!(lo));
         assert_eq!(pos_acc.max().unwrap(), serde_json::json!(hi));
         let reader = prim.reader(|_| Some(bin));
         let indices: Vec<u32> = reader.read_indices().unwrap().into_u32().collect();
-        assert_eq!(
-            indices,
-            mesh.faces.iter().flatten().copied().collect::<Vec<_>>()
-        );
-        assert_eq!(
-            reader.read_positions().unwrap().collect::<Vec<_>>(),
-            mesh.positions
-        );
-        assert_eq!(
-            reader.read_normals().unwrap().collect::<Vec<_>>(),
-            mesh.normals
-        );
-        assert_eq!(
-            reader
-                .read_tex_coords(0)
-                .unwrap()
-                .into_f32()
-                .collect::<Vec<_>>(),
-            mesh.uvs
-        );
-        assert_eq!(
-            reader.read_tangents().unwrap().collect::<Vec<_>>(),
-            tangents(&mesh)
-        );
+        assert_eq!(indices, mesh.faces.iter().flatten().copied().collect::<Vec<_>>());
+        assert_eq!(reader.read_positions().unwrap().collect::<Vec<_>>(), mesh.positions);
+        assert_eq!(reader.read_normals().unwrap().collect::<Vec<_>>(), mesh.normals);
+        assert_eq!(reader.read_tex_coords(0).unwrap().into_f32().collect::<Vec<_>>(), mesh.uvs);
+        assert_eq!(reader.read_tangents().unwrap().collect::<Vec<_>>(), tangents(&mesh));
 
         let mat = prim.material();
-        assert_eq!(
-            mat.pbr_metallic_roughness().roughness_factor(),
-            material.roughness
-        );
-        assert_eq!(
-            mat.pbr_metallic_roughness().metallic_factor(),
-            material.metallic
-        );
+        assert_eq!(mat.pbr_metallic_roughness().roughness_factor(), material.roughness);
+        assert_eq!(mat.pbr_metallic_roughness().metallic_factor(), material.metallic);
         assert!(!mat.double_sided());
         let mat_extras = root.materials[0].extras.as_ref().unwrap().get();
         assert_eq!(
@@ -1322,40 +1023,22 @@ mod tests {
             match tex.source().source() {
                 gltf::image::Source::View { view, mime_type } => {
                     assert_eq!(view.offset() % GLB_ALIGNMENT, 0);
-                    (
-                        Some(mime_type.to_string()),
-                        bin[view.offset()..view.offset() + view.length()].to_vec(),
-                    )
+                    (Some(mime_type.to_string()), bin[view.offset()..view.offset() + view.length()].to_vec())
                 }
                 gltf::image::Source::Uri { .. } => (None, Vec::new()),
             }
         };
-        let albedo = mat
-            .pbr_metallic_roughness()
-            .base_color_texture()
-            .unwrap()
-            .texture();
-        assert_eq!(
-            embedded(albedo),
-            (Some(JPEG_MIME.into()), material.albedo_jpeg.clone())
-        );
+        let albedo = mat.pbr_metallic_roughness().base_color_texture().unwrap().texture();
+        assert_eq!(embedded(albedo), (Some(JPEG_MIME.into()), material.albedo_jpeg.clone()));
         let normal = mat.normal_texture().unwrap();
         assert_eq!(normal.scale(), 1.0);
-        assert_eq!(
-            embedded(normal.texture()),
-            (Some(JPEG_MIME.into()), material.normal_jpeg.clone())
-        );
+        assert_eq!(embedded(normal.texture()), (Some(JPEG_MIME.into()), material.normal_jpeg.clone()));
     }
 
     /// Without attribution and extras nothing is written into `asset.extras` or the material's extras.
     #[test]
     fn no_attribution_means_no_extras() {
-        let Cube {
-            positions: pos,
-            faces,
-            uvs,
-            ..
-        } = inward_cube();
+        let Cube { positions: pos, faces, uvs, .. } = inward_cube();
         let mesh = prepare_export(&pos, &faces, &uvs).unwrap();
         let bytes = write_glb(&mesh, &test_material(), &GlbInfo::default()).unwrap();
         let gltf = gltf::Gltf::from_slice(&bytes).unwrap();
@@ -1367,67 +1050,31 @@ mod tests {
 
     #[test]
     fn write_glb_rejects_invalid_input() {
-        let Cube {
-            positions: pos,
-            faces,
-            uvs,
-            ..
-        } = inward_cube();
+        let Cube { positions: pos, faces, uvs, .. } = inward_cube();
         let mesh = prepare_export(&pos, &faces, &uvs).unwrap();
         let info = GlbInfo::default();
         let ok = test_material();
         assert!(write_glb(&mesh, &ok, &info).is_ok());
 
-        let png = GlbMaterial {
-            albedo_jpeg: b"\x89PNG\r\n\x1a\n".to_vec(),
-            ..ok.clone()
-        };
-        assert!(matches!(
-            write_glb(&mesh, &png, &info),
-            Err(Error::UnsupportedImage(_))
-        ));
+        let png = GlbMaterial { albedo_jpeg: b"\x89PNG\r\n\x1a\n".to_vec(), ..ok.clone() };
+        assert!(matches!(write_glb(&mesh, &png, &info), Err(Error::UnsupportedImage(_))));
         for (roughness, metallic) in [(f32::NAN, 0.5), (0.5, 1.5), (-0.1, 0.5)] {
-            let bad = GlbMaterial {
-                roughness,
-                metallic,
-                ..ok.clone()
-            };
-            assert!(
-                matches!(write_glb(&mesh, &bad, &info), Err(Error::Internal(_))),
-                "{roughness} {metallic}"
-            );
+            let bad = GlbMaterial { roughness, metallic, ..ok.clone() };
+            assert!(matches!(write_glb(&mesh, &bad, &info), Err(Error::Internal(_))), "{roughness} {metallic}");
         }
-        let extras = GlbInfo {
-            extras: serde_json::json!("not an object"),
-            ..GlbInfo::default()
-        };
-        assert!(matches!(
-            write_glb(&mesh, &ok, &extras),
-            Err(Error::Internal(_))
-        ));
+        let extras = GlbInfo { extras: serde_json::json!("not an object"), ..GlbInfo::default() };
+        assert!(matches!(write_glb(&mesh, &ok, &extras), Err(Error::Internal(_))));
 
         let mut bad = mesh.clone();
         bad.faces[0][0] = bad.positions.len() as u32;
-        assert!(matches!(
-            write_glb(&bad, &ok, &info),
-            Err(Error::InvalidMesh(_))
-        ));
+        assert!(matches!(write_glb(&bad, &ok, &info), Err(Error::InvalidMesh(_))));
         let mut bad = mesh.clone();
         bad.normals[0] = [0.0, 0.0, 2.0];
-        assert!(matches!(
-            write_glb(&bad, &ok, &info),
-            Err(Error::InvalidMesh(_))
-        ));
+        assert!(matches!(write_glb(&bad, &ok, &info), Err(Error::InvalidMesh(_))));
         let mut bad = mesh.clone();
         bad.uvs.pop();
-        assert!(matches!(
-            write_glb(&bad, &ok, &info),
-            Err(Error::InvalidMesh(_))
-        ));
-        assert!(matches!(
-            write_glb(&ExportMesh::default(), &ok, &info),
-            Err(Error::InvalidMesh(_))
-        ));
+        assert!(matches!(write_glb(&bad, &ok, &info), Err(Error::InvalidMesh(_))));
+        assert!(matches!(write_glb(&ExportMesh::default(), &ok, &info), Err(Error::InvalidMesh(_))));
     }
 
     #[test]
