@@ -1,1 +1,206 @@
-//! SF3D Studio's server: axum routes (WebSocket jobs, REST, gallery) around one engine instance.
+//! SF3D Studio's server: axum routes (WebSocket jobs, REST, gallery) around one engine instance, plus the
+//! client and CLI pieces of the `sf3d` binary.
+//!
+//! [`app`] builds the router from an [`AppState`] (tests drive it with `oneshot` or over a real socket);
+//! [`Server::start`] loads nothing itself: it takes a loaded [`worker::Engine`], starts the inference worker and
+//! returns the state; [`serve`] runs the router on a listener until a shutdown future resolves, then stops the
+//! queue, closes WebSockets, lets the running job finish (or cancels it after a grace period) and flushes the
+//! gallery.
+
+pub mod cache;
+pub mod error;
+pub mod gallery;
+pub mod jobs;
+pub mod model_source;
+pub mod remote;
+pub mod routes;
+pub mod worker;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use sf3d_shared::{HealthResponse, PROTOCOL_VERSION, QueueInfo, SOFTWARE_VERSION};
+use tokio::sync::watch;
+
+use crate::jobs::JobManager;
+use crate::worker::Engine;
+
+/// `Retry-After` seconds sent with `queue_full`.
+pub const RETRY_AFTER_SECS: u64 = 5;
+/// Server → client WebSocket ping interval.
+pub const PING_INTERVAL: Duration = Duration::from_secs(15);
+/// A WebSocket silent for this long (no message, no pong) is closed.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// Settings of the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Required bearer token, if any.
+    pub api_key: Option<String>,
+    /// Largest accepted upload.
+    pub max_upload_bytes: u64,
+    /// Origins allowed by CORS (empty: same-origin only).
+    pub cors_origins: Vec<String>,
+    /// The built frontend (`dist/`), served at `/`.
+    pub dist: Option<PathBuf>,
+    /// How long a running job may take to finish at shutdown before it is cancelled.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            api_key: None,
+            max_upload_bytes: sf3d::preprocess::DEFAULT_MAX_BYTES,
+            cors_origins: Vec::new(),
+            dist: None,
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Refuses to expose the server to the network without a key.
+pub fn check_bind(host: IpAddr, api_key: Option<&str>) -> Result<(), String> {
+    if host.is_loopback() || api_key.is_some_and(|k| !k.is_empty()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "refusing to listen on {host} without --api-key: anyone on the network could use the GPU and read the \
+             gallery. Pass --api-key KEY (or SF3D_API_KEY), or bind to 127.0.0.1"
+        ))
+    }
+}
+
+/// Shared state of every handler.
+#[derive(Debug)]
+pub struct AppInner {
+    /// The queue.
+    pub jobs: Arc<JobManager>,
+    /// The model, gallery and cache.
+    pub engine: Arc<Engine>,
+    /// HTTP settings.
+    pub config: ServerConfig,
+    /// Flips to true when the server shuts down (WebSocket connections close).
+    pub shutdown: watch::Receiver<bool>,
+    shutdown_tx: watch::Sender<bool>,
+}
+
+/// Cheap-to-clone handle on [`AppInner`].
+pub type AppState = Arc<AppInner>;
+
+impl AppInner {
+    /// The health response.
+    pub fn health(&self) -> HealthResponse {
+        let (waiting, running, capacity) = self.jobs.occupancy();
+        let p = &self.engine.pipeline;
+        HealthResponse {
+            status: if self.jobs.is_closed() { "shutting_down".into() } else { "ok".into() },
+            version: SOFTWARE_VERSION.into(),
+            protocol: PROTOCOL_VERSION,
+            device: p.device().clone(),
+            model: p.model().clone(),
+            queue: QueueInfo { waiting, running, capacity },
+            auth_required: self.config.api_key.is_some(),
+        }
+    }
+
+    /// Whether `token` is the API key (constant-time comparison); always true without a key.
+    pub fn authorized(&self, token: Option<&str>) -> bool {
+        match (&self.config.api_key, token) {
+            (None, _) => true,
+            (Some(k), Some(t)) => k.len() == t.len() && k.bytes().zip(t.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0,
+            (Some(_), None) => false,
+        }
+    }
+}
+
+/// A started server: state plus its worker threads.
+#[derive(Debug)]
+pub struct Server {
+    /// The state handlers share.
+    pub state: AppState,
+    workers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    /// Starts `workers` inference threads (one per model instance; the engine is shared) behind a queue of
+    /// `max_queue` waiting jobs.
+    pub fn start(engine: Engine, config: ServerConfig, max_queue: u32) -> std::io::Result<Self> {
+        let engine = Arc::new(engine);
+        let jobs = Arc::new(JobManager::new(max_queue));
+        let workers = vec![worker::spawn_worker(jobs.clone(), engine.clone())?];
+        let (shutdown_tx, shutdown) = watch::channel(false);
+        Ok(Self { state: Arc::new(AppInner { jobs, engine, config, shutdown, shutdown_tx }), workers })
+    }
+
+    /// Stops the queue, tells WebSockets to close, waits for the running job up to the grace period, cancels
+    /// it if needed, joins the workers and flushes the gallery.
+    pub fn stop(self) {
+        let s = &self.state;
+        let _ = s.shutdown_tx.send(true);
+        s.jobs.close(false);
+        let deadline = std::time::Instant::now() + s.config.shutdown_grace;
+        while s.jobs.occupancy().1 > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if s.jobs.occupancy().1 > 0 {
+            tracing::warn!("cancelling the running job after the shutdown grace period");
+            s.jobs.close(true);
+        }
+        for w in self.workers {
+            let _ = w.join();
+        }
+        if let Err(e) = s.engine.gallery.checkpoint() {
+            tracing::warn!(error = %e, "gallery checkpoint at shutdown failed");
+        }
+        tracing::info!("server stopped");
+    }
+}
+
+/// The router.
+pub fn app(state: AppState) -> Router {
+    routes::router(state)
+}
+
+/// Runs `app(state)` on `listener` until `shutdown` resolves; then tells WebSockets to close. Call
+/// [`Server::stop`] afterwards to drain the worker.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let notify = state.shutdown_tx.clone();
+    let router = app(state);
+    axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = notify.send(true);
+        })
+        .await
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown signal received");
+}

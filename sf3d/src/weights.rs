@@ -67,10 +67,14 @@ enum Inner {
     Random { seed: u64 },
 }
 
+/// Tensors handed out by a random source, by name (to edit them and rebuild from the map).
+pub type Captured = Arc<Mutex<std::collections::HashMap<String, Tensor>>>;
+
 /// A candle weight backend with typed errors, aliasing and a key log.
 pub struct WeightSource {
     inner: Inner,
     log: KeyLog,
+    capture: Option<Captured>,
 }
 
 /// The checkpoint key a modulation weight may be stored under instead of the canonical one (spec §3.0: the
@@ -101,13 +105,19 @@ impl WeightSource {
         #[allow(unsafe_code)]
         let st = unsafe { candle_core::safetensors::MmapedSafetensors::new(path) }
             .map_err(|e| Error::bad_file(path, format!("not a readable safetensors file: {e}")))?;
-        Ok(Self { inner: Inner::Safetensors(st), log: KeyLog::default() })
+        Ok(Self { inner: Inner::Safetensors(st), log: KeyLog::default(), capture: None })
     }
 
     /// Deterministic random initialisation from candle's `Init` hints, keyed by (seed, tensor name): the same
     /// seed gives the same weights whatever the construction order.
     pub fn random(seed: u64) -> Self {
-        Self { inner: Inner::Random { seed }, log: KeyLog::default() }
+        Self { inner: Inner::Random { seed }, log: KeyLog::default(), capture: None }
+    }
+
+    /// Like [`WeightSource::random`], also recording every generated tensor by name.
+    pub fn random_capturing(seed: u64) -> (Self, Captured) {
+        let cap = Captured::default();
+        (Self { inner: Inner::Random { seed }, log: KeyLog::default(), capture: Some(cap.clone()) }, cap)
     }
 
     /// The log of requested keys (shared with the VarBuilder built from this source).
@@ -189,7 +199,15 @@ impl SimpleBackend for WeightSource {
     fn get(&self, s: Shape, name: &str, h: Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
         self.log.insert(name);
         match &self.inner {
-            Inner::Random { seed } => random_tensor(*seed, name, &s, h, dtype, dev),
+            Inner::Random { seed } => {
+                let t = random_tensor(*seed, name, &s, h, dtype, dev)?;
+                if let Some(cap) = &self.capture
+                    && let Ok(mut m) = cap.lock()
+                {
+                    m.insert(name.to_string(), t.clone());
+                }
+                Ok(t)
+            }
             Inner::Safetensors(st) => {
                 let key =
                     self.resolve(name).ok_or_else(|| self.log.fail(Error::MissingTensor { key: name.to_string() }))?;

@@ -1,0 +1,147 @@
+//! Argument parsing and the subcommands of the `sf3d` binary (anyhow at this edge; exit codes here).
+
+mod bench;
+mod progress;
+mod remote;
+mod run;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use sf3d_backend::model_source::{DeviceChoice, ModelSource};
+use sf3d_shared::{BackgroundMode, GenerateParams, RemeshOption};
+
+/// SF3D Studio: single image → textured, UV-unwrapped PBR GLB (Stable Fast 3D in Rust).
+#[derive(Debug, Parser)]
+#[command(name = "sf3d", version, about, propagate_version = true)]
+pub struct Cli {
+    /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the web UI, the WebSocket job protocol and the REST API.
+    Serve(serve::ServeArgs),
+    /// Generate meshes locally: writes <out>/<name>/{input.png, preprocessed.png, mesh.glb, metadata.json}.
+    Run(run::RunArgs),
+    /// Generate meshes on a running `sf3d serve` and save them here.
+    Remote(remote::RemoteArgs),
+    /// Per-stage timings (min/median) and peak memory.
+    Bench(bench::BenchArgs),
+    /// Compare every stage with a golden set of the reference implementation.
+    CheckGolden(CheckGoldenArgs),
+}
+
+/// Where the model comes from and where it runs.
+#[derive(Debug, Clone, Args)]
+pub struct ModelArgs {
+    /// Model: a folder with config.yaml + model.safetensors, `hf:ORG/NAME[@REV]` (e.g.
+    /// hf:stabilityai/stable-fast-3d), or nothing for the built-in test model.
+    #[arg(long, env = "SF3D_MODEL", default_value = "")]
+    pub model: String,
+    /// Device: auto, cpu, cuda or cuda:N.
+    #[arg(long, env = "SF3D_DEVICE", default_value = "auto")]
+    pub device: String,
+    /// Compute dtype of the transformer stack: f32 (default on CPU) or bf16 (default on CUDA).
+    #[arg(long, env = "SF3D_DTYPE")]
+    pub dtype: Option<String>,
+}
+
+impl ModelArgs {
+    pub fn source(&self) -> anyhow::Result<ModelSource> {
+        self.model.parse()
+    }
+
+    pub fn device(&self) -> anyhow::Result<DeviceChoice> {
+        self.device.parse()
+    }
+
+    pub fn dtype(&self) -> anyhow::Result<Option<candle_core::DType>> {
+        match self.dtype.as_deref() {
+            None => Ok(None),
+            Some("f32") => Ok(Some(candle_core::DType::F32)),
+            Some("bf16") => Ok(Some(candle_core::DType::BF16)),
+            Some("f16") => Ok(Some(candle_core::DType::F16)),
+            Some(other) => anyhow::bail!("unknown dtype {other:?}: use f32, bf16 or f16"),
+        }
+    }
+}
+
+/// SF3D's generation options.
+#[derive(Debug, Clone, Args)]
+pub struct ParamArgs {
+    /// Texture side in texels (512–2048).
+    #[arg(long, default_value_t = GenerateParams::TEXTURE_RESOLUTION_DEFAULT)]
+    pub texture_resolution: u32,
+    /// Fraction of the image the object spans (0.5–1.0).
+    #[arg(long, default_value_t = GenerateParams::FOREGROUND_RATIO_DEFAULT)]
+    pub foreground_ratio: f32,
+    /// Remeshing: none, triangle or quad.
+    #[arg(long, default_value = "none")]
+    pub remesh: String,
+    /// Target vertex count: -1 (keep) or 100–20000.
+    #[arg(long, default_value_t = -1, allow_hyphen_values = true)]
+    pub vertex_count: i32,
+    /// Background removal: auto, always or never.
+    #[arg(long, default_value = "auto")]
+    pub background: String,
+}
+
+impl ParamArgs {
+    pub fn params(&self) -> anyhow::Result<GenerateParams> {
+        let p = GenerateParams {
+            texture_resolution: self.texture_resolution,
+            foreground_ratio: self.foreground_ratio,
+            remesh: self.remesh.parse::<RemeshOption>()?,
+            vertex_count: self.vertex_count,
+            background: self.background.parse::<BackgroundMode>()?,
+            preview: false,
+        };
+        p.validate()?;
+        Ok(p)
+    }
+}
+
+#[derive(Debug, Args)]
+struct CheckGoldenArgs {
+    /// The golden folder (config.yaml, model.safetensors, golden.safetensors, …).
+    #[arg(env = "SF3D_GOLDEN", default_value = "../shared/golden/tiny-a")]
+    dir: PathBuf,
+    /// Device: auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+pub fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "info,tower_http=warn,hf_hub=warn",
+        1 => "debug,hyper=info,h2=info",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(a) => serve::serve(a),
+        Command::Run(a) => run::run(a),
+        Command::Remote(a) => remote::remote(a),
+        Command::Bench(a) => bench::bench(a),
+        Command::CheckGolden(a) => check_golden(a),
+    }
+}
+
+fn check_golden(a: CheckGoldenArgs) -> anyhow::Result<ExitCode> {
+    let (device, info) = sf3d_backend::model_source::open_device(a.device.parse()?)?;
+    eprintln!("checking {} on {}", a.dir.display(), info.name);
+    let report = sf3d::parity::check_golden(&a.dir, &device)?;
+    println!("{report}");
+    Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}

@@ -1,0 +1,177 @@
+//! Blocking REST generation: `POST /api/generate` (and the seed's `POST /generate`) take a multipart upload and
+//! answer with the GLB once the job ends; `POST /api/meshes/{id}/regenerate` re-extracts a stored mesh.
+//!
+//! The upload limit is enforced while streaming (a body past the limit is cut off with 413 in our error format,
+//! not buffered). The job runs on the worker like every other; if the HTTP client goes away, the job still
+//! finishes and lands in the gallery.
+
+use std::sync::Arc;
+
+use axum::extract::multipart::MultipartRejection;
+use axum::extract::{Multipart, Path, State};
+use axum::http::{HeaderName, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use sf3d_shared::api::{HEADER_JOB_ID, HEADER_MESH_ID, HEADER_SERVER_TIMING, HEADER_STAGE_TIMINGS, RegenerateRequest};
+use sf3d_shared::{ErrorCode, GenerateParams, ServerMessage};
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::jobs::{Job, JobInput, JobRequest};
+
+/// Multipart file field names accepted for the image.
+const IMAGE_FIELDS: [&str; 2] = ["image", "file"];
+/// Largest accepted text field (parameters).
+const MAX_FIELD_BYTES: usize = 64 << 10;
+
+fn too_large(limit: u64) -> ApiError {
+    ApiError::new(ErrorCode::PayloadTooLarge, format!("the upload exceeds the limit of {limit} bytes"))
+}
+
+fn multipart_error(e: axum::extract::multipart::MultipartError, limit: u64) -> ApiError {
+    if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        too_large(limit)
+    } else {
+        ApiError::new(ErrorCode::BadRequest, format!("malformed multipart body: {}", e.body_text()))
+    }
+}
+
+/// Reads the image and parameters of a multipart generate request.
+async fn read_upload(
+    multipart: Result<Multipart, MultipartRejection>,
+    limit: u64,
+) -> Result<(Vec<u8>, Option<String>, GenerateParams), ApiError> {
+    let mut multipart = multipart.map_err(|e| {
+        ApiError::new(ErrorCode::BadRequest, format!("expected a multipart/form-data body with an `image` file: {}", e.body_text()))
+    })?;
+    let mut image: Option<(Vec<u8>, Option<String>)> = None;
+    let mut params = GenerateParams::default();
+    while let Some(mut field) = multipart.next_field().await.map_err(|e| multipart_error(e, limit))? {
+        let name = field.name().unwrap_or_default().to_string();
+        if IMAGE_FIELDS.contains(&name.as_str()) {
+            let filename = field.file_name().map(str::to_string);
+            let mut bytes = Vec::new();
+            while let Some(chunk) = field.chunk().await.map_err(|e| multipart_error(e, limit))? {
+                if bytes.len() as u64 + chunk.len() as u64 > limit {
+                    return Err(too_large(limit));
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            image = Some((bytes, filename));
+        } else if name == "params" {
+            let text = read_text(field, &name).await?;
+            params = serde_json::from_str(&text).map_err(|e| {
+                ApiError::new(ErrorCode::InvalidParams, format!("the `params` field is not valid parameters JSON: {e}"))
+            })?;
+        } else if GenerateParams::is_field(&name) {
+            let text = read_text(field, &name).await?;
+            params.set_field(&name, &text)?;
+        } else {
+            return Err(ApiError::new(ErrorCode::InvalidParams, format!("unknown form field {name:?}")).with_field(&name));
+        }
+    }
+    let (bytes, filename) = image.ok_or_else(|| ApiError::new(ErrorCode::BadRequest, "the multipart body has no `image` file field"))?;
+    if bytes.is_empty() {
+        return Err(ApiError::new(ErrorCode::UnsupportedImage, "the uploaded image is empty"));
+    }
+    params.validate()?;
+    Ok((bytes, filename, params))
+}
+
+async fn read_text(mut field: axum::extract::multipart::Field<'_>, name: &str) -> Result<String, ApiError> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(|e| multipart_error(e, MAX_FIELD_BYTES as u64))? {
+        if buf.len() + chunk.len() > MAX_FIELD_BYTES {
+            return Err(ApiError::new(ErrorCode::BadRequest, format!("form field {name:?} is too long")));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    String::from_utf8(buf).map_err(|_| ApiError::new(ErrorCode::BadRequest, format!("form field {name:?} is not UTF-8")))
+}
+
+impl ApiError {
+    /// Sets the offending field.
+    pub fn with_field(mut self, field: &str) -> Self {
+        self.field = Some(field.to_string());
+        self
+    }
+}
+
+/// Waits for the job's terminal message.
+pub(crate) async fn wait_terminal(job: &Arc<Job>) -> ServerMessage {
+    let (_, replay, mut rx) = job.subscribe();
+    if let Some(t) = replay.into_iter().find(|m| matches!(m, ServerMessage::Done { .. } | ServerMessage::Error { .. } | ServerMessage::Cancelled { .. })) {
+        return t;
+    }
+    loop {
+        match rx.recv().await {
+            Ok(m @ (ServerMessage::Done { .. } | ServerMessage::Error { .. } | ServerMessage::Cancelled { .. })) => return m,
+            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                if let Some(t) = job.terminal() {
+                    return t;
+                }
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                return job.terminal().unwrap_or_else(|| ApiError::internal("job", "event stream closed").to_message(None));
+            }
+        }
+    }
+}
+
+/// Runs a job to its end and answers with its GLB.
+async fn respond_with_glb(state: &AppState, job: Arc<Job>) -> Result<Response, ApiError> {
+    match wait_terminal(&job).await {
+        ServerMessage::Done { mesh_id, metadata, .. } => {
+            let path = state.engine.gallery.file_path(&mesh_id, "mesh.glb")?;
+            let glb = tokio::fs::read(&path).await.map_err(|e| ApiError::internal("reading the new GLB", e))?;
+            let mut resp = glb.into_response();
+            let h = resp.headers_mut();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("model/gltf-binary"));
+            let mut put = |name: &'static str, value: String| {
+                if let Ok(v) = HeaderValue::from_str(&value) {
+                    h.insert(HeaderName::from_static(name), v);
+                }
+            };
+            put(HEADER_MESH_ID, mesh_id.clone());
+            put(HEADER_JOB_ID, job.id.clone());
+            put(HEADER_STAGE_TIMINGS, serde_json::to_string(&metadata.timings).unwrap_or_default());
+            put(
+                HEADER_SERVER_TIMING,
+                metadata.timings.iter().map(|t| format!("{};dur={:.1}", t.stage, t.ms)).collect::<Vec<_>>().join(", "),
+            );
+            if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"sf3d-{mesh_id}.glb\"")) {
+                h.insert(header::CONTENT_DISPOSITION, v);
+            }
+            Ok(resp)
+        }
+        ServerMessage::Error { code, message, field, .. } => Err(ApiError { code, message, field, retry_after: None }),
+        _ => Err(ApiError::new(ErrorCode::Cancelled, "the job was cancelled")),
+    }
+}
+
+pub(crate) async fn generate(
+    State(state): State<AppState>,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<Response, ApiError> {
+    let (bytes, filename, params) = read_upload(multipart, state.config.max_upload_bytes).await?;
+    let job = state.jobs.submit(JobRequest { input: JobInput::Image { bytes, filename }, params }, None)?;
+    respond_with_glb(&state, job).await
+}
+
+pub(crate) async fn regenerate(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let params = if body.iter().all(u8::is_ascii_whitespace) {
+        GenerateParams::default()
+    } else {
+        serde_json::from_slice::<RegenerateRequest>(&body)
+            .map_err(|e| ApiError::new(ErrorCode::InvalidParams, format!("body is not {{\"params\": {{...}}}}: {e}")))?
+            .params
+    };
+    params.validate()?;
+    // 404 before queueing, so an unknown id never occupies the queue.
+    state.engine.gallery.get(&id)?;
+    let job = state.jobs.submit(JobRequest { input: JobInput::Regenerate { parent_id: id }, params }, None)?;
+    respond_with_glb(&state, job).await
+}

@@ -1,0 +1,107 @@
+//! The router: REST (`/api/*` and the seed's `/generate`, `/health`), the WebSocket `/ws`, and the built
+//! frontend at `/`. Auth (when an API key is set) is one middleware over everything but the static files and
+//! the two health endpoints (which only say whether auth is required, so a UI can ask for the key).
+
+mod gallery;
+mod generate;
+mod ws;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, Method, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use sf3d_shared::{ErrorCode, SeedHealth};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::services::{ServeDir, ServeFile};
+use tower_http::trace::TraceLayer;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// Room for multipart framing and form fields around the image.
+pub(crate) const MULTIPART_OVERHEAD: u64 = 1 << 20;
+
+/// Builds the router.
+pub fn router(state: AppState) -> Router {
+    let body_limit = (state.config.max_upload_bytes + MULTIPART_OVERHEAD) as usize;
+    let api = Router::new()
+        .route("/api/generate", post(generate::generate))
+        .route("/generate", post(generate::generate))
+        .route("/api/meshes", get(gallery::list))
+        .route("/api/meshes/{id}", get(gallery::get_entry).delete(gallery::delete))
+        .route("/api/meshes/{id}/regenerate", post(generate::regenerate))
+        .route("/api/meshes/{id}/{file}", get(gallery::file))
+        .layer(middleware::from_fn_with_state(state.clone(), require_key));
+    let public = Router::new()
+        .route("/api/health", get(api_health))
+        .route("/health", get(seed_health))
+        .route("/ws", get(ws::handler));
+    let mut router = api.merge(public).layer(DefaultBodyLimit::max(body_limit));
+    router = match &state.config.dist {
+        Some(dist) if dist.join("index.html").is_file() => router
+            .fallback_service(ServeDir::new(dist).fallback(ServeFile::new(dist.join("index.html")))),
+        _ => router.fallback(no_ui),
+    };
+    if !state.config.cors_origins.is_empty() {
+        let origins: Vec<HeaderValue> = state.config.cors_origins.iter().filter_map(|o| o.parse().ok()).collect();
+        router = router.layer(
+            CorsLayer::new()
+                .allow_origin(AllowOrigin::list(origins))
+                .allow_methods([Method::GET, Method::POST, Method::DELETE])
+                .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+                .expose_headers([
+                    header::HeaderName::from_static(sf3d_shared::api::HEADER_MESH_ID),
+                    header::HeaderName::from_static(sf3d_shared::api::HEADER_JOB_ID),
+                    header::HeaderName::from_static(sf3d_shared::api::HEADER_STAGE_TIMINGS),
+                    header::HeaderName::from_static(sf3d_shared::api::HEADER_SERVER_TIMING),
+                ]),
+        );
+    }
+    router.layer(TraceLayer::new_for_http()).with_state(state)
+}
+
+async fn require_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim);
+    if state.authorized(token) {
+        next.run(req).await
+    } else {
+        let mut resp = ApiError::new(ErrorCode::Unauthorized, "missing or wrong API key (send Authorization: Bearer KEY)")
+            .into_response();
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        resp
+    }
+}
+
+async fn api_health(State(state): State<AppState>) -> impl IntoResponse {
+    axum::Json(state.health())
+}
+
+async fn seed_health(State(state): State<AppState>) -> impl IntoResponse {
+    let h = state.health();
+    axum::Json(SeedHealth {
+        status: h.status,
+        gpu: h.device.kind.as_str().to_string(),
+        model_loaded: true,
+        model: h.model.id,
+        test_model: h.model.test_model,
+    })
+}
+
+async fn no_ui(req: Request) -> Response {
+    if req.uri().path().starts_with("/api/") {
+        return ApiError::new(ErrorCode::NotFound, format!("no route {}", req.uri().path())).into_response();
+    }
+    Html(
+        "<!doctype html><title>SF3D Studio</title><h1>SF3D Studio</h1><p>The server runs, but the web UI was not \
+         built. Run <code>cargo xtask run</code> (or pass <code>--dist DIR</code>). The API is at \
+         <a href=\"/api/health\">/api/health</a>.</p>",
+    )
+    .into_response()
+}

@@ -1,0 +1,206 @@
+//! The built-in test model: a tiny SF3D (same modules and key names as the release) with seeded random weights,
+//! generated in-process, so that every stage of the product runs on a machine without the release weights.
+//!
+//! **Its shapes are meaningless.** Random weights give a random field; a few weights are shaped (as the tiny-a
+//! golden set's generator does) so that the field is smooth and crosses the iso-level, i.e. marching tetrahedra
+//! finds a compact surface instead of noise or nothing:
+//! * the triplane embeddings are sums of two low-frequency cosines per channel and plane (+ 5 % noise);
+//! * `backbone.proj_out` is scaled by 0.05, so the image changes the result, but only a little;
+//! * the 16 sub-pixel filters of every output channel of the last post-processor conv are made equal;
+//! * the density head's last Linear is scaled and shifted so that its pre-activation has a standard deviation of
+//!   1.5 on the grid and 12 % of the grid lies inside, calibrated on a fixed synthetic image.
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+
+use crate::config::{ClipConfig, ClipTextConfig, ClipVisionConfig, Dinov2Config, ModelConfig, Sf3dConfig};
+use crate::error::{Error, Result};
+use crate::mesh::tets::TetGrid;
+use crate::model::Sf3dNetwork;
+use crate::preprocess::prepare_conditioning;
+use crate::weights::WeightSource;
+
+/// Model id reported for the test model.
+pub const TEST_MODEL_ID: &str = "builtin-test";
+/// Seed of the test model's weights.
+pub const TEST_MODEL_SEED: u64 = 20_261_127;
+/// Fraction of the tet grid inside the surface for the calibration image.
+const INSIDE_FRACTION: f64 = 0.12;
+/// Standard deviation of the density pre-activation on the grid.
+const DENSITY_PREACT_STD: f64 = 1.5;
+/// Scale of `backbone.proj_out`.
+const PROJ_OUT_SCALE: f64 = 0.05;
+/// Weight of the random init kept in the shaped triplane embeddings.
+const EMBEDDING_NOISE: f32 = 0.05;
+/// Amplitude of the smooth triplane field.
+const EMBEDDING_AMPLITUDE: f32 = 3.0;
+
+/// The test model's `config.yaml` (the release's keys, tiny values).
+pub const TEST_CONFIG_YAML: &str = include_str!("test_model_config.yaml");
+
+/// Architecture of the test model.
+pub fn test_model_config() -> Result<ModelConfig> {
+    let sf3d = Sf3dConfig::from_yaml_str(TEST_CONFIG_YAML, "<built-in test model>")?;
+    let dinov2 = Dinov2Config {
+        hidden_size: 96,
+        num_hidden_layers: 2,
+        num_attention_heads: 2,
+        mlp_ratio: 4.0,
+        hidden_act: "gelu".into(),
+        layer_norm_eps: 1e-6,
+        image_size: 126,
+        patch_size: 14,
+        num_channels: 3,
+        qkv_bias: true,
+        layerscale_value: 1.0,
+        use_swiglu_ffn: false,
+        num_register_tokens: 0,
+    };
+    let clip = ClipConfig {
+        embed_dim: 32,
+        vision_cfg: ClipVisionConfig { image_size: 224, layers: 2, width: 64, patch_size: 32, head_width: 32, mlp_ratio: 4.0 },
+        text_cfg: ClipTextConfig { context_length: 16, vocab_size: 512, width: 32, heads: 2, layers: 1 },
+        name: Some("sf3d-test-clip".into()),
+    };
+    let cfg = ModelConfig { sf3d, dinov2, clip };
+    cfg.check("<built-in test model>")?;
+    Ok(cfg)
+}
+
+/// The tet grid of the test model (the config's resolution, one Freudenthal cell per grid step).
+pub fn test_model_grid() -> Result<TetGrid> {
+    TetGrid::freudenthal(test_model_config()?.sf3d.isosurface_resolution)
+}
+
+/// A fixed calibration image: a soft-edged disc with a colour gradient on a transparent background.
+fn calibration_image(size: u32) -> image::RgbaImage {
+    let c = size as f32 / 2.0;
+    image::RgbaImage::from_fn(size, size, |x, y| {
+        let (dx, dy) = (x as f32 - c, y as f32 - c);
+        let r = (dx * dx + dy * dy).sqrt() / c;
+        let a = ((0.8 - r) * 20.0).clamp(0.0, 1.0);
+        image::Rgba([(255.0 * x as f32 / size as f32) as u8, 120, (255.0 * y as f32 / size as f32) as u8, (a * 255.0) as u8])
+    })
+}
+
+fn smooth_embeddings(shape: &[usize], noise: &Tensor, seed: u64) -> Result<Tensor> {
+    use rand::{Rng, SeedableRng};
+    let (np, ch, p) = (shape[0], shape[1], shape[2]);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut data = vec![0f32; np * ch * p * p];
+    for plane in 0..np {
+        for c in 0..ch {
+            let waves: Vec<(f32, f32, f32)> = (0..2)
+                .map(|_| {
+                    (rng.random_range(0..2) as f32, rng.random_range(0..2) as f32, rng.random_range(0.0..std::f32::consts::TAU))
+                })
+                .collect();
+            for i in 0..p {
+                for j in 0..p {
+                    let (u, v) = (2.0 * i as f32 / (p - 1) as f32 - 1.0, 2.0 * j as f32 / (p - 1) as f32 - 1.0);
+                    let s: f32 = waves.iter().map(|(fu, fv, ph)| (std::f32::consts::PI * (fu * u + fv * v) + ph).cos()).sum();
+                    data[((plane * ch + c) * p + i) * p + j] = EMBEDDING_AMPLITUDE * s / std::f32::consts::SQRT_2;
+                }
+            }
+        }
+    }
+    let smooth = Tensor::from_vec(data, shape.to_vec(), noise.device())?;
+    Ok((smooth + (noise * EMBEDDING_NOISE as f64)?)?)
+}
+
+/// Builds the test model on `device` (f32): deterministic, about a second on a laptop CPU.
+pub fn build_test_model(device: &Device) -> Result<(Sf3dNetwork, TetGrid)> {
+    let cfg = test_model_config()?;
+    let grid = TetGrid::freudenthal(cfg.sf3d.isosurface_resolution)?;
+    let (source, captured) = WeightSource::random_capturing(TEST_MODEL_SEED);
+    // Generate every tensor once (on the CPU: the edits below are small).
+    Sf3dNetwork::new(cfg.clone(), source.into_var_builder(DType::F32, &Device::Cpu))?;
+    let mut t: HashMap<String, Tensor> =
+        captured.lock().map_err(|_| Error::Internal("weight capture lock poisoned".into()))?.clone();
+    let take = |t: &HashMap<String, Tensor>, k: &str| t.get(k).cloned().ok_or_else(|| Error::MissingTensor { key: k.into() });
+
+    let emb = take(&t, "tokenizer.embeddings")?;
+    t.insert("tokenizer.embeddings".into(), smooth_embeddings(emb.dims(), &emb, TEST_MODEL_SEED)?);
+    let w = take(&t, "backbone.proj_out.weight")?;
+    t.insert("backbone.proj_out.weight".into(), (w * PROJ_OUT_SCALE)?);
+    let last = 2 * (cfg.sf3d.post_processor.conv_layers - 1);
+    let (wk, bk) = (format!("post_processor.upsample.{last}.weight"), format!("post_processor.upsample.{last}.bias"));
+    let r2 = cfg.sf3d.post_processor.scale_factor.pow(2);
+    let (w, b) = (take(&t, &wk)?, take(&t, &bk)?);
+    let (out, cin, k1, k2) = w.dims4()?;
+    let w = w.reshape((out / r2, r2, cin, k1, k2))?.narrow(1, 0, 1)?.broadcast_as((out / r2, r2, cin, k1, k2))?;
+    t.insert(wk, w.reshape((out, cin, k1, k2))?.contiguous()?);
+    let b = b.reshape((out / r2, r2))?.narrow(1, 0, 1)?.broadcast_as((out / r2, r2))?;
+    t.insert(bk, b.reshape(out)?.contiguous()?);
+
+    // Calibrate the density head on the grid for a fixed image.
+    let net = Sf3dNetwork::new(cfg.clone(), VarBuilder::from_tensors(t.clone(), DType::F32, &Device::Cpu))?;
+    let size = cfg.sf3d.cond_image_size as u32;
+    let cond = prepare_conditioning(&calibration_image(size), size, cfg.sf3d.background_color);
+    let s = size as usize;
+    let rgb = Tensor::from_vec(cond.rgb, (1, s, s, 3), &Device::Cpu)?;
+    let tokens = net.encode_image(&rgb, None)?;
+    let (_, scene) = net.triplanes(&net.run_backbone(&tokens, None, &mut |_| Ok(()))?)?;
+    let sampler = net.sampler(&scene.get(0)?)?;
+    let rad = cfg.sf3d.radius;
+    let world: Vec<f32> = grid.vertices.iter().flat_map(|v| v.map(|x| x * 2.0 * rad - rad)).collect();
+    let feats = sampler.query(&Tensor::from_vec(world, (grid.vertices.len(), 3), &Device::Cpu)?)?;
+    let pre: Vec<f32> = net.decoder().head("density")?.mlp(&feats)?.flatten_all()?.to_vec1()?;
+    let n = pre.len() as f64;
+    let mean = pre.iter().map(|&x| x as f64).sum::<f64>() / n;
+    let std = (pre.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n).sqrt().max(1e-12);
+    let scale = DENSITY_PREACT_STD / std;
+    let mut scaled: Vec<f64> = pre.iter().map(|&x| (x as f64 - mean) * scale).collect();
+    scaled.sort_by(|a, b| a.total_cmp(b));
+    let q = scaled[((1.0 - INSIDE_FRACTION) * n) as usize];
+    // Inside ⇔ pre' − 1 > ln(threshold) with pre' = (pre − mean)·scale + shift, so the (1 − f) quantile lands on it.
+    let inside_level = 1.0 + (cfg.sf3d.isosurface_threshold as f64).ln();
+    let shift = inside_level - q;
+    let last_layer = cfg.sf3d.decoder.heads.iter().find(|h| h.name == "density").map(|h| 2 * h.n_hidden_layers).unwrap_or(4);
+    let (wk, bk) = (format!("decoder.heads.density.{last_layer}.weight"), format!("decoder.heads.density.{last_layer}.bias"));
+    let (w, b) = (take(&t, &wk)?, take(&t, &bk)?);
+    t.insert(wk, (w * scale)?);
+    t.insert(bk, ((b - mean)? * scale + shift)?);
+
+    let net = Sf3dNetwork::new(cfg, VarBuilder::from_tensors(t, DType::F32, device))?;
+    Ok((net, grid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mesh::isosurface::marching_tetrahedra;
+
+    /// The test model is deterministic and its calibration image gives a surface with a few thousand vertices.
+    #[test]
+    fn test_model_finds_a_surface() {
+        let (net, grid) = build_test_model(&Device::Cpu).unwrap();
+        let cfg = &net.config.sf3d;
+        let size = cfg.cond_image_size as u32;
+        let cond = prepare_conditioning(&calibration_image(size), size, cfg.background_color);
+        let s = size as usize;
+        let rgb = Tensor::from_vec(cond.rgb, (1, s, s, 3), &Device::Cpu).unwrap();
+        let tokens = net.encode_image(&rgb, None).unwrap();
+        let (_, scene) = net.triplanes(&net.run_backbone(&tokens, None, &mut |_| Ok(())).unwrap()).unwrap();
+        let sampler = net.sampler(&scene.get(0).unwrap()).unwrap();
+        let rad = cfg.radius;
+        let world: Vec<f32> = grid.vertices.iter().flat_map(|v| v.map(|x| x * 2.0 * rad - rad)).collect();
+        let pts = Tensor::from_vec(world, (grid.vertices.len(), 3), &Device::Cpu).unwrap();
+        let out = net.query(&sampler, &pts, &["density", "vertex_offset"], &mut crate::NoProgress).unwrap();
+        let sdf: Vec<f32> = (&out[0] - 10.0).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let inside = sdf.iter().filter(|&&x| x > 0.0).count() as f64 / sdf.len() as f64;
+        assert!((inside - INSIDE_FRACTION).abs() < 0.01, "inside fraction {inside}");
+        let def: Vec<f32> = out[1].flatten_all().unwrap().to_vec1().unwrap();
+        let def: Vec<[f32; 3]> = def.chunks_exact(3).map(|c| [c[0], c[1], c[2]]).collect();
+        let iso = marching_tetrahedra(&grid, &sdf, &def, cfg.isosurface_resolution, cfg.radius).unwrap();
+        println!("test model: {} vertices, {} faces", iso.mesh.vertex_count(), iso.mesh.face_count());
+        assert!(iso.mesh.vertex_count() > 500, "{}", iso.mesh.vertex_count());
+        assert!(iso.mesh.signed_volume() < 0.0);
+        let (net2, _) = build_test_model(&Device::Cpu).unwrap();
+        let a: Vec<f32> = net.tokenizer().forward(1).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let b: Vec<f32> = net2.tokenizer().forward(1).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(a, b);
+    }
+}
