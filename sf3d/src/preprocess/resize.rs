@@ -17,6 +17,7 @@
 //!   premultiplication round trip).
 
 use image::RgbaImage;
+use rayon::prelude::*;
 
 /// Fractional bits of Pillow's fixed-point coefficients: 32 bits minus 8 for the pixel value minus 2 for the
 /// overshoot of a kernel with negative lobes (`Resample.c`).
@@ -125,44 +126,59 @@ impl Plane<'_> {
     }
 }
 
-/// `ImagingResampleHorizontal_8bpc` over source rows `rows` (4 channels).
+/// `ImagingResampleHorizontal_8bpc` over source rows `rows` (4 channels); rows in parallel.
 fn resample_horizontal(src: &Plane<'_>, rows: std::ops::Range<usize>, coeffs: &AxisCoeffs) -> Vec<u8> {
     let out_w = coeffs.bounds.len();
-    let mut out = Vec::with_capacity(out_w * rows.len() * CHANNELS);
-    for y in rows {
-        for xx in 0..out_w {
+    let mut out = vec![0_u8; out_w * rows.len() * CHANNELS];
+    if out.is_empty() {
+        return out;
+    }
+    out.par_chunks_mut(out_w * CHANNELS).zip(rows).for_each(|(line, y)| {
+        for (xx, px) in line.chunks_exact_mut(CHANNELS).enumerate() {
             let (first, k) = coeffs.taps(xx);
             let mut acc = [ROUNDING_HALF; CHANNELS];
             for (j, &kj) in k.iter().enumerate() {
-                let p = src.pixel(first + j, y);
-                for c in 0..CHANNELS {
-                    acc[c] = acc[c].wrapping_add(i32::from(p[c]).wrapping_mul(kj));
-                }
+                accumulate(&mut acc, src.pixel(first + j, y), kj);
             }
-            out.extend(acc.iter().map(|&a| clip8(a)));
+            store(px, &acc);
         }
-    }
+    });
     out
 }
 
-/// `ImagingResampleVertical_8bpc` (4 channels); `row_offset` is the first source row present in `src`.
+/// `ImagingResampleVertical_8bpc` (4 channels); `row_offset` is the first source row present in `src`; output
+/// rows in parallel.
 fn resample_vertical(src: &Plane<'_>, row_offset: usize, coeffs: &AxisCoeffs) -> Vec<u8> {
     let out_h = coeffs.bounds.len();
-    let mut out = Vec::with_capacity(src.width * out_h * CHANNELS);
-    for yy in 0..out_h {
+    let mut out = vec![0_u8; src.width * out_h * CHANNELS];
+    if out.is_empty() {
+        return out;
+    }
+    out.par_chunks_mut(src.width * CHANNELS).enumerate().for_each(|(yy, line)| {
         let (first, k) = coeffs.taps(yy);
-        for x in 0..src.width {
+        for (x, px) in line.chunks_exact_mut(CHANNELS).enumerate() {
             let mut acc = [ROUNDING_HALF; CHANNELS];
             for (j, &kj) in k.iter().enumerate() {
-                let p = src.pixel(x, first - row_offset + j);
-                for c in 0..CHANNELS {
-                    acc[c] = acc[c].wrapping_add(i32::from(p[c]).wrapping_mul(kj));
-                }
+                accumulate(&mut acc, src.pixel(x, first - row_offset + j), kj);
             }
-            out.extend(acc.iter().map(|&a| clip8(a)));
+            store(px, &acc);
         }
-    }
+    });
     out
+}
+
+/// `ss += pixel · k` for the four channels, with C's `int` wrap-around.
+fn accumulate(acc: &mut [i32; CHANNELS], pixel: &[u8], k: i32) {
+    for (a, &p) in acc.iter_mut().zip(pixel) {
+        *a = a.wrapping_add(i32::from(p).wrapping_mul(k));
+    }
+}
+
+/// `clip8` of the four accumulators into an output pixel.
+fn store(px: &mut [u8], acc: &[i32; CHANNELS]) {
+    for (p, &a) in px.iter_mut().zip(acc) {
+        *p = clip8(a);
+    }
 }
 
 /// Pillow's `MULDIV255(c, a)`: `c·a/255` rounded, in integers.
