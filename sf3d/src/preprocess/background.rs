@@ -170,9 +170,9 @@ pub fn has_meaningful_alpha(img: &RgbaImage) -> bool {
 ///
 /// Preconditions: both sides ≥ [`MIN_REMOVAL_SIDE`] ([`Error::UnsupportedImage`] otherwise). Errors:
 /// [`Error::NoForeground`] when nothing stands out from the background model (a plain or empty image).
-/// Guarantees: same size and RGB as `img`; alpha 255 inside the object, 0 outside, a 1-pixel feather across the
-/// edge (wider, by the analysis factor, for images over [`ANALYSIS_MAX_PIXELS`]); at least one pixel has
-/// alpha > 0.
+/// Guarantees: same size and RGB as `img`; alpha 255 well inside the object and 0 well outside; within 3 pixels
+/// of the edge the estimated coverage, blurred by a 3×3 binomial (at least a 1-pixel feather; wider, by the
+/// analysis factor, for images over [`ANALYSIS_MAX_PIXELS`]); at least one pixel has alpha > 0; deterministic.
 pub fn remove_background(img: &RgbaImage) -> Result<RgbaImage> {
     let (w, h) = img.dimensions();
     if w.min(h) < MIN_REMOVAL_SIDE {
@@ -183,7 +183,7 @@ pub fn remove_background(img: &RgbaImage) -> Result<RgbaImage> {
     let factor = analysis_factor(w, h);
     let work = RgbF32::downsampled(img, factor);
     let alpha_small = foreground_alpha(&work)?;
-    let alpha = if factor == 1 { alpha_small } else { upsample_bilinear(&alpha_small, work.w, work.h, w, h) };
+    let alpha = if factor == 1 { alpha_small } else { upsample_bilinear(&alpha_small, work.w, work.h, w, h, factor) };
     let mut out = img.clone();
     for (px, a) in out.pixels_mut().zip(alpha) {
         px.0[ALPHA] = a;
@@ -802,26 +802,27 @@ fn feather(matte: &[f32], w: usize, h: usize) -> Vec<u8> {
     out
 }
 
-/// Bilinear upsampling of a `ws × hs` alpha map to `w × h` (pixel centres aligned, edges clamped).
-fn upsample_bilinear(src: &[u8], ws: usize, hs: usize, w: u32, h: u32) -> Vec<u8> {
-    let (w, h) = (w as usize, h as usize);
+/// Bilinear upsampling of a `ws × hs` alpha map made of `factor × factor` blocks back to `w × h`: output pixel
+/// `i` samples block coordinate `(i + ½)/factor − ½`, edges clamped.
+fn upsample_bilinear(src: &[u8], ws: usize, hs: usize, w: u32, h: u32, factor: u32) -> Vec<u8> {
+    let (w, h, f) = (w as usize, h as usize, f64::from(factor.max(1)));
     let axis = |n_out: usize, n_in: usize| -> Vec<(usize, usize, f32)> {
         (0..n_out)
             .map(|i| {
-                let s = ((i as f64 + 0.5) * n_in as f64 / n_out as f64 - 0.5).clamp(0.0, (n_in - 1) as f64);
+                let s = ((i as f64 + 0.5) / f - 0.5).clamp(0.0, n_in.saturating_sub(1) as f64);
                 let i0 = s.floor() as usize;
-                (i0, (i0 + 1).min(n_in - 1), (s - i0 as f64) as f32)
+                (i0, (i0 + 1).min(n_in.saturating_sub(1)), (s - i0 as f64) as f32)
             })
             .collect()
     };
     let (xs, ys) = (axis(w, ws), axis(h, hs));
+    let at = |x: usize, y: usize| f32::from(src[y * ws + x]);
     let mut out = Vec::with_capacity(w * h);
     for &(y0, y1, fy) in &ys {
         for &(x0, x1, fx) in &xs {
-            let at = |x: usize, y: usize| f32::from(src[y * ws + x]);
             let top = at(x0, y0) + fx * (at(x1, y0) - at(x0, y0));
             let bottom = at(x0, y1) + fx * (at(x1, y1) - at(x0, y1));
-            out.push((top + fy * (bottom - top)).round().clamp(0.0, 255.0) as u8);
+            out.push((top + fy * (bottom - top)).round().clamp(0.0, f32::from(u8::MAX)) as u8);
         }
     }
     out

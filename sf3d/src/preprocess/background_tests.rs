@@ -323,8 +323,9 @@ fn survives_jpeg_compression() {
 
 #[test]
 fn large_images_are_analysed_downsampled() {
-    // 2100 × 2000 = 4.2 MP > ANALYSIS_MAX_PIXELS: analysed at half resolution, alpha upsampled.
-    let (w, h) = (2100, 2000);
+    // 2101 × 2001 = 4.2 MP > ANALYSIS_MAX_PIXELS: analysed at half resolution (with a partial last block),
+    // alpha upsampled.
+    let (w, h) = (2101, 2001);
     assert_eq!(analysis_factor(w, h), 2);
     let scene = Scene {
         backdrop: Backdrop::Plain([250.0, 250.0, 250.0]),
@@ -334,6 +335,7 @@ fn large_images_are_analysed_downsampled() {
     let out = remove_background(&img).expect("removed");
     let score = iou(&out, &truth);
     println!("4.2 MP ellipse, analysed at factor 2: IoU {score:.4}");
+    assert!(out.pixels().any(|p| p.0[ALPHA] > 0 && p.0[ALPHA] < 255), "soft edge");
     assert!(score > MIN_IOU, "IoU {score:.4}");
 }
 
@@ -423,4 +425,15 @@ fn quadratic_background_is_fitted_exactly_despite_an_object_on_the_border() {
         assert!((got - want).abs() < 0.5, "channel {ch}: {got} vs {want}");
     }
     assert!(model.inlier_fraction > 0.7 && model.inlier_fraction < 0.95, "{}", model.inlier_fraction);
+}
+
+#[test]
+fn block_upsampling_is_aligned_with_the_blocks() {
+    // Two 3×3 blocks, 0 and 255: the centre pixels of each block keep their value exactly, and the step is
+    // symmetric around the block boundary.
+    let up = upsample_bilinear(&[0, 255], 2, 1, 6, 3, 3);
+    let row = &up[6..12];
+    assert_eq!(row[1], 0);
+    assert_eq!(row[4], 255);
+    assert_eq!(u16::from(row[2]) + u16::from(row[3]), 255, "{row:?}");
 }

@@ -65,7 +65,7 @@ pub fn apply_background(img: RgbaImage, mode: BackgroundMode) -> Result<RgbaImag
 #[cfg(test)]
 mod tests {
     use super::*;
-    use image::Rgba;
+    use image::{ImageEncoder, Rgba};
 
     /// An opaque grey image with a dark square in the middle.
     fn opaque_square(alpha_everywhere: u8) -> RgbaImage {
@@ -120,5 +120,33 @@ mod tests {
             let err = apply_background(clear.clone(), mode).expect_err("refused");
             assert!(matches!(err, Error::NoForeground(_)), "{mode:?}: {err}");
         }
+    }
+
+    #[test]
+    fn png_bytes_to_conditioning_end_to_end() {
+        // An opaque photo-like PNG: a dark disc on white, off-centre. Auto removes the backdrop, the disc is
+        // framed at ratio 0.85 and the conditioning has gray corners and an opaque centre.
+        let img = RgbaImage::from_fn(200, 150, |x, y| {
+            let (dx, dy) = (x as f32 - 70.0, y as f32 - 80.0);
+            if dx * dx + dy * dy < 40.0 * 40.0 { Rgba([40, 30, 120, 255]) } else { Rgba([255, 255, 255, 255]) }
+        });
+        let mut png = Vec::new();
+        image::codecs::png::PngEncoder::new(&mut png)
+            .write_image(img.as_raw(), 200, 150, image::ExtendedColorType::Rgba8)
+            .expect("encodes");
+        let decoded = decode_image(&png, &DecodeLimits::default()).expect("decodes");
+        let cut = apply_background(decoded, BackgroundMode::Auto).expect("cut out");
+        let framed = resize_foreground(&cut, 0.85).expect("framed");
+        // The disc spans x 31..=109; the 1-pixel feather makes alpha > 0 on x 30..=110, which the reference's
+        // rule (any alpha > 0) counts: S = 80 / 0.85 = 94.1 → 94.
+        assert_eq!(alpha_bbox(&cut), Some((30, 40, 110, 120)));
+        assert_eq!(framed.dimensions(), (94, 94));
+        let cond = prepare_conditioning(&framed, 112, [0.5; 3]);
+        assert_eq!((cond.rgb.len(), cond.mask.len()), (112 * 112 * 3, 112 * 112));
+        assert_eq!(cond.mask[0], 0.0);
+        assert_eq!(&cond.rgb[..3], &[0.5, 0.5, 0.5]);
+        let centre = 56 * 112 + 56;
+        assert_eq!(cond.mask[centre], 1.0);
+        assert!((cond.rgb[centre * 3 + 2] - 120.0 / 255.0).abs() < 1e-6);
     }
 }
