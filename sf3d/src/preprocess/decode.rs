@@ -1,9 +1,9 @@
 //! Decoding user images: spec §4.1 ("open → convert to RGBA").
 //!
-//! PNG, JPEG and WebP bytes become straight-alpha RGBA8 with the EXIF orientation applied (Pillow's `open` does
-//! not rotate; the reference only sees what `ImageOps.exif_transpose` would have fixed if a caller used it — we
-//! always apply it, because a phone photo shown sideways is never what the user meant). Every colour type the
-//! `image` crate decodes (8/16-bit, grey, grey + alpha, palette, CMYK JPEG) is converted to RGBA8.
+//! PNG, JPEG and WebP bytes become straight-alpha RGBA8 with the EXIF orientation applied. That is a deliberate
+//! deviation: the reference (Pillow's `Image.open` + `convert("RGBA")`) ignores EXIF orientation, but a phone
+//! photo reconstructed lying on its side is never what the user meant. Every colour type the `image` crate
+//! decodes (8/16-bit, grey, grey + alpha, palette, CMYK JPEG) is converted to RGBA8.
 //!
 //! Resource limits are enforced before the pixel data is decoded: the byte size first, then the pixel count read
 //! from the header, and the decoder's own allocation limits as a second line of defence. A decompression bomb

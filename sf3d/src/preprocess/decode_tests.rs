@@ -162,7 +162,7 @@ fn png_rgba8_round_trips_exactly() {
 
 #[test]
 fn png_16_bit_is_rounded_to_8_bit() {
-    // Samples 0xFFFF, 0x0000, 0x8080 (= 128·257), 0x1234 and an alpha of 0x7F7F (= 127·257), big-endian bytes.
+    // Samples 0xFFFF, 0x0000, 0x8080 (= 128·257) and an alpha of 0x7F7F (= 127·257), in native byte order.
     let px: [u16; 4] = [0xFFFF, 0x0000, 0x8080, 0x7F7F];
     let mut data = Vec::new();
     for _ in 0..6 {
