@@ -156,7 +156,8 @@ impl Gallery {
         let final_dir = self.mesh_dir(&id)?;
         let tmp = self.root.join("meshes").join(format!(".tmp-{id}"));
         std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
-        let meta_json = serde_json::to_vec_pretty(&mesh.metadata).map_err(|source| GalleryError::Json { id: id.clone(), source })?;
+        let meta_json = serde_json::to_vec_pretty(&mesh.metadata)
+            .map_err(|source| GalleryError::Json { id: id.clone(), source })?;
         let mut files: Vec<(&str, &[u8])> = vec![
             ("mesh.glb", &mesh.glb),
             ("input.png", &mesh.input_png),
@@ -173,7 +174,8 @@ impl Gallery {
         std::fs::rename(&tmp, &final_dir).map_err(|e| io(&final_dir, e))?;
         sync_dir(&self.root.join("meshes"));
         let m = &mesh.metadata;
-        let params = serde_json::to_string(&m.params).map_err(|source| GalleryError::Json { id: id.clone(), source })?;
+        let params =
+            serde_json::to_string(&m.params).map_err(|source| GalleryError::Json { id: id.clone(), source })?;
         let meta = serde_json::to_string(m).map_err(|source| GalleryError::Json { id: id.clone(), source })?;
         self.conn()?.execute(
             "INSERT INTO meshes (id, created_at, parent_id, status, vertex_count, face_count, total_ms, params, metadata)
@@ -199,7 +201,8 @@ impl Gallery {
             tracing::warn!(%id, "gallery row without its files; skipped");
             return Ok(None);
         }
-        let metadata: MeshMetadata = serde_json::from_str(&meta).map_err(|source| GalleryError::Json { id: id.clone(), source })?;
+        let metadata: MeshMetadata =
+            serde_json::from_str(&meta).map_err(|source| GalleryError::Json { id: id.clone(), source })?;
         let cached = dir.join(CACHE_FILE).is_file();
         Ok(Some(MeshEntry { urls: MeshUrls::for_mesh(&id), id, metadata, cached }))
     }
@@ -257,7 +260,9 @@ impl Gallery {
 
     /// Number of listed (final) meshes.
     pub fn count(&self) -> Result<u64> {
-        Ok(self.conn()?.query_row("SELECT COUNT(*) FROM meshes WHERE status = 'succeeded'", [], |r| r.get::<_, i64>(0))?
+        Ok(self
+            .conn()?
+            .query_row("SELECT COUNT(*) FROM meshes WHERE status = 'succeeded'", [], |r| r.get::<_, i64>(0))?
             as u64)
     }
 
@@ -315,7 +320,13 @@ mod tests {
     }
 
     fn new_mesh(id: &str) -> NewMesh {
-        NewMesh { metadata: meta(id), glb: b"glTF".to_vec(), input_png: vec![1], preprocessed_png: vec![2], cache: None }
+        NewMesh {
+            metadata: meta(id),
+            glb: b"glTF".to_vec(),
+            input_png: vec![1],
+            preprocessed_png: vec![2],
+            cache: None,
+        }
     }
 
     fn temp_dir(name: &str) -> PathBuf {
@@ -327,7 +338,13 @@ mod tests {
     #[test]
     fn ids_are_checked() {
         assert!(is_valid_id(&ulid::Ulid::new().to_string()));
-        for bad in ["../../etc/passwd", "", "01JDQ3ZK4W9X6YV2B8E5R7T1N", "01JDQ3ZK4W9X6YV2B8E5R7T1NU", "01jdq3zk4w9x6yv2b8e5r7t1nm"] {
+        for bad in [
+            "../../etc/passwd",
+            "",
+            "01JDQ3ZK4W9X6YV2B8E5R7T1N",
+            "01JDQ3ZK4W9X6YV2B8E5R7T1NU",
+            "01jdq3zk4w9x6yv2b8e5r7t1nm",
+        ] {
             assert!(!is_valid_id(bad), "{bad}");
         }
     }
@@ -343,7 +360,10 @@ mod tests {
                 std::thread::sleep(std::time::Duration::from_millis(2));
             }
             let page = g.list(2, None).unwrap();
-            assert_eq!(page.items.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), vec![ids[4].clone(), ids[3].clone()]);
+            assert_eq!(
+                page.items.iter().map(|e| e.id.clone()).collect::<Vec<_>>(),
+                vec![ids[4].clone(), ids[3].clone()]
+            );
             let next = g.list(2, page.next_cursor.as_deref()).unwrap();
             assert_eq!(next.items[0].id, ids[2]);
             g.delete(&ids[0]).unwrap();

@@ -12,7 +12,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use sf3d::CancelToken;
-use sf3d_shared::{ErrorCode, GenerateParams, JobState, ServerMessage, StageSnapshot, StageState};
+use sf3d_shared::{ErrorCode, GenerateParams, JobState, ServerMessage, StageSnapshot};
 use tokio::sync::broadcast;
 
 /// Events buffered per subscriber before it starts lagging (stage events are small and few).
@@ -120,7 +120,8 @@ impl Job {
             ServerMessage::Stage { stage, state, value, max, elapsed_ms, .. } => {
                 inner.state = JobState::Running;
                 inner.position = None;
-                let snap = StageSnapshot { stage: *stage, state: *state, value: *value, max: *max, elapsed_ms: *elapsed_ms };
+                let snap =
+                    StageSnapshot { stage: *stage, state: *state, value: *value, max: *max, elapsed_ms: *elapsed_ms };
                 match inner.stages.iter_mut().find(|s| s.stage == *stage) {
                     Some(s) => *s = snap,
                     None => inner.stages.push(snap),
@@ -347,7 +348,7 @@ impl JobManager {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sf3d_shared::Stage;
+    use sf3d_shared::{Stage, StageState};
 
     fn req() -> JobRequest {
         JobRequest { input: JobInput::Image { bytes: vec![], filename: None }, params: GenerateParams::default() }

@@ -111,7 +111,9 @@ impl AppInner {
     pub fn authorized(&self, token: Option<&str>) -> bool {
         match (&self.config.api_key, token) {
             (None, _) => true,
-            (Some(k), Some(t)) => k.len() == t.len() && k.bytes().zip(t.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0,
+            (Some(k), Some(t)) => {
+                k.len() == t.len() && k.bytes().zip(t.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+            }
             (Some(_), None) => false,
         }
     }
@@ -173,11 +175,20 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let notify = state.shutdown_tx.clone();
+    let jobs = state.jobs.clone();
+    let grace = state.config.shutdown_grace;
     let router = app(state);
     axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(async move {
             shutdown.await;
+            // WebSockets close; queued jobs fail at once (their REST waiters answer 503); the running job may
+            // finish within the grace period, then it is cancelled so no request holds the shutdown forever.
             let _ = notify.send(true);
+            jobs.close(false);
+            tokio::spawn(async move {
+                tokio::time::sleep(grace).await;
+                jobs.close(true);
+            });
         })
         .await
 }

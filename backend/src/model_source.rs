@@ -107,7 +107,10 @@ impl FromStr for DeviceChoice {
 pub fn open_device(choice: DeviceChoice) -> anyhow::Result<(Device, DeviceInfo)> {
     let cpu = || {
         let threads = rayon_threads();
-        (Device::Cpu, DeviceInfo { kind: DeviceKind::Cpu, name: format!("cpu ({threads} threads)"), memory_total_bytes: None })
+        (
+            Device::Cpu,
+            DeviceInfo { kind: DeviceKind::Cpu, name: format!("cpu ({threads} threads)"), memory_total_bytes: None },
+        )
     };
     match choice {
         DeviceChoice::Cpu => Ok(cpu()),
@@ -131,13 +134,16 @@ fn cuda_device(n: usize) -> anyhow::Result<(Device, DeviceInfo)> {
 
 #[cfg(not(feature = "cuda"))]
 fn cuda_device(n: usize) -> anyhow::Result<(Device, DeviceInfo)> {
-    bail!("device cuda:{n} requested, but this binary was built without CUDA (rebuild with --features cuda, see scripts/build-cuda.sh)")
+    bail!(
+        "device cuda:{n} requested, but this binary was built without CUDA (rebuild with --features cuda, see scripts/build-cuda.sh)"
+    )
 }
 
 fn rayon_threads() -> usize {
-    std::env::var("RAYON_NUM_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
-    })
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
 }
 
 /// Cells per axis of a generated tet grid for `isosurface_resolution` `res`: `res / 2` for the release-sized
@@ -199,11 +205,17 @@ pub fn download_hub(repo: &str, revision: Option<&str>) -> anyhow::Result<PathBu
 
 /// Whether a config is the release architecture (so the weights are Stability AI's and need attribution).
 fn is_release_architecture(cfg: &ModelConfig) -> bool {
-    cfg.sf3d.image_tokenizer.pretrained_model_name_or_path == "facebook/dinov2-large" && cfg.sf3d.image_estimator.model == "ViT-B-32"
+    cfg.sf3d.image_tokenizer.pretrained_model_name_or_path == "facebook/dinov2-large"
+        && cfg.sf3d.image_estimator.model == "ViT-B-32"
 }
 
 /// Loads the model named by `source` onto `device`.
-pub fn load_pipeline(source: &ModelSource, choice: DeviceChoice, dtype: Option<DType>, options: PipelineOptions) -> anyhow::Result<Pipeline> {
+pub fn load_pipeline(
+    source: &ModelSource,
+    choice: DeviceChoice,
+    dtype: Option<DType>,
+    options: PipelineOptions,
+) -> anyhow::Result<Pipeline> {
     let (device, device_info) = open_device(choice)?;
     let dtype = dtype.unwrap_or(if device.is_cuda() { DType::BF16 } else { DType::F32 });
     let dtype_name = format!("{dtype:?}").to_lowercase();
@@ -220,7 +232,8 @@ pub fn load_pipeline(source: &ModelSource, choice: DeviceChoice, dtype: Option<D
                 ModelSource::Hub { repo, revision } => download_hub(repo, revision.as_deref())?,
                 ModelSource::Builtin => unreachable!("handled above"),
             };
-            let cfg = ModelConfig::from_dir(&dir).with_context(|| format!("reading the model config in {}", dir.display()))?;
+            let cfg = ModelConfig::from_dir(&dir)
+                .with_context(|| format!("reading the model config in {}", dir.display()))?;
             let release = is_release_architecture(&cfg);
             let res = cfg.sf3d.isosurface_resolution;
             let (net, report) = Sf3dNetwork::load_with_config(cfg, &dir.join("model.safetensors"), &device, dtype)
@@ -234,7 +247,9 @@ pub fn load_pipeline(source: &ModelSource, choice: DeviceChoice, dtype: Option<D
             );
             let grid = tet_grid(Some(&dir), res)?;
             let id = match source {
-                ModelSource::Dir(d) => d.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| d.display().to_string()),
+                ModelSource::Dir(d) => {
+                    d.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| d.display().to_string())
+                }
                 other => other.to_string(),
             };
             let info = ModelInfo {

@@ -162,7 +162,10 @@ async fn connect(url: &str) -> anyhow::Result<Ws> {
             Ok(Err(tokio_tungstenite::tungstenite::Error::Http(resp))) => {
                 let status = resp.status();
                 if status == 401 {
-                    bail!("the server at {} needs an API key (--api-key or SF3D_API_KEY), or the key is wrong", redact(url));
+                    bail!(
+                        "the server at {} needs an API key (--api-key or SF3D_API_KEY), or the key is wrong",
+                        redact(url)
+                    );
                 }
                 bail!("the server at {} refused the WebSocket: HTTP {status}", redact(url));
             }
@@ -181,7 +184,8 @@ async fn next_message(ws: &mut Ws) -> anyhow::Result<ServerMessage> {
             .map_err(|_| anyhow!("the server sent nothing for {IDLE_TIMEOUT:?}"))?;
         match frame {
             Some(Ok(Message::Text(t))) => {
-                return serde_json::from_str(t.as_str()).with_context(|| format!("unexpected message from the server: {t}"));
+                return serde_json::from_str(t.as_str())
+                    .with_context(|| format!("unexpected message from the server: {t}"));
             }
             Some(Ok(Message::Close(c))) => {
                 bail!("the server closed the connection{}", c.map(|c| format!(": {}", c.reason)).unwrap_or_default())
@@ -202,7 +206,13 @@ fn redact(url: &str) -> String {
 
 fn urlencode(s: &str) -> String {
     s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }
 

@@ -39,7 +39,9 @@ pub fn spawn_worker(manager: Arc<JobManager>, engine: Arc<Engine>) -> std::io::R
                 Err(_) => ApiError::internal("worker", "the pipeline panicked").to_message(Some(job.id.clone())),
             };
             match &msg {
-                ServerMessage::Done { mesh_id, .. } => tracing::info!(%mesh_id, elapsed = ?started.elapsed(), "job done"),
+                ServerMessage::Done { mesh_id, .. } => {
+                    tracing::info!(%mesh_id, elapsed = ?started.elapsed(), "job done")
+                }
                 ServerMessage::Cancelled { .. } => tracing::info!("job cancelled"),
                 other => tracing::warn!(?other, "job failed"),
             }
@@ -110,11 +112,21 @@ fn run_job(engine: &Engine, job: &Job) -> Result<ServerMessage, ApiError> {
     }
     let ext = engine.pipeline.extract(&src.encoded, &params, &mut events).map_err(|e| engine_error(&e))?;
     let (mesh_id, metadata) = store(engine, &src, &ext, &params, false)?;
-    Ok(ServerMessage::Done { job_id: job.id.clone(), urls: MeshUrls::for_mesh(&mesh_id), mesh_id, metadata: Box::new(metadata) })
+    Ok(ServerMessage::Done {
+        job_id: job.id.clone(),
+        urls: MeshUrls::for_mesh(&mesh_id),
+        mesh_id,
+        metadata: Box::new(metadata),
+    })
 }
 
 /// The encoded image of a request: from the memory cache, the disk cache, or the network.
-fn obtain_encoding(engine: &Engine, input: JobInput, params: &GenerateParams, events: &mut JobEvents<'_>) -> Result<Source, ApiError> {
+fn obtain_encoding(
+    engine: &Engine,
+    input: JobInput,
+    params: &GenerateParams,
+    events: &mut JobEvents<'_>,
+) -> Result<Source, ApiError> {
     let p = &engine.pipeline;
     match input {
         JobInput::Image { bytes, filename } => encode_bytes(engine, bytes, params, events, filename, None),
@@ -206,7 +218,13 @@ fn cached_encoding(engine: &Engine, mesh_id: &str) -> Option<Arc<Encoded>> {
     }
 }
 
-fn store(engine: &Engine, src: &Source, ext: &Extracted, params: &GenerateParams, preview: bool) -> Result<(String, MeshMetadata), ApiError> {
+fn store(
+    engine: &Engine,
+    src: &Source,
+    ext: &Extracted,
+    params: &GenerateParams,
+    preview: bool,
+) -> Result<(String, MeshMetadata), ApiError> {
     let mesh_id = ulid::Ulid::new().to_string();
     let mut timings = src.encode_timings.clone();
     timings.extend(ext.timings.iter().copied());

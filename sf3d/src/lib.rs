@@ -13,8 +13,10 @@ pub mod golden;
 pub mod mesh;
 pub mod model;
 pub mod parity;
+pub mod pipeline;
 pub mod preprocess;
 pub mod progress;
+pub mod test_model;
 pub mod weights;
 
 pub use error::{Error, Result};

@@ -30,7 +30,9 @@ use crate::mesh::remesh::remesh;
 use crate::mesh::tets::TetGrid;
 use crate::mesh::uv_unwrap::{UnwrapStats, unwrap_uv};
 use crate::model::Sf3dNetwork;
-use crate::preprocess::{DecodeLimits, decode_image, has_meaningful_alpha, prepare_conditioning, remove_background, resize_foreground};
+use crate::preprocess::{
+    DecodeLimits, decode_image, has_meaningful_alpha, prepare_conditioning, remove_background, resize_foreground,
+};
 use crate::progress::Progress;
 
 /// UV island padding of the unwrapper (spec §2.3).
@@ -177,7 +179,8 @@ impl EncodeKey {
 
     /// A stable string form (hash of the fields).
     pub fn digest(&self) -> String {
-        let text = format!("{}|{}|{}|{}", self.image_sha256, self.background, self.foreground_ratio_bits, self.model_id);
+        let text =
+            format!("{}|{}|{}|{}", self.image_sha256, self.background, self.foreground_ratio_bits, self.model_id);
         hex(&Sha256::digest(text.as_bytes()))
     }
 }
@@ -220,8 +223,9 @@ impl Encoded {
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let data: Vec<f32> = self.scene_codes.flatten_all()?.to_vec1()?;
         let bytes: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
-        let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, self.scene_codes.dims().to_vec(), &bytes)
-            .map_err(|e| Error::Internal(format!("cache tensor: {e}")))?;
+        let view =
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, self.scene_codes.dims().to_vec(), &bytes)
+                .map_err(|e| Error::Internal(format!("cache tensor: {e}")))?;
         let mut meta = HashMap::new();
         meta.insert("format".to_string(), CACHE_FORMAT.to_string());
         meta.insert("image_sha256".to_string(), self.key.image_sha256.clone());
@@ -256,7 +260,9 @@ impl Encoded {
         let parse_f = |k: &str| -> Result<f32> { get(k)?.parse().map_err(|_| bad(format!("bad {k}"))) };
         let background: BackgroundMode = get("background")?.parse().map_err(|_| bad("bad background".into()))?;
         let sg_amplitudes = match m.get("sg_amplitudes") {
-            Some(s) => Some(s.split(',').map(|x| x.parse().map_err(|_| bad("bad sg_amplitudes".into()))).collect::<Result<_>>()?),
+            Some(s) => Some(
+                s.split(',').map(|x| x.parse().map_err(|_| bad("bad sg_amplitudes".into()))).collect::<Result<_>>()?,
+            ),
             None => None,
         };
         Ok(Self {
@@ -312,11 +318,20 @@ pub struct PipelineOptions {
     pub texture_seed: u64,
     /// Whether to run the illumination head (the reference's `estimate_illumination`, default off).
     pub estimate_illumination: bool,
+    /// Crop and pad the image around its foreground (`resize_foreground` with the request's ratio), as the
+    /// reference CLI and app do. Off: use the image's framing as is, like the reference's `run_image` API (the
+    /// golden sets were made that way).
+    pub crop_foreground: bool,
 }
 
 impl Default for PipelineOptions {
     fn default() -> Self {
-        Self { decode_limits: DecodeLimits::default(), texture_seed: 0, estimate_illumination: false }
+        Self {
+            decode_limits: DecodeLimits::default(),
+            texture_seed: 0,
+            estimate_illumination: false,
+            crop_foreground: true,
+        }
     }
 }
 
@@ -333,7 +348,13 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// A pipeline around a loaded network.
-    pub fn new(net: Sf3dNetwork, grid: TetGrid, model: ModelInfo, device: DeviceInfo, options: PipelineOptions) -> Self {
+    pub fn new(
+        net: Sf3dNetwork,
+        grid: TetGrid,
+        model: ModelInfo,
+        device: DeviceInfo,
+        options: PipelineOptions,
+    ) -> Self {
         Self { net, grid, model, device, options }
     }
 
@@ -373,14 +394,26 @@ impl Pipeline {
 
     /// Encodes an already decoded image (e.g. a gallery entry's stored input); the decode stage is reported as
     /// skipped.
-    pub fn encode_decoded(&self, key: EncodeKey, input: RgbaImage, params: &GenerateParams, events: &mut dyn Events) -> Result<Encoded> {
+    pub fn encode_decoded(
+        &self,
+        key: EncodeKey,
+        input: RgbaImage,
+        params: &GenerateParams,
+        events: &mut dyn Events,
+    ) -> Result<Encoded> {
         params.validate()?;
         let mut r = StageRunner::new(events);
         r.skip(Stage::Decode, "image already decoded");
         self.encode_image(key, input, params, &mut r)
     }
 
-    fn encode_image(&self, key: EncodeKey, input: RgbaImage, params: &GenerateParams, r: &mut StageRunner<'_>) -> Result<Encoded> {
+    fn encode_image(
+        &self,
+        key: EncodeKey,
+        input: RgbaImage,
+        params: &GenerateParams,
+        r: &mut StageRunner<'_>,
+    ) -> Result<Encoded> {
         let cfg = &self.net.config.sf3d;
         let remove = match params.background {
             BackgroundMode::Auto => !has_meaningful_alpha(&input),
@@ -390,12 +423,20 @@ impl Pipeline {
         let cut = if remove {
             r.run(Stage::RemoveBackground, |_| remove_background(&input))?
         } else {
-            let why = if params.background == BackgroundMode::Never { "background removal is off" } else { "image has alpha" };
+            let why = if params.background == BackgroundMode::Never {
+                "background removal is off"
+            } else {
+                "image has alpha"
+            };
             r.skip(Stage::RemoveBackground, why);
             input.clone()
         };
         let (preprocessed, rgb, mask) = r.run(Stage::Prepare, |_| {
-            let fg = resize_foreground(&cut, params.foreground_ratio)?;
+            let fg = if self.options.crop_foreground {
+                resize_foreground(&cut, params.foreground_ratio)?
+            } else {
+                cut.clone()
+            };
             let cond = prepare_conditioning(&fg, cfg.cond_image_size as u32, cfg.background_color);
             let s = cond.size as usize;
             let rgb = Tensor::from_vec(cond.rgb, (1, s, s, 3), &Device::Cpu)?;
@@ -417,7 +458,11 @@ impl Pipeline {
             let metallic = m.value("metallic", 0).ok_or_else(|| Error::Internal("no metallic head".into()))?;
             let sg = if self.options.estimate_illumination {
                 let heads = self.net.estimate_illumination(&direct)?;
-                heads.into_iter().find(|(n, _)| n == "sg_amplitudes").map(|(_, t)| t.flatten_all()?.to_vec1::<f32>()).transpose()?
+                heads
+                    .into_iter()
+                    .find(|(n, _)| n == "sg_amplitudes")
+                    .map(|(_, t)| t.flatten_all()?.to_vec1::<f32>())
+                    .transpose()?
             } else {
                 None
             };
@@ -442,7 +487,14 @@ impl Pipeline {
             .iter()
             .filter(|s| s.is_encode())
             .map(|&stage| {
-                events.emit(StageEvent { stage, state: StageState::Cached, value: None, max: None, elapsed_ms: 0, label: None });
+                events.emit(StageEvent {
+                    stage,
+                    state: StageState::Cached,
+                    value: None,
+                    max: None,
+                    elapsed_ms: 0,
+                    label: None,
+                });
                 StageTiming { stage, ms: 0.0, state: StageState::Cached }
             })
             .collect()
@@ -482,7 +534,8 @@ impl Pipeline {
             let mut decoder = |pts: &[[f32; 3]]| -> Result<(Vec<[f32; 3]>, Vec<[f32; 3]>)> {
                 let flat: Vec<f32> = pts.iter().flatten().copied().collect();
                 let t = Tensor::from_vec(flat, (pts.len(), 3), &Device::Cpu)?;
-                let out = self.net.query(&sampler, &t, &["features", "perturb_normal"], &mut crate::progress::NoProgress)?;
+                let out =
+                    self.net.query(&sampler, &t, &["features", "perturb_normal"], &mut crate::progress::NoProgress)?;
                 let rows = |t: &Tensor| -> Result<Vec<[f32; 3]>> {
                     let v: Vec<f32> = t.flatten_all()?.to_device(&Device::Cpu)?.to_vec1()?;
                     Ok(v.chunks_exact(3).map(|c| [c[0], c[1], c[2]]).collect())

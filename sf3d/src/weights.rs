@@ -155,6 +155,10 @@ impl WeightSource {
     }
 }
 
+/// Elements generated from one RNG stream (streams are independent, so generation runs in parallel and stays
+/// deterministic).
+const RANDOM_CHUNK: usize = 1 << 16;
+
 fn random_tensor(
     seed: u64,
     name: &str,
@@ -163,12 +167,12 @@ fn random_tensor(
     dtype: DType,
     dev: &Device,
 ) -> candle_core::Result<Tensor> {
+    use rayon::prelude::*;
     // FNV-1a of the name, mixed with the seed: a stable per-tensor stream.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in name.bytes() {
         h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
     }
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ h);
     let n = shape.elem_count();
     let normal = |rng: &mut ChaCha8Rng, mean: f64, std: f64| -> f32 {
         // Box–Muller.
@@ -176,22 +180,34 @@ fn random_tensor(
         let u2: f64 = rng.random::<f64>();
         (mean + std * (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
     };
-    let data: Vec<f32> = match init {
-        Init::Const(v) => vec![v as f32; n],
-        Init::Randn { mean, stdev } => (0..n).map(|_| normal(&mut rng, mean, stdev)).collect(),
-        Init::Uniform { lo, up } => (0..n).map(|_| rng.random_range(lo..up) as f32).collect(),
+    enum Dist {
+        Const(f32),
+        Normal(f64, f64),
+        Uniform(f64, f64),
+    }
+    let dist = match init {
+        Init::Const(v) => Dist::Const(v as f32),
+        Init::Randn { mean, stdev } => Dist::Normal(mean, stdev),
+        Init::Uniform { lo, up } => Dist::Uniform(lo, up),
         Init::Kaiming { dist, fan, non_linearity } => {
-            let fan = fan.for_shape(shape);
-            let std = non_linearity.gain() / (fan.max(1) as f64).sqrt();
+            let std = non_linearity.gain() / (fan.for_shape(shape).max(1) as f64).sqrt();
             match dist {
-                candle_nn::init::NormalOrUniform::Uniform => {
-                    let bound = 3f64.sqrt() * std;
-                    (0..n).map(|_| rng.random_range(-bound..bound) as f32).collect()
-                }
-                candle_nn::init::NormalOrUniform::Normal => (0..n).map(|_| normal(&mut rng, 0.0, std)).collect(),
+                candle_nn::init::NormalOrUniform::Uniform => Dist::Uniform(-(3f64.sqrt()) * std, 3f64.sqrt() * std),
+                candle_nn::init::NormalOrUniform::Normal => Dist::Normal(0.0, std),
             }
         }
     };
+    let mut data = vec![0f32; n];
+    data.par_chunks_mut(RANDOM_CHUNK).enumerate().for_each(|(i, chunk)| {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ h ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        for x in chunk.iter_mut() {
+            *x = match dist {
+                Dist::Const(v) => v,
+                Dist::Normal(m, s) => normal(&mut rng, m, s),
+                Dist::Uniform(lo, up) => rng.random_range(lo..up) as f32,
+            };
+        }
+    });
     Tensor::from_vec(data, shape.clone(), dev)?.to_dtype(dtype)
 }
 

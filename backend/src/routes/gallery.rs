@@ -27,7 +27,8 @@ pub(crate) async fn list(State(s): State<AppState>, Query(q): Query<ListQuery>) 
 
 pub(crate) async fn get_entry(State(s): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let g = s.engine.gallery.clone();
-    let entry = tokio::task::spawn_blocking(move || g.get(&id)).await.map_err(|e| ApiError::internal("gallery task", e))??;
+    let entry =
+        tokio::task::spawn_blocking(move || g.get(&id)).await.map_err(|e| ApiError::internal("gallery task", e))??;
     Ok(axum::Json(entry).into_response())
 }
 
@@ -37,7 +38,10 @@ pub(crate) async fn delete(State(s): State<AppState>, Path(id): Path<String>) ->
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-pub(crate) async fn file(State(s): State<AppState>, Path((id, file)): Path<(String, String)>) -> Result<Response, ApiError> {
+pub(crate) async fn file(
+    State(s): State<AppState>,
+    Path((id, file)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
     let path = s.engine.gallery.file_path(&id, &file)?;
     if file == crate::gallery::CACHE_FILE {
         return Err(crate::gallery::GalleryError::UnknownFile(file).into());

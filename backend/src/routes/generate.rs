@@ -41,7 +41,10 @@ async fn read_upload(
     limit: u64,
 ) -> Result<(Vec<u8>, Option<String>, GenerateParams), ApiError> {
     let mut multipart = multipart.map_err(|e| {
-        ApiError::new(ErrorCode::BadRequest, format!("expected a multipart/form-data body with an `image` file: {}", e.body_text()))
+        ApiError::new(
+            ErrorCode::BadRequest,
+            format!("expected a multipart/form-data body with an `image` file: {}", e.body_text()),
+        )
     })?;
     let mut image: Option<(Vec<u8>, Option<String>)> = None;
     let mut params = GenerateParams::default();
@@ -66,10 +69,13 @@ async fn read_upload(
             let text = read_text(field, &name).await?;
             params.set_field(&name, &text)?;
         } else {
-            return Err(ApiError::new(ErrorCode::InvalidParams, format!("unknown form field {name:?}")).with_field(&name));
+            return Err(
+                ApiError::new(ErrorCode::InvalidParams, format!("unknown form field {name:?}")).with_field(&name)
+            );
         }
     }
-    let (bytes, filename) = image.ok_or_else(|| ApiError::new(ErrorCode::BadRequest, "the multipart body has no `image` file field"))?;
+    let (bytes, filename) =
+        image.ok_or_else(|| ApiError::new(ErrorCode::BadRequest, "the multipart body has no `image` file field"))?;
     if bytes.is_empty() {
         return Err(ApiError::new(ErrorCode::UnsupportedImage, "the uploaded image is empty"));
     }
@@ -85,7 +91,8 @@ async fn read_text(mut field: axum::extract::multipart::Field<'_>, name: &str) -
         }
         buf.extend_from_slice(&chunk);
     }
-    String::from_utf8(buf).map_err(|_| ApiError::new(ErrorCode::BadRequest, format!("form field {name:?} is not UTF-8")))
+    String::from_utf8(buf)
+        .map_err(|_| ApiError::new(ErrorCode::BadRequest, format!("form field {name:?} is not UTF-8")))
 }
 
 impl ApiError {
@@ -99,19 +106,25 @@ impl ApiError {
 /// Waits for the job's terminal message.
 pub(crate) async fn wait_terminal(job: &Arc<Job>) -> ServerMessage {
     let (_, replay, mut rx) = job.subscribe();
-    if let Some(t) = replay.into_iter().find(|m| matches!(m, ServerMessage::Done { .. } | ServerMessage::Error { .. } | ServerMessage::Cancelled { .. })) {
+    if let Some(t) = replay.into_iter().find(|m| {
+        matches!(m, ServerMessage::Done { .. } | ServerMessage::Error { .. } | ServerMessage::Cancelled { .. })
+    }) {
         return t;
     }
     loop {
         match rx.recv().await {
-            Ok(m @ (ServerMessage::Done { .. } | ServerMessage::Error { .. } | ServerMessage::Cancelled { .. })) => return m,
+            Ok(m @ (ServerMessage::Done { .. } | ServerMessage::Error { .. } | ServerMessage::Cancelled { .. })) => {
+                return m;
+            }
             Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                 if let Some(t) = job.terminal() {
                     return t;
                 }
             }
             Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                return job.terminal().unwrap_or_else(|| ApiError::internal("job", "event stream closed").to_message(None));
+                return job
+                    .terminal()
+                    .unwrap_or_else(|| ApiError::internal("job", "event stream closed").to_message(None));
             }
         }
     }

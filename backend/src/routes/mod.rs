@@ -40,8 +40,9 @@ pub fn router(state: AppState) -> Router {
         .route("/ws", get(ws::handler));
     let mut router = api.merge(public).layer(DefaultBodyLimit::max(body_limit));
     router = match &state.config.dist {
-        Some(dist) if dist.join("index.html").is_file() => router
-            .fallback_service(ServeDir::new(dist).fallback(ServeFile::new(dist.join("index.html")))),
+        Some(dist) if dist.join("index.html").is_file() => {
+            router.fallback_service(ServeDir::new(dist).fallback(ServeFile::new(dist.join("index.html"))))
+        }
         _ => router.fallback(no_ui),
     };
     if !state.config.cors_origins.is_empty() {
@@ -72,8 +73,9 @@ async fn require_key(State(state): State<AppState>, req: Request, next: Next) ->
     if state.authorized(token) {
         next.run(req).await
     } else {
-        let mut resp = ApiError::new(ErrorCode::Unauthorized, "missing or wrong API key (send Authorization: Bearer KEY)")
-            .into_response();
+        let mut resp =
+            ApiError::new(ErrorCode::Unauthorized, "missing or wrong API key (send Authorization: Bearer KEY)")
+                .into_response();
         resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         resp
     }

@@ -13,7 +13,9 @@ use axum::extract::{Query, State};
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
-use sf3d_shared::{ClientMessage, ErrorCode, GenerateParams, ImageRef, PROTOCOL_VERSION, SOFTWARE_VERSION, ServerMessage};
+use sf3d_shared::{
+    ClientMessage, ErrorCode, GenerateParams, ImageRef, PROTOCOL_VERSION, SOFTWARE_VERSION, ServerMessage,
+};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::AppState;
@@ -123,7 +125,9 @@ async fn connection(socket: WebSocket, state: AppState, mut authed: bool) {
                 },
                 Out::Ping => sink.send(Message::Ping(Vec::new().into())).await,
                 Out::Close(code, reason) => {
-                    let _ = sink.send(Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }))).await;
+                    let _ = sink
+                        .send(Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) })))
+                        .await;
                     break;
                 }
             };
@@ -232,7 +236,10 @@ async fn handle_text(state: &AppState, text: &str, authed: &mut bool, out: &mpsc
                 .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_string));
             let err = match known.as_deref() {
                 Some(t) if !["auth", "generate", "regenerate", "cancel", "subscribe"].contains(&t) => {
-                    ServerMessage::error(ErrorCode::UnknownMessage, format!("unknown message type {t:?} (protocol {PROTOCOL_VERSION})"))
+                    ServerMessage::error(
+                        ErrorCode::UnknownMessage,
+                        format!("unknown message type {t:?} (protocol {PROTOCOL_VERSION})"),
+                    )
                 }
                 Some(t) => invalid_message(t, &e),
                 None => ServerMessage::error(ErrorCode::BadRequest, format!("not a protocol message: {e}")),
@@ -269,7 +276,8 @@ async fn handle_text(state: &AppState, text: &str, authed: &mut bool, out: &mpsc
                 } else if let Err(e) = state.engine.gallery.get(&mesh_id) {
                     send(ApiError::from(e).to_message(None)).await;
                 } else {
-                    submit(state, JobRequest { input: JobInput::FromMesh { mesh_id }, params }, request_id, out, &send).await;
+                    submit(state, JobRequest { input: JobInput::FromMesh { mesh_id }, params }, request_id, out, &send)
+                        .await;
                 }
             }
         },
@@ -279,12 +287,25 @@ async fn handle_text(state: &AppState, text: &str, authed: &mut bool, out: &mpsc
             } else if let Err(e) = state.engine.gallery.get(&mesh_id) {
                 send(ApiError::from(e).to_message(None)).await;
             } else {
-                submit(state, JobRequest { input: JobInput::Regenerate { parent_id: mesh_id }, params }, request_id, out, &send).await;
+                submit(
+                    state,
+                    JobRequest { input: JobInput::Regenerate { parent_id: mesh_id }, params },
+                    request_id,
+                    out,
+                    &send,
+                )
+                .await;
             }
         }
         ClientMessage::Cancel { job_id } => {
             if !state.jobs.cancel(&job_id) {
-                send(ServerMessage::Error { job_id: Some(job_id), code: ErrorCode::NotFound, message: "no such job".into(), field: None }).await;
+                send(ServerMessage::Error {
+                    job_id: Some(job_id),
+                    code: ErrorCode::NotFound,
+                    message: "no such job".into(),
+                    field: None,
+                })
+                .await;
             }
         }
         ClientMessage::Subscribe { job_id } => match state.jobs.get(&job_id) {
@@ -310,12 +331,21 @@ fn invalid_message(kind: &str, e: &serde_json::Error) -> ServerMessage {
         .into_iter()
         .find(|f| text.contains(f))
         .map(str::to_string);
-    let code = if field.is_some() || text.contains("unknown field") { ErrorCode::InvalidParams } else { ErrorCode::BadRequest };
+    let code = if field.is_some() || text.contains("unknown field") {
+        ErrorCode::InvalidParams
+    } else {
+        ErrorCode::BadRequest
+    };
     ServerMessage::Error { job_id: None, code, message: format!("invalid {kind} message: {text}"), field }
 }
 
-async fn submit<F, Fut>(state: &AppState, req: JobRequest, request_id: Option<String>, out: &mpsc::Sender<Out>, send: &F)
-where
+async fn submit<F, Fut>(
+    state: &AppState,
+    req: JobRequest,
+    request_id: Option<String>,
+    out: &mpsc::Sender<Out>,
+    send: &F,
+) where
     F: Fn(ServerMessage) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
@@ -335,13 +365,19 @@ fn submit_upload(state: &AppState, p: PendingUpload, bytes: Vec<u8>, out: &mpsc:
         ));
     }
     if bytes.len() as u64 > limit {
-        return Some(ServerMessage::error(ErrorCode::PayloadTooLarge, format!("the image has {} bytes; the limit is {limit}", bytes.len())));
+        return Some(ServerMessage::error(
+            ErrorCode::PayloadTooLarge,
+            format!("the image has {} bytes; the limit is {limit}", bytes.len()),
+        ));
     }
     let params = match p.params {
         Ok(params) => params,
         Err(e) => return Some(e.to_message(None)),
     };
-    match state.jobs.submit(JobRequest { input: JobInput::Image { bytes, filename: p.filename }, params }, p.request_id.clone()) {
+    match state
+        .jobs
+        .submit(JobRequest { input: JobInput::Image { bytes, filename: p.filename }, params }, p.request_id.clone())
+    {
         Ok(job) => {
             attach(job, out.clone(), Some(p.request_id));
             None

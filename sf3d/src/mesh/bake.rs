@@ -99,13 +99,8 @@ impl RasterTri {
         let (vmin, vmax) = (t0[1].min(t1[1]).min(t2[1]), t0[1].max(t1[1]).max(t2[1]));
         // Sample columns x with u = x/R in [umin, umax], rows y with v = 1 − y/R in [vmin, vmax]; one texel of
         // margin for rounding, the barycentric test decides.
-        let clamp = |v: f32| -> Option<usize> {
-            if v.is_nan() {
-                None
-            } else {
-                Some(v.clamp(0.0, (r - 1) as f32) as usize)
-            }
-        };
+        let clamp =
+            |v: f32| -> Option<usize> { if v.is_nan() { None } else { Some(v.clamp(0.0, (r - 1) as f32) as usize) } };
         let x0 = (umin * rf).floor() - 1.0;
         let x1 = (umax * rf).ceil() + 1.0;
         let y0 = ((1.0 - vmax) * rf).floor() - 1.0;
@@ -113,17 +108,7 @@ impl RasterTri {
         if x1 < 0.0 || y1 < 0.0 || x0 > (r - 1) as f32 || y0 > (r - 1) as f32 {
             return None;
         }
-        Some(Self {
-            t0,
-            e1,
-            e2,
-            d00,
-            d01,
-            d11,
-            den,
-            cols: (clamp(x0)?, clamp(x1)?),
-            rows: (clamp(y0)?, clamp(y1)?),
-        })
+        Some(Self { t0, e1, e2, d00, d01, d11, den, cols: (clamp(x0)?, clamp(x1)?), rows: (clamp(y0)?, clamp(y1)?) })
     }
 
     /// §6.8 barycentrics of `p`, if `p` is inside (inclusive edges).
@@ -210,10 +195,7 @@ fn interpolate_one(attr: &[[f32; 3]], faces: &[[u32; 3]], b: &[f32; 3], f: i32) 
 
 /// Interpolates at the covered texels only, in row-major order (`interpolate(..)[mask]`).
 fn interpolate_covered(attr: &[[f32; 3]], faces: &[[u32; 3]], rast: &Rasterization, texels: &[u32]) -> Vec<[f32; 3]> {
-    texels
-        .par_iter()
-        .map(|&i| interpolate_one(attr, faces, &rast.bary[i as usize], rast.face[i as usize]))
-        .collect()
+    texels.par_iter().map(|&i| interpolate_one(attr, faces, &rast.bary[i as usize], rast.face[i as usize])).collect()
 }
 
 /// The tangent-space normal-map colour of one texel (§6.9): `clamp(0.5·(T·n, B·n, N·n) + 0.5, 0, 1)` with
@@ -324,28 +306,26 @@ pub enum DitherMask {
 pub fn to_u8(image: &[[f32; 3]], dither: DitherMask, seed: u64) -> Vec<[u8; 3]> {
     let base = ChaCha8Rng::seed_from_u64(seed);
     let mut out = vec![[0u8; 3]; image.len()];
-    out.par_chunks_mut(DITHER_CHUNK).zip(image.par_chunks(DITHER_CHUNK)).enumerate().for_each(
-        |(chunk, (dst, src))| {
-            let mut rng = base.clone();
-            // Each u64 draw consumes two 32-bit words of the stream.
-            rng.set_word_pos((chunk * DITHER_CHUNK * 2) as u128);
-            for (d, px) in dst.iter_mut().zip(src) {
-                let r = (rng.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64);
-                let flat = *px == FLAT_NORMAL;
-                let on = match dither {
-                    DitherMask::Off => false,
-                    DitherMask::All => true,
-                    DitherMask::FlatOnly => flat,
-                    DitherMask::ExceptFlat => !flat,
-                };
-                let delta = if on { r - 0.5 } else { 0.0 };
-                *d = px.map(|x| {
-                    let v = (U8_SCALE * f64::from(x) + delta).floor();
-                    if v.is_nan() { 0 } else { v.clamp(0.0, 255.0) as u8 }
-                });
-            }
-        },
-    );
+    out.par_chunks_mut(DITHER_CHUNK).zip(image.par_chunks(DITHER_CHUNK)).enumerate().for_each(|(chunk, (dst, src))| {
+        let mut rng = base.clone();
+        // Each u64 draw consumes two 32-bit words of the stream.
+        rng.set_word_pos((chunk * DITHER_CHUNK * 2) as u128);
+        for (d, px) in dst.iter_mut().zip(src) {
+            let r = (rng.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64);
+            let flat = *px == FLAT_NORMAL;
+            let on = match dither {
+                DitherMask::Off => false,
+                DitherMask::All => true,
+                DitherMask::FlatOnly => flat,
+                DitherMask::ExceptFlat => !flat,
+            };
+            let delta = if on { r - 0.5 } else { 0.0 };
+            *d = px.map(|x| {
+                let v = (U8_SCALE * f64::from(x) + delta).floor();
+                if v.is_nan() { 0 } else { v.clamp(0.0, 255.0) as u8 }
+            });
+        }
+    });
     out
 }
 

@@ -921,8 +921,7 @@ fn place_in_atlas(uv: &mut [[[f64; 2]; 3]], layers: &[u8], pad: f64) {
 // ---- step 6: split ---------------------------------------------------------------------------------------------
 
 fn split(mesh: &TriMesh, uv: &[[[f64; 2]; 3]], face_layers: Vec<u8>) -> UnwrappedMesh {
-    let positions: Vec<[f32; 3]> =
-        mesh.faces.iter().flat_map(|t| t.map(|i| mesh.positions[i as usize])).collect();
+    let positions: Vec<[f32; 3]> = mesh.faces.iter().flat_map(|t| t.map(|i| mesh.positions[i as usize])).collect();
     let faces: Vec<[u32; 3]> = (0..mesh.faces.len() as u32).map(|f| [3 * f, 3 * f + 1, 3 * f + 2]).collect();
     let uvs: Vec<[f32; 2]> = uv.iter().flat_map(|t| t.map(|p| p.map(|x| x as f32))).collect();
     let normals = vertex_normals(&positions, &faces);

@@ -111,6 +111,21 @@ impl MaterialMlp {
         self.heads.get(name).ok_or_else(|| candle_core::Error::Msg(format!("decoder has no head {name:?}")))
     }
 
+    /// Replaces the last layer of head `name` by `(W·scale, (b − mean)·scale + shift)`, i.e. maps its
+    /// pre-activation `x` to `(x − mean)·scale + shift` (random-weight calibration of the test model).
+    pub fn recalibrate_head(&mut self, name: &str, mean: f64, scale: f64, shift: f64) -> Result<()> {
+        let head =
+            self.heads.get_mut(name).ok_or_else(|| candle_core::Error::Msg(format!("decoder has no head {name:?}")))?;
+        let last = head.layers.pop().ok_or_else(|| candle_core::Error::Msg("empty head".into()))?;
+        let w = (last.weight() * scale)?;
+        let b = match last.bias() {
+            Some(b) => (((b - mean)? * scale)? + shift)?,
+            None => candle_core::Tensor::full((shift - mean * scale) as f32, w.dim(0)?, w.device())?,
+        };
+        head.layers.push(Linear::new(w, Some(b)));
+        Ok(())
+    }
+
     /// Evaluates the `include`d heads on `features [N, in]` → one `[N, out]` tensor per head.
     pub fn forward(&self, features: &Tensor, include: &[&str]) -> Result<Vec<Tensor>> {
         include.iter().map(|name| self.head(name)?.forward(features)).collect()

@@ -160,6 +160,11 @@ impl Sf3dNetwork {
         &self.decoder
     }
 
+    /// Mutable decoder (test-model calibration).
+    pub fn decoder_mut(&mut self) -> &mut MaterialMlp {
+        &mut self.decoder
+    }
+
     /// The triplane tokenizer (for `detokenize`).
     pub fn tokenizer(&self) -> &TriplaneLearnablePositionalEmbedding {
         &self.tokenizer
