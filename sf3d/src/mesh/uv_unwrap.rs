@@ -231,7 +231,9 @@ pub fn alignment_rotation(positions: &[[f32; 3]], mode: PcaAxes) -> Result<[[f64
         match collision {
             1 => slots[2] = missing,
             2 => slots[1] = missing,
-            _ => return Err(Error::Internal("principal axes map to fewer than 3 slots".into())),
+            _ => {
+                return Err(Error::Internal("principal axes map to fewer than 3 slots".into()));
+            }
         }
     }
     let mut rot = [[0.0; 3]; 3];
@@ -293,16 +295,14 @@ fn symmetric_eigen(m: &[[f64; 3]; 3]) -> ([f64; 3], [[f64; 3]; 3]) {
             let c = 1.0 / (t * t + 1.0).sqrt();
             let s = t * c;
             // A ← Jᵀ A J with the Givens rotation J in the (p, q) plane.
-            for k in 0..3 {
-                let (akp, akq) = (a[k][p], a[k][q]);
-                a[k][p] = c * akp - s * akq;
-                a[k][q] = s * akp + c * akq;
+            for row in &mut a {
+                let (akp, akq) = (row[p], row[q]);
+                row[p] = c * akp - s * akq;
+                row[q] = s * akp + c * akq;
             }
-            for k in 0..3 {
-                let (apk, aqk) = (a[p][k], a[q][k]);
-                a[p][k] = c * apk - s * aqk;
-                a[q][k] = s * apk + c * aqk;
-            }
+            let (row_p, row_q) = (a[p], a[q]);
+            a[p] = std::array::from_fn(|k| c * row_p[k] - s * row_q[k]);
+            a[q] = std::array::from_fn(|k| s * row_p[k] + c * row_q[k]);
             for row in &mut v {
                 let (vp, vq) = (row[p], row[q]);
                 row[p] = c * vp - s * vq;
@@ -921,8 +921,7 @@ fn place_in_atlas(uv: &mut [[[f64; 2]; 3]], layers: &[u8], pad: f64) {
 // ---- step 6: split ---------------------------------------------------------------------------------------------
 
 fn split(mesh: &TriMesh, uv: &[[[f64; 2]; 3]], face_layers: Vec<u8>) -> UnwrappedMesh {
-    let positions: Vec<[f32; 3]> =
-        mesh.faces.iter().flat_map(|t| t.map(|i| mesh.positions[i as usize])).collect();
+    let positions: Vec<[f32; 3]> = mesh.faces.iter().flat_map(|t| t.map(|i| mesh.positions[i as usize])).collect();
     let faces: Vec<[u32; 3]> = (0..mesh.faces.len() as u32).map(|f| [3 * f, 3 * f + 1, 3 * f + 2]).collect();
     let uvs: Vec<[f32; 2]> = uv.iter().flat_map(|t| t.map(|p| p.map(|x| x as f32))).collect();
     let normals = vertex_normals(&positions, &faces);
@@ -1105,7 +1104,9 @@ mod tests {
     fn cancellation_stops_the_unwrap() {
         let mesh = TriMesh::new(vec![[0.0; 3], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], vec![[0, 1, 2]]).unwrap();
         let normals = mesh.vertex_normals();
-        let mut cancel = |v: u64, _max: u64| if v >= 2 { Err(Error::Cancelled) } else { Ok(()) };
+        let mut cancel = |v: u64, _max: u64| {
+            if v >= 2 { Err(Error::Cancelled) } else { Ok(()) }
+        };
         assert!(matches!(unwrap_uv(&mesh, &normals, ISLAND_PADDING, &mut cancel), Err(Error::Cancelled)));
     }
 
