@@ -1,6 +1,9 @@
 //! UV unwrap and texture bake: golden `tiny-a` parity of every bake stage (§6.8–6.11) and atlas properties of the
 //! unwrapper (§6.1–6.7). Each comparison prints a `sf3d::golden::compare` row (max abs / max rel error).
 
+// Test helpers outside #[test] fns unwrap golden reads: a missing or malformed golden file is a test failure.
+#![allow(clippy::unwrap_used)]
+
 use sf3d::NoProgress;
 use sf3d::golden::{GoldenSet, Tolerance, compare};
 use sf3d::mesh::TriMesh;
@@ -105,7 +108,7 @@ fn bake_matches_golden_textures() {
     let gmask = set.f32("bake_mask").unwrap();
     let expected_pos: Vec<[f32; 3]> =
         gpos.iter().zip(&gmask.data).filter(|(_, m)| **m > 0.5).map(|(p, _)| *p).collect();
-    let mut decoder = |pos: &[[f32; 3]]| -> sf3d::Result<(Vec<[f32; 3]>, Vec<[f32; 3]>)> {
+    let mut decoder = |pos: &[[f32; 3]]| -> sf3d::Result<bake::DecodedTexels> {
         let c = compare("bake_pos[bake_mask]", pos.as_flattened(), expected_pos.as_flattened(), Tolerance::Abs(1e-5));
         println!("{c}");
         assert!(c.pass);

@@ -222,64 +222,70 @@ pub fn dilate_fill(image: &[[f32; 3]], mask: &[bool], resolution: u32, iteration
     if n == 0 || image.len() != n * n || mask.len() != n * n {
         return img;
     }
-    let mut m0: Vec<f32> = mask.iter().map(|&b| if b { 1.0 } else { 0.0 }).collect();
-    let rows = |y: usize| y.saturating_sub(1)..(y + 2).min(n);
+    let mut m0: Vec<u8> = mask.iter().map(|&b| u8::from(b)).collect();
+    let around = |i: usize| i.saturating_sub(1)..(i + 2).min(n);
     for _ in 0..iterations {
-        // M1: the mask grown by one texel (8-neighbourhood).
-        let m1: Vec<f32> = (0..n * n)
-            .into_par_iter()
-            .map(|i| {
-                let (y, x) = (i / n, i % n);
-                let hit = rows(y).any(|yy| rows(x).any(|xx| m0[yy * n + xx] > 0.0));
-                if hit { 1.0 } else { 0.0 }
-            })
-            .collect();
-        // mean(q) for interior window centres, 0 elsewhere.
-        let mean: Vec<[f32; 3]> = (0..n * n)
-            .into_par_iter()
-            .map(|i| {
-                let (y, x) = (i / n, i % n);
-                if y == 0 || x == 0 || y + 1 >= n || x + 1 >= n {
-                    return [0.0; 3];
-                }
-                let mut s = [0f32; 3];
-                let mut c = 0f32;
-                for yy in y - 1..=y + 1 {
-                    for xx in x - 1..=x + 1 {
-                        let j = yy * n + xx;
-                        for k in 0..3 {
-                            s[k] += img[j][k];
-                        }
-                        c += m0[j];
+        // M1 = maxpool3×3(M0), separably: along rows, then along columns.
+        let mut horizontal = vec![0u8; n * n];
+        horizontal.par_chunks_mut(n).enumerate().for_each(|(y, row)| {
+            let src = &m0[y * n..(y + 1) * n];
+            for (x, h) in row.iter_mut().enumerate() {
+                *h = src[around(x)].iter().copied().max().unwrap_or(0);
+            }
+        });
+        let mut m1 = vec![0u8; n * n];
+        m1.par_chunks_mut(n).enumerate().for_each(|(y, row)| {
+            for (x, m) in row.iter_mut().enumerate() {
+                *m = around(y).map(|yy| horizontal[yy * n + x]).max().unwrap_or(0);
+            }
+        });
+        // Only texels that just became valid change; their fill needs the window means of the 9 centres around
+        // them, computed on the fly (the frontier is a small fraction of the texture).
+        let mean = |q: usize| -> [f32; 3] {
+            let (y, x) = (q / n, q % n);
+            if y == 0 || x == 0 || y + 1 >= n || x + 1 >= n {
+                return [0.0; 3]; // not an interior window centre
+            }
+            let mut s = [0f32; 3];
+            let mut c = 0f32;
+            for yy in y - 1..=y + 1 {
+                for xx in x - 1..=x + 1 {
+                    let j = yy * n + xx;
+                    for k in 0..3 {
+                        s[k] += img[j][k];
                     }
+                    c += f32::from(m0[j]);
                 }
-                s.map(|v| v / c.max(1.0))
-            })
-            .collect();
-        let next: Vec<[f32; 3]> = (0..n * n)
+            }
+            s.map(|v| v / c.max(1.0))
+        };
+        let updates: Vec<(usize, [f32; 3])> = (0..n)
             .into_par_iter()
-            .map(|i| {
-                let grown = m1[i] - m0[i];
-                if grown == 0.0 {
-                    return img[i];
-                }
-                let (y, x) = (i / n, i % n);
-                let mut s = [0f32; 3];
-                let mut c = 0f32;
-                for yy in rows(y) {
-                    for xx in rows(x) {
-                        let j = yy * n + xx;
-                        for k in 0..3 {
-                            s[k] += mean[j][k];
+            .flat_map_iter(|y| {
+                let (m0, m1, img) = (&m0, &m1, &img);
+                (0..n).filter(move |&x| m1[y * n + x] > m0[y * n + x]).map(move |x| {
+                    let i = y * n + x;
+                    let mut s = [0f32; 3];
+                    let mut c = 0f32;
+                    for yy in around(y) {
+                        for xx in around(x) {
+                            let j = yy * n + xx;
+                            let mq = mean(j);
+                            for k in 0..3 {
+                                s[k] += mq[k];
+                            }
+                            c += f32::from(m1[j]);
                         }
-                        c += m1[j];
                     }
-                }
-                let fill = s.map(|v| v * m1[i] / c.max(1.0));
-                std::array::from_fn(|k| img[i][k] + grown * (fill[k] - img[i][k]))
+                    let grown = f32::from(m1[i]) - f32::from(m0[i]);
+                    let fill = s.map(|v| v * f32::from(m1[i]) / c.max(1.0));
+                    (i, std::array::from_fn(|k| img[i][k] + grown * (fill[k] - img[i][k])))
+                })
             })
             .collect();
-        img = next;
+        for (i, v) in updates {
+            img[i] = v;
+        }
         m0 = m1;
     }
     img
@@ -338,9 +344,11 @@ pub fn encode_jpeg(img: &RgbImage, quality: u8) -> Result<Vec<u8>> {
     Ok(buf.into_inner())
 }
 
-/// The decoder the bake calls: world positions of the covered texels (row-major texel order) →
-/// `(albedo in [0, 1], perturbed normal)`, one of each per position.
-pub type TexelDecoder<'a> = dyn FnMut(&[[f32; 3]]) -> Result<(Vec<[f32; 3]>, Vec<[f32; 3]>)> + 'a;
+/// What the decoder returns for the covered texels: `(albedo in [0, 1], perturbed normal)`, one of each per texel.
+pub type DecodedTexels = (Vec<[f32; 3]>, Vec<[f32; 3]>);
+
+/// The decoder the bake calls: world positions of the covered texels (row-major texel order) → [`DecodedTexels`].
+pub type TexelDecoder<'a> = dyn FnMut(&[[f32; 3]]) -> Result<DecodedTexels> + 'a;
 
 /// Baked textures of one object.
 #[derive(Debug, Clone, PartialEq)]

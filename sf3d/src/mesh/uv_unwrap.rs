@@ -26,7 +26,13 @@
 //!   `F.normalize(x, -1)`, where `-1` lands in the *norm order* parameter: vectors are divided by their
 //!   p = −1 "norm" `1/Σ 1/|xᵢ|` (eps 1e-12), which weights the chart's mean tangent heavily towards vertices with a
 //!   near-zero component. We reproduce it ([`expected_tangent_weighting`]); it makes the chart angle sensitive to
-//!   float rounding, the main reason our UVs differ from the reference's by ~1e-3 rather than 1e-5.
+//!   float rounding, the main reason UVs of faces in the same layer differ from the reference's by up to 5e-4
+//!   (median over all corners 2e-5) rather than 1e-5.
+//! * **Overlap layering differs from the reference in ~3 % of faces.** On golden `tiny-a` the reference moves
+//!   2190 faces in pass 1 (478 on to layer 12), we move 1909 (276); 97.2 % of faces get the reference's layer. Our
+//!   layering is unchanged when we substitute the chart angles the golden atlas implies, so the cause is the
+//!   overlap predicate, not the UVs: the reference flags some pairs whose exact intersection area is ~0 (e.g.
+//!   neighbours sharing an edge), presumably through its float32 Guigue–Devillers test + clip; not reproduced.
 //! * Degenerate inputs the reference turns into NaN (a flat bounding-box axis, a chart of zero extent) are guarded
 //!   with [`MIN_EXTENT`] instead.
 
@@ -231,7 +237,9 @@ pub fn alignment_rotation(positions: &[[f32; 3]], mode: PcaAxes) -> Result<[[f64
         match collision {
             1 => slots[2] = missing,
             2 => slots[1] = missing,
-            _ => return Err(Error::Internal("principal axes map to fewer than 3 slots".into())),
+            _ => {
+                return Err(Error::Internal("principal axes map to fewer than 3 slots".into()));
+            }
         }
     }
     let mut rot = [[0.0; 3]; 3];
@@ -293,16 +301,14 @@ fn symmetric_eigen(m: &[[f64; 3]; 3]) -> ([f64; 3], [[f64; 3]; 3]) {
             let c = 1.0 / (t * t + 1.0).sqrt();
             let s = t * c;
             // A ← Jᵀ A J with the Givens rotation J in the (p, q) plane.
-            for k in 0..3 {
-                let (akp, akq) = (a[k][p], a[k][q]);
-                a[k][p] = c * akp - s * akq;
-                a[k][q] = s * akp + c * akq;
+            for row in &mut a {
+                let (akp, akq) = (row[p], row[q]);
+                row[p] = c * akp - s * akq;
+                row[q] = s * akp + c * akq;
             }
-            for k in 0..3 {
-                let (apk, aqk) = (a[p][k], a[q][k]);
-                a[p][k] = c * apk - s * aqk;
-                a[q][k] = s * apk + c * aqk;
-            }
+            let (row_p, row_q) = (a[p], a[q]);
+            a[p] = std::array::from_fn(|k| c * row_p[k] - s * row_q[k]);
+            a[q] = std::array::from_fn(|k| s * row_p[k] + c * row_q[k]);
             for row in &mut v {
                 let (vp, vq) = (row[p], row[q]);
                 row[p] = c * vp - s * vq;
@@ -1104,7 +1110,9 @@ mod tests {
     fn cancellation_stops_the_unwrap() {
         let mesh = TriMesh::new(vec![[0.0; 3], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], vec![[0, 1, 2]]).unwrap();
         let normals = mesh.vertex_normals();
-        let mut cancel = |v: u64, _max: u64| if v >= 2 { Err(Error::Cancelled) } else { Ok(()) };
+        let mut cancel = |v: u64, _max: u64| {
+            if v >= 2 { Err(Error::Cancelled) } else { Ok(()) }
+        };
         assert!(matches!(unwrap_uv(&mesh, &normals, ISLAND_PADDING, &mut cancel), Err(Error::Cancelled)));
     }
 
@@ -1252,9 +1260,19 @@ mod tests {
             println!("utilisation ours {:.4} golden {golden_util:.4}", out.stats.utilisation);
             println!("{cmp}");
             println!("|uv error| median {:.3e}, p99 {:.3e}", errs[errs.len() / 2], errs[errs.len() * 99 / 100]);
+            let same_primary_max = (0..n)
+                .filter(|&f| gl[f] < DIRECTIONS as u8 && gl[f] == out.face_layers[f])
+                .flat_map(|f| (0..6).map(move |k| 6 * f + k))
+                .map(|i| (flat[i] - golden_uv.data[i]).abs())
+                .fold(0f32, f32::max);
+            println!("max |uv error| over faces in the same primary layer as golden {same_primary_max:.3e}");
             if mode == PcaAxes::ReferenceLowRank {
                 // Same axes as the reference: every primary face but a few float ties lands in the same direction.
                 assert!(primary_agree * 1000 >= primary * 999, "{primary_agree}/{primary}");
+                // Chart angles agree to ~1e-3 rad (the p = −1 weighting is rounding-sensitive): UVs of faces that
+                // stay in the same primary layer agree to < 1e-3; 97 % of faces get the reference's layer.
+                assert!(same_primary_max < 1e-3, "{same_primary_max}");
+                assert!(layer_agree * 100 >= n * 95, "{layer_agree}/{n}");
                 golden_angle_diagnostic(&mesh, &normals, &golden_uv.data, &gl);
                 let pos = set.f32("unwrap_v_pos").unwrap();
                 let c = compare("unwrap_v_pos", out.positions.as_flattened(), &pos.data, Tolerance::Exact);
