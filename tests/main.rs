@@ -1,1 +1,13 @@
-//! End-to-end tests.
+//! End-to-end tests: a real `sf3d serve` (built-in test model) on an ephemeral port, real WebSocket and HTTP
+//! clients, and a real headless Chromium. One test binary (one link), one module per area:
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+
+/// The headless-Chromium UI test (run by `cargo xtask test`: needs the built UI and Chromium).
+mod browser;
+/// REST: generation, seed aliases, limits, auth, gallery persistence, regenerate.
+mod http_api;
+/// Server, clients and fixtures shared by the tests.
+mod support;
+/// The WebSocket job protocol.
+mod ws_protocol;

@@ -143,17 +143,15 @@ fn obtain_encoding(
             let same_encode = parent.metadata.params.foreground_ratio.to_bits() == params.foreground_ratio.to_bits()
                 && parent.metadata.params.background == params.background
                 && parent.metadata.model.id == p.model().id;
-            if same_encode {
-                if let Some(encoded) = cached_encoding(engine, &parent_id) {
-                    let encode_timings = p.report_cached(events);
-                    return Ok(Source {
-                        encoded,
-                        encode_timings,
-                        input_png,
-                        source_name: parent.metadata.source_name,
-                        parent_id: Some(parent_id),
-                    });
-                }
+            if same_encode && let Some(encoded) = cached_encoding(engine, &parent_id) {
+                let encode_timings = p.report_cached(events);
+                return Ok(Source {
+                    encoded,
+                    encode_timings,
+                    input_png,
+                    source_name: parent.metadata.source_name,
+                    parent_id: Some(parent_id),
+                });
             }
             encode_bytes(engine, input_png, params, events, parent.metadata.source_name, Some(parent_id))
         }

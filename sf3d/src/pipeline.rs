@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::mesh::TriMesh;
-use crate::mesh::bake::{BakedTextures, bake, encode_jpeg};
+use crate::mesh::bake::{BakedTextures, DecodedTexels, bake, encode_jpeg};
 use crate::mesh::glb::{GlbInfo, GlbMaterial, prepare_export, write_glb};
 use crate::mesh::isosurface::marching_tetrahedra;
 use crate::mesh::remesh::remesh;
@@ -531,7 +531,7 @@ impl Pipeline {
         drop(mesh);
         let res = params.texture_resolution;
         let baked: BakedTextures = r.run(Stage::BakeTexture, |p| {
-            let mut decoder = |pts: &[[f32; 3]]| -> Result<(Vec<[f32; 3]>, Vec<[f32; 3]>)> {
+            let mut decoder = |pts: &[[f32; 3]]| -> Result<DecodedTexels> {
                 let flat: Vec<f32> = pts.iter().flatten().copied().collect();
                 let t = Tensor::from_vec(flat, (pts.len(), 3), &Device::Cpu)?;
                 let out =

@@ -1,0 +1,247 @@
+//! Test support: a real `sf3d serve` (the backend library, built-in test model) on an ephemeral loopback port,
+//! a WebSocket client speaking the protocol, and a few fixtures.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use sf3d::pipeline::PipelineOptions;
+use sf3d_backend::cache::EncodeCache;
+use sf3d_backend::gallery::Gallery;
+use sf3d_backend::model_source::{DeviceChoice, ModelSource, load_pipeline};
+use sf3d_backend::worker::Engine;
+use sf3d_backend::{Server, ServerConfig};
+use sf3d_shared::{ClientMessage, GenerateParams, ImageRef, ServerMessage};
+use tokio_tungstenite::tungstenite::Message;
+
+/// How long a test waits for one server message.
+pub const MESSAGE_TIMEOUT: Duration = Duration::from_secs(120);
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A fresh temporary folder.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let d = std::env::temp_dir().join(format!("sf3d-e2e-{name}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+/// A product-like RGBA PNG (a soft disc with a colour gradient on a transparent background).
+pub fn test_png() -> Vec<u8> {
+    sf3d::pipeline::png_bytes(&sf3d::test_model::bench_image(256)).expect("png")
+}
+
+/// An opaque JPEG of an object on a white backdrop (exercises background removal).
+pub fn test_jpeg_on_white() -> Vec<u8> {
+    let img = image::RgbImage::from_fn(200, 160, |x, y| {
+        let (dx, dy) = (x as f32 - 100.0, y as f32 - 80.0);
+        if dx * dx / 3600.0 + dy * dy / 2500.0 < 1.0 { image::Rgb([40, 90, (x % 255) as u8]) } else { image::Rgb([255, 255, 255]) }
+    });
+    let mut out = Vec::new();
+    image::DynamicImage::ImageRgb8(img)
+        .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Jpeg)
+        .expect("jpeg");
+    out
+}
+
+/// Fast parameters for tests.
+pub fn fast_params() -> GenerateParams {
+    GenerateParams { texture_resolution: 512, ..Default::default() }
+}
+
+/// Options of a test server.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub api_key: Option<String>,
+    pub max_queue: u32,
+    pub max_upload_bytes: u64,
+    pub data: Option<PathBuf>,
+    pub dist: Option<PathBuf>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { api_key: None, max_queue: 16, max_upload_bytes: 20_000_000, data: None, dist: None }
+    }
+}
+
+/// A running server.
+pub struct TestServer {
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// The data folder.
+    pub data: PathBuf,
+    server: Option<Server>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestServer {
+    /// Starts a server with the built-in test model.
+    pub async fn start(opts: Options) -> Self {
+        let data = opts.data.clone().unwrap_or_else(|| temp_dir("data"));
+        let d = data.clone();
+        let engine = tokio::task::spawn_blocking(move || {
+            let pipeline = load_pipeline(&ModelSource::Builtin, DeviceChoice::Cpu, None, PipelineOptions::default()).expect("test model");
+            let gallery = std::sync::Arc::new(Gallery::open(&d).expect("gallery"));
+            Engine { pipeline, gallery, cache: EncodeCache::new(256 << 20) }
+        })
+        .await
+        .expect("engine task");
+        let config = ServerConfig {
+            api_key: opts.api_key.clone(),
+            max_upload_bytes: opts.max_upload_bytes,
+            cors_origins: vec![],
+            dist: opts.dist.clone(),
+            shutdown_grace: Duration::from_secs(10),
+        };
+        let server = Server::start(engine, config, opts.max_queue).expect("server");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let state = server.state.clone();
+        let task = tokio::spawn(sf3d_backend::serve(listener, state, async move {
+            let _ = rx.await;
+        }));
+        Self { base: format!("http://{addr}"), data, server: Some(server), stop: Some(tx), task: Some(task) }
+    }
+
+    /// `ws://…/ws` (with `?token=` when given).
+    pub fn ws_url(&self, token: Option<&str>) -> String {
+        let ws = self.base.replacen("http://", "ws://", 1) + "/ws";
+        match token {
+            Some(t) => format!("{ws}?token={t}"),
+            None => ws,
+        }
+    }
+
+    /// Stops the server (graceful) and drains the worker.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
+        }
+        if let Some(s) = self.server.take() {
+            let _ = tokio::task::spawn_blocking(move || s.stop()).await;
+        }
+    }
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A protocol client.
+pub struct WsClient {
+    ws: Ws,
+    /// The server's greeting.
+    pub hello: ServerMessage,
+}
+
+impl WsClient {
+    /// Connects and reads `hello`.
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        let (ws, _) = tokio_tungstenite::connect_async(url).await?;
+        let mut c = Self { ws, hello: ServerMessage::Cancelled { job_id: String::new() } };
+        c.hello = c.next().await?;
+        anyhow::ensure!(matches!(c.hello, ServerMessage::Hello { .. }), "first frame is not hello: {:?}", c.hello);
+        Ok(c)
+    }
+
+    /// Sends a protocol message.
+    pub async fn send(&mut self, m: &ClientMessage) -> anyhow::Result<()> {
+        self.ws.send(Message::Text(serde_json::to_string(m)?.into())).await?;
+        Ok(())
+    }
+
+    /// Sends raw text.
+    pub async fn send_text(&mut self, t: &str) -> anyhow::Result<()> {
+        self.ws.send(Message::Text(t.to_string().into())).await?;
+        Ok(())
+    }
+
+    /// Sends a binary frame.
+    pub async fn send_binary(&mut self, b: Vec<u8>) -> anyhow::Result<()> {
+        self.ws.send(Message::Binary(b.into())).await?;
+        Ok(())
+    }
+
+    /// `generate` + the image frame.
+    pub async fn generate(&mut self, params: &GenerateParams, image: &[u8], request_id: &str) -> anyhow::Result<()> {
+        self.send(&ClientMessage::Generate {
+            request_id: Some(request_id.into()),
+            params: params.clone(),
+            image: ImageRef::Binary { size: image.len() as u64, filename: Some("test.png".into()) },
+        })
+        .await?;
+        self.send_binary(image.to_vec()).await
+    }
+
+    /// The next protocol message (pings are skipped); errors on close or timeout.
+    pub async fn next(&mut self) -> anyhow::Result<ServerMessage> {
+        loop {
+            let frame = tokio::time::timeout(MESSAGE_TIMEOUT, self.ws.next())
+                .await
+                .map_err(|_| anyhow::anyhow!("no message within {MESSAGE_TIMEOUT:?}"))?;
+            match frame {
+                Some(Ok(Message::Text(t))) => return Ok(serde_json::from_str(t.as_str())?),
+                Some(Ok(Message::Close(c))) => anyhow::bail!("closed: {c:?}"),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => anyhow::bail!("socket error: {e}"),
+                None => anyhow::bail!("socket ended"),
+            }
+        }
+    }
+
+    /// Messages until the job's terminal message (inclusive).
+    pub async fn until_terminal(&mut self) -> anyhow::Result<Vec<ServerMessage>> {
+        let mut out = Vec::new();
+        loop {
+            let m = self.next().await?;
+            let end = matches!(m, ServerMessage::Done { .. } | ServerMessage::Cancelled { .. })
+                || matches!(&m, ServerMessage::Error { job_id: Some(_), .. });
+            out.push(m);
+            if end {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Closes the socket.
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}
+
+/// GETs a path.
+pub async fn get(base: &str, path: &str, token: Option<&str>) -> reqwest::Response {
+    let mut r = reqwest::Client::new().get(format!("{base}{path}"));
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    r.send().await.expect("request")
+}
+
+/// Checks a GLB: it parses with the gltf crate, has one textured primitive, and is dumped for the Khronos
+/// validator (`SF3D_GLB_DIR`).
+pub fn check_glb(name: &str, bytes: &[u8]) -> (usize, usize) {
+    sf3d::mesh::glb::dump_for_validation(name, bytes);
+    let g = gltf::Gltf::from_slice(bytes).expect("valid GLB");
+    let mesh = g.meshes().next().expect("a mesh");
+    let prim = mesh.primitives().next().expect("a primitive");
+    let verts = prim.get(&gltf::Semantic::Positions).expect("positions").count();
+    let faces = prim.indices().expect("indices").count() / 3;
+    assert!(prim.material().pbr_metallic_roughness().base_color_texture().is_some());
+    assert!(prim.material().normal_texture().is_some());
+    (verts, faces)
+}
+
+/// Where the browser test writes screenshots.
+pub fn artifacts_dir() -> PathBuf {
+    std::env::var_os("SF3D_ARTIFACTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("artifacts"))
+}
