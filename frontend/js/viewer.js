@@ -30,10 +30,6 @@ export function createViewer(canvas, linkGroup) {
   renderer.toneMapping = THREE.ACESFilmicToneMapping;
 
   const scene = new THREE.Scene();
-  const pmrem = new THREE.PMREMGenerator(renderer);
-  const envMap = pmrem.fromScene(new RoomEnvironment(), 0.04).texture;
-  pmrem.dispose();
-  scene.environment = envMap;
 
   const camera = new THREE.PerspectiveCamera(40, 1, 0.01, 100);
   camera.position.copy(HOME);
@@ -42,7 +38,7 @@ export function createViewer(canvas, linkGroup) {
   controls.minDistance = 0.5;
   controls.maxDistance = 20;
 
-  const v = { renderer, scene, camera, controls, envMap, model: null, group: linkGroup || '', syncing: false };
+  const v = { renderer, scene, camera, controls, envMap: null, model: null, group: linkGroup || '', syncing: false };
   controls.addEventListener('change', () => {
     render(v);
     syncGroup(v);
@@ -65,6 +61,16 @@ function resize(v) {
   v.camera.aspect = w / h;
   v.camera.updateProjectionMatrix();
   render(v);
+}
+
+// The environment light is built with the first mesh, not with the viewer: prefiltering it is cheap on a GPU
+// but takes seconds on a software rasteriser (headless Chromium's SwiftShader), which must not block page load.
+function ensureEnvironment(v) {
+  if (v.envMap) return;
+  const pmrem = new THREE.PMREMGenerator(v.renderer);
+  v.envMap = pmrem.fromScene(new RoomEnvironment()).texture;
+  pmrem.dispose();
+  v.scene.environment = v.envMap;
 }
 
 function render(v) {
@@ -110,6 +116,7 @@ export function showGlb(v, buffer, wireframe, albedoOnly) {
   return new Promise((resolve, reject) => {
     new GLTFLoader().parse(buffer, '', (gltf) => {
       disposeModel(v);
+      ensureEnvironment(v);
       const model = gltf.scene;
       let vertices = 0;
       let faces = 0;
@@ -181,7 +188,7 @@ export function disposeViewer(v) {
   v.resize.disconnect();
   v.controls.dispose();
   disposeModel(v);
-  v.envMap.dispose();
+  if (v.envMap) v.envMap.dispose();
   v.renderer.dispose();
   v.renderer.forceContextLoss();
 }

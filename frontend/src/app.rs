@@ -320,7 +320,8 @@ impl Studio {
                     id: mesh_id,
                     metadata: *metadata,
                     urls,
-                    cached: true,
+                    // Whether its scene codes are cached is only known once the gallery is re-read.
+                    cached: false,
                 };
                 self.shown.set(Some(Shown {
                     entry,
@@ -598,6 +599,13 @@ impl Studio {
                 return;
             }
             self.gallery.try_update(|g| g.items.retain(|i| i.id != id));
+            let prefix = format!("/api/meshes/{id}/");
+            if self
+                .prepared
+                .with_untracked(|p| p.as_ref().is_some_and(|p| p.starts_with(&prefix)))
+            {
+                self.prepared.try_set(None);
+            }
             if self
                 .shown
                 .with_untracked(|s| s.as_ref().is_some_and(|s| s.entry.id == id))

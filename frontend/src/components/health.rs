@@ -110,12 +110,16 @@ pub fn HealthBanner() -> impl IntoView {
             }
             .into_any();
         }
+        let connected = studio.conn.with(|c| *c == ConnState::Connected);
         match (studio.health.get(), studio.server.get()) {
             (Some(Ok(h)), _) => {
                 view! { <ServerFacts device=h.device model=h.model queue=Some(h.queue) version=h.version /> }.into_any()
             }
-            (_, Some(s)) => view! { <ServerFacts device=s.device model=s.model queue=None version=s.version /> }.into_any(),
-            (Some(Err(e)), None) => {
+            // No health answer (yet), or it failed while the socket is up: show what `hello` said.
+            (None, Some(s)) | (Some(Err(_)), Some(s)) if connected => {
+                view! { <ServerFacts device=s.device model=s.model queue=None version=s.version /> }.into_any()
+            }
+            (Some(Err(e)), _) => {
                 let title = if e.is_unreachable() { "Server unreachable" } else { "Server error" };
                 view! {
                     <div class="error" role="alert" data-testid="server-unreachable">
@@ -132,7 +136,7 @@ pub fn HealthBanner() -> impl IntoView {
                 }
                     .into_any()
             }
-            (None, None) => view! { <p class="muted" data-testid="health-loading">"Contacting the server…"</p> }.into_any(),
+            (None, _) => view! { <p class="muted" data-testid="health-loading">"Contacting the server…"</p> }.into_any(),
         }
     };
     view! {
