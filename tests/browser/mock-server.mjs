@@ -3,7 +3,9 @@
 // stage events and a textured-box GLB built from the uploaded image. Not a reference server; the real one
 // is backend/. Dependency-free (node: modules only, a minimal RFC 6455 WebSocket).
 //
-//   node tests/browser/mock-server.mjs [--port 9300] [--dist dist] [--stage-ms 40]
+//   node tests/browser/mock-server.mjs [--port 9300] [--dist dist] [--stage-ms 40] [--seed N]
+//
+// `--seed N` starts with N gallery entries (a 32x32 test image), enough to page through.
 //
 // Behaviour switches, for trying UI paths by hand: an upload named `fail*.png` fails with `no_surface`;
 // `slow*.png` waits in the queue for 3 s (position updates) and runs stages 10x slower.
@@ -20,6 +22,8 @@ const arg = (name, dflt) => {
 const PORT = Number(arg('port', 9300));
 const DIST = path.resolve(arg('dist', 'dist'));
 const STAGE_MS = Number(arg('stage-ms', 40));
+const SEED = Number(arg('seed', 0));
+const SEED_PNG = Buffer.from('iVBORw0KGgoAAAANSUhEUgAAACAAAAAgCAYAAABzenr0AAAAmElEQVR42mNgGAUDDBjJ0XQnwOY/NnGVDUcYaeYAXJbiAsQ6hokWlpOih5HaFpMaGky0tpyQWUwDnQuYaO17QmYykmq5j8YCvBZtuZFAUnoYnFEwYA6gRdwTiuLRKBh1wOByADn1OaUV02gUMNKrMsIVxUzUatuR2ygZvGmAmqGAzyyiLCE3TRDjCSZqGUSungHvmIyCAQcAptQ/LiwhSj0AAAAASUVORK5CYII=', 'base64');
 
 const STAGES = ['decode', 'remove_background', 'prepare', 'encode_image', 'backbone', 'triplane',
   'estimate_material', 'extract_mesh', 'remesh', 'unwrap_uv', 'bake_texture', 'export'];
@@ -31,7 +35,8 @@ const meshes = new Map(); // id -> { entry, files: { 'mesh.glb': Buffer, ... } }
 const jobs = new Map(); // id -> { state, stages: Map, subscribers: Set, cancelled }
 let queue = 0;
 
-const ulid = () => (Date.now().toString(36) + crypto.randomBytes(6).toString('hex')).toUpperCase().padEnd(26, '0').slice(0, 26);
+let serial = 0;
+const ulid = () => (Date.now().toString(36) + (serial++).toString(36).padStart(4, '0') + crypto.randomBytes(4).toString('hex')).toUpperCase().padEnd(26, '0').slice(0, 26);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // ---- GLB: a unit box with UVs, textured with the uploaded image ------------------------------------------
@@ -294,4 +299,5 @@ server.on('upgrade', (req, sock) => {
   if (new URL(req.url, 'http://x').pathname !== '/ws') return sock.destroy();
   onSocket(req, sock);
 });
+for (let i = 0; i < SEED; i++) store(SEED_PNG, { ...DEFAULTS }, `seed-${String(i).padStart(2, '0')}.png`, null, [], false);
 server.listen(PORT, '127.0.0.1', () => console.log(`mock sf3d serve on http://127.0.0.1:${PORT} (dist ${DIST})`));

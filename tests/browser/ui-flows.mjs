@@ -29,7 +29,7 @@ const image = (name) => { const p = path.join(tmp, name); fs.writeFileSync(p, PN
 
 let mock = null;
 async function startMock() {
-  mock = spawn(process.execPath, [path.join(HERE, 'mock-server.mjs'), '--port', String(PORT), '--dist', path.join(ROOT, 'dist'), '--stage-ms', '120'],
+  mock = spawn(process.execPath, [path.join(HERE, 'mock-server.mjs'), '--port', String(PORT), '--dist', path.join(ROOT, 'dist'), '--stage-ms', '120', '--seed', '14'],
     { stdio: ['ignore', 'pipe', 'inherit'] });
   await new Promise((resolve, reject) => {
     mock.stdout.once('data', resolve);
@@ -102,6 +102,17 @@ await startMock();
 await step('open the page', async () => {
   await page.goto(BASE + '/');
   await connected();
+});
+
+await step('the gallery pages with next_cursor (14 seeded entries, 12 per page)', async () => {
+  await page.locator('[data-testid="gallery-item"]').first().waitFor();
+  const first = await page.locator('[data-testid="gallery-item"]').count();
+  await $('gallery-more').click();
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid="gallery-item"]').length === 14);
+  await $('gallery-more').waitFor({ state: 'detached' });
+  const names = await page.$$eval('[data-testid="gallery-item"] .mesh-title', (h) => h.map((e) => e.textContent.trim()));
+  if (names[0] !== 'seed-13.png' || names[13] !== 'seed-00.png') throw new Error(`order: ${names.join(', ')}`);
+  return `${first} then ${names.length}`;
 });
 
 await step('validation: an out-of-range vertex count is refused next to the field, reset restores defaults', async () => {
@@ -180,6 +191,7 @@ await step('compare with the parent: two viewers draw, their cameras move togeth
   await $('compare').waitFor();
   await page.locator('[data-testid="compare-a"][data-status="ready"]').waitFor({ timeout: 60000 });
   await page.locator('[data-testid="compare-b"][data-status="ready"]').waitFor({ timeout: 60000 });
+  await $('compare-a-canvas').scrollIntoViewIfNeeded();
   const before = await canvasSignature('compare-b-canvas');
   const box = await $('compare-a-canvas').boundingBox();
   await page.mouse.move(box.x + box.width / 2, box.y + box.height / 2);
