@@ -5,24 +5,37 @@
 // state (which mesh, wireframe, albedo-only) lives in Rust and is passed in on each call.
 //
 // API (a viewer is an opaque object returned by createViewer):
-//   createViewer(canvas, linkGroup) -> viewer      throws when WebGL is unavailable
+//   createViewer(canvas, linkGroup) -> Promise<viewer>   rejects when three.js or WebGL is unavailable
 //   showGlb(viewer, arrayBuffer, wireframe, albedoOnly) -> Promise<{vertices, faces}>
 //                                                   resolves after the first frame with the mesh is drawn
 //   setDisplay(viewer, wireframe, albedoOnly)      albedoOnly: unlit base colour, no normal map
 //   clearViewer(viewer), resetView(viewer), disposeViewer(viewer)
 // Viewers created with the same non-empty linkGroup share their camera (the compare view).
 
-import * as THREE from 'three';
-import { GLTFLoader } from 'three/addons/loaders/GLTFLoader.js';
-import { OrbitControls } from 'three/addons/controls/OrbitControls.js';
-import { RoomEnvironment } from 'three/addons/environments/RoomEnvironment.js';
+// three.js is imported on first use (through the page's import map), not statically: the app starts without
+// waiting for it, and the module also loads where there is no import map (wasm-bindgen-test's runner).
+let THREE, GLTFLoader, OrbitControls, RoomEnvironment;
+async function loadThree() {
+  if (THREE) return;
+  const [three, loader, controls, room] = await Promise.all([
+    import('three'),
+    import('three/addons/loaders/GLTFLoader.js'),
+    import('three/addons/controls/OrbitControls.js'),
+    import('three/addons/environments/RoomEnvironment.js'),
+  ]);
+  ({ GLTFLoader } = loader);
+  ({ OrbitControls } = controls);
+  ({ RoomEnvironment } = room);
+  THREE = three;
+}
 
 const CLEAR_COLOR = 0x1b1e24;
 // The model is scaled to a unit bounding sphere, so one home position frames every mesh.
-const HOME = new THREE.Vector3(0.9, 0.7, 2.6);
+const HOME = [0.9, 0.7, 2.6];
 const groups = new Map();
 
-export function createViewer(canvas, linkGroup) {
+export async function createViewer(canvas, linkGroup) {
+  await loadThree();
   // preserveDrawingBuffer: tests (and screenshots) read the canvas back after the frame.
   const renderer = new THREE.WebGLRenderer({ canvas, antialias: true, preserveDrawingBuffer: true });
   renderer.setPixelRatio(Math.min(window.devicePixelRatio || 1, 2));
@@ -32,7 +45,7 @@ export function createViewer(canvas, linkGroup) {
   const scene = new THREE.Scene();
 
   const camera = new THREE.PerspectiveCamera(40, 1, 0.01, 100);
-  camera.position.copy(HOME);
+  camera.position.set(...HOME);
   const controls = new OrbitControls(camera, canvas);
   controls.listenToKeyEvents(canvas); // arrow keys pan when the canvas has focus
   controls.minDistance = 0.5;
@@ -172,7 +185,7 @@ export function clearViewer(v) {
 
 export function resetView(v) {
   v.controls.target.set(0, 0, 0);
-  v.camera.position.copy(HOME);
+  v.camera.position.set(...HOME);
   v.camera.near = 0.01;
   v.camera.far = 100;
   v.camera.updateProjectionMatrix();

@@ -160,8 +160,15 @@ pub struct Studio {
     pub notice: RwSignal<Option<Problem>>,
 }
 
+impl Default for Studio {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Studio {
-    fn new() -> Self {
+    /// Fresh state; the followed job is read back from `sessionStorage` (a reload re-attaches to it).
+    pub fn new() -> Self {
         let job = match session_job() {
             Some(id) => JobView::resuming(id),
             None => JobView::default(),

@@ -95,6 +95,20 @@ pub fn ParamsPanel() -> impl IntoView {
         }
     };
 
+    // Range inputs clamp a value set before their min/max exist (the default max is 100), so their values are
+    // pushed after mount and on every change, instead of through `prop:value` at creation.
+    let texture_ref = NodeRef::<leptos::html::Input>::new();
+    let ratio_ref = NodeRef::<leptos::html::Input>::new();
+    Effect::new(move |_| {
+        let (texture, ratio) = params.with(|p| (p.texture_resolution, p.foreground_ratio));
+        if let Some(input) = texture_ref.get() {
+            input.set_value(&texture.to_string());
+        }
+        if let Some(input) = ratio_ref.get() {
+            input.set_value(&format!("{ratio:.2}"));
+        }
+    });
+
     let busy = move || studio.job.with(|j| j.is_active());
     let can_start = move || {
         !busy()
@@ -145,7 +159,7 @@ pub fn ParamsPanel() -> impl IntoView {
                         max=P::TEXTURE_RESOLUTION_MAX
                         step=P::TEXTURE_RESOLUTION_STEP
                         aria-describedby="error-texture_resolution"
-                        prop:value=move || params.with(|p| p.texture_resolution.to_string())
+                        node_ref=texture_ref
                         on:input=move |ev| {
                             if let Ok(v) = event_target_value(&ev).parse::<u32>() {
                                 edit(&|p| p.texture_resolution = v);
@@ -172,7 +186,7 @@ pub fn ParamsPanel() -> impl IntoView {
                         max=P::FOREGROUND_RATIO_MAX
                         step="0.05"
                         aria-describedby="error-foreground_ratio"
-                        prop:value=move || params.with(|p| format!("{:.2}", p.foreground_ratio))
+                        node_ref=ratio_ref
                         on:input=move |ev| {
                             if let Ok(v) = event_target_value(&ev).parse::<f32>() {
                                 edit(&|p| p.foreground_ratio = snap_ratio(v));

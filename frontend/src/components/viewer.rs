@@ -27,11 +27,11 @@ extern "C" {
     /// What `showGlb` resolves to once the mesh is drawn.
     type MeshStats;
 
-    /// Creates a viewer on `canvas`; viewers with the same non-empty `link_group` share their camera.
-    /// Throws when WebGL is unavailable.
+    /// Creates a viewer on `canvas` (loading three.js on first use); viewers with the same non-empty
+    /// `link_group` share their camera. The promise resolves to a [`ViewerHandle`] and rejects when three.js or
+    /// WebGL is unavailable.
     #[wasm_bindgen(js_name = createViewer, catch)]
-    fn create_viewer(canvas: &HtmlCanvasElement, link_group: &str)
-    -> Result<ViewerHandle, JsValue>;
+    fn create_viewer(canvas: &HtmlCanvasElement, link_group: &str) -> Result<Promise, JsValue>;
 
     /// Parses a GLB, replaces the shown model, frames it and draws it; the promise resolves to [`MeshStats`].
     #[wasm_bindgen(js_name = showGlb, catch)]
@@ -132,23 +132,35 @@ pub fn Viewer(
     let glb_url =
         Memo::new(move |_| mesh.with(|m| m.as_ref().map(|m| (m.id.clone(), m.urls.glb.clone()))));
 
+    let creating = StoredValue::new(false);
     Effect::new(move |_| {
         let Some(canvas) = canvas_ref.get() else {
             return;
         };
-        if handle.with_value(Option::is_some) {
+        if creating.get_value() {
             return;
         }
-        match create_viewer(&canvas, link_group) {
-            Ok(h) => {
-                handle.set_value(Some(h));
-                created.set(true);
+        creating.set_value(true);
+        spawn_local(async move {
+            let result = match create_viewer(&canvas, link_group) {
+                Ok(promise) => JsFuture::from(promise).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(h) => {
+                    // Unmounted while three.js loaded: free the context at once.
+                    if let Some(Some(orphan)) = handle.try_set_value(Some(h.unchecked_into())) {
+                        dispose_viewer(&orphan);
+                        return;
+                    }
+                    created.try_set(true);
+                }
+                Err(e) => {
+                    let why = format!("the 3D view is not available: {}", js_error_text(&e));
+                    status.try_set(ViewerStatus::Failed(why));
+                }
             }
-            Err(e) => status.set(ViewerStatus::Failed(format!(
-                "WebGL is not available: {}",
-                js_error_text(&e)
-            ))),
-        }
+        });
     });
 
     Effect::new(move |_| {
