@@ -87,6 +87,7 @@ function ensureEnvironment(v) {
 }
 
 function render(v) {
+  if (v.disposed) return;
   v.renderer.render(v.scene, v.camera);
 }
 
@@ -128,6 +129,7 @@ function eachMesh(v, fn) {
 export function showGlb(v, buffer, wireframe, albedoOnly) {
   return new Promise((resolve, reject) => {
     new GLTFLoader().parse(buffer, '', (gltf) => {
+      if (v.disposed) return reject(new Error('the viewer was closed'));
       disposeModel(v);
       ensureEnvironment(v);
       const model = gltf.scene;
@@ -194,6 +196,7 @@ export function resetView(v) {
 }
 
 export function disposeViewer(v) {
+  v.disposed = true;
   if (v.group && groups.has(v.group)) {
     groups.get(v.group).delete(v);
     if (groups.get(v.group).size === 0) groups.delete(v.group);

@@ -139,10 +139,32 @@ pub fn HealthBanner() -> impl IntoView {
             (None, _) => view! { <p class="muted" data-testid="health-loading">"Contacting the server…"</p> }.into_any(),
         }
     };
+    let auth_required = move || {
+        studio
+            .server
+            .with(|s| s.as_ref().is_some_and(|s| s.auth_required))
+            || studio
+                .health
+                .with(|h| matches!(h, Some(Ok(h)) if h.auth_required))
+    };
     view! {
         <div class="health" data-testid="health">
             <ConnBadge />
             {body}
+            {move || {
+                auth_required()
+                    .then(|| {
+                        view! {
+                            <p class="warning" role="alert" data-testid="auth-required">
+                                "This server requires an API key, which the web UI cannot send yet. Start "
+                                <code>"sf3d serve"</code>
+                                " without "
+                                <code>"--api-key"</code>
+                                " to use it from the browser."
+                            </p>
+                        }
+                    })
+            }}
         </div>
     }
 }
