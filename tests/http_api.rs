@@ -66,9 +66,12 @@ async fn seed_aliases_work_unchanged() {
 async fn bad_requests_get_clear_errors() {
     let srv = TestServer::start(Options { max_upload_bytes: 100_000, ..Default::default() }).await;
     // Invalid parameter → 422 naming the field.
-    let (s, e) = error_of(post_form(&srv.base, "/api/generate", form(test_png()).text("foreground_ratio", "0.3"), None).await).await;
+    let (s, e) =
+        error_of(post_form(&srv.base, "/api/generate", form(test_png()).text("foreground_ratio", "0.3"), None).await)
+            .await;
     assert_eq!((s, e.error.code, e.error.field.as_deref()), (422, ErrorCode::InvalidParams, Some("foreground_ratio")));
-    let (s, e) = error_of(post_form(&srv.base, "/api/generate", form(test_png()).text("colour", "red"), None).await).await;
+    let (s, e) =
+        error_of(post_form(&srv.base, "/api/generate", form(test_png()).text("colour", "red"), None).await).await;
     assert_eq!((s, e.error.field.as_deref()), (422, Some("colour")));
     // Corrupt image → 415.
     let (s, e) = error_of(post_form(&srv.base, "/api/generate", form(b"GIF89a nope".to_vec()), None).await).await;
@@ -104,7 +107,11 @@ async fn gallery_paths_cannot_escape_and_unknown_ids_are_404() {
         let body = r.text().await.unwrap();
         assert!(!body.contains("SQLite"), "{path} leaked the database");
     }
-    let r = reqwest::Client::new().post(format!("{}/api/meshes/01JDQ3ZK4W9X6YV2B8E5R7T1NM/regenerate", srv.base)).send().await.unwrap();
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/meshes/01JDQ3ZK4W9X6YV2B8E5R7T1NM/regenerate", srv.base))
+        .send()
+        .await
+        .unwrap();
     let (s, e) = error_of(r).await;
     assert_eq!((s, e.error.code), (404, ErrorCode::NotFound));
     srv.stop().await;
@@ -118,7 +125,12 @@ async fn api_key_is_required_when_set() {
     assert_eq!(get(&srv.base, "/api/meshes", Some("wrong")).await.status(), 401);
     assert_eq!(get(&srv.base, "/api/meshes", Some("k3y")).await.status(), 200);
     assert_eq!(post_form(&srv.base, "/generate", form(test_png()), None).await.status(), 401);
-    assert_eq!(post_form(&srv.base, "/api/generate", form(test_png()).text("texture_resolution", "512"), Some("k3y")).await.status(), 200);
+    assert_eq!(
+        post_form(&srv.base, "/api/generate", form(test_png()).text("texture_resolution", "512"), Some("k3y"))
+            .await
+            .status(),
+        200
+    );
     // Health stays readable (it only says that auth is required).
     let h: HealthResponse = get(&srv.base, "/api/health", None).await.json().await.unwrap();
     assert!(h.auth_required);
@@ -143,7 +155,8 @@ async fn gallery_survives_restart_and_deletes() {
     assert_eq!(list.items.len(), 2);
     assert_eq!(list.items[0].id, ids[2], "newest first");
     let next = list.next_cursor.clone().unwrap();
-    let page2: MeshList = get(&srv.base, &format!("/api/meshes?limit=2&cursor={next}"), None).await.json().await.unwrap();
+    let page2: MeshList =
+        get(&srv.base, &format!("/api/meshes?limit=2&cursor={next}"), None).await.json().await.unwrap();
     assert_eq!(page2.items.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), vec![ids[0].clone()]);
     assert!(page2.next_cursor.is_none());
     let glb = get(&srv.base, &format!("/api/meshes/{}/mesh.glb", ids[1]), None).await;
@@ -191,7 +204,10 @@ async fn regenerate_uses_cached_scene_codes() {
     let r = regen(serde_json::json!({"params": {"texture_resolution": 512, "foreground_ratio": 0.7}})).await;
     assert_eq!(r.status(), 200);
     let timings: Vec<StageTiming> = serde_json::from_str(r.headers()[HEADER_STAGE_TIMINGS].to_str().unwrap()).unwrap();
-    assert!(timings.iter().any(|t| t.stage == sf3d_shared::Stage::Backbone && t.state == StageState::Finished), "a changed ratio must miss");
+    assert!(
+        timings.iter().any(|t| t.stage == sf3d_shared::Stage::Backbone && t.state == StageState::Finished),
+        "a changed ratio must miss"
+    );
     let r = regen(serde_json::json!({"params": {"texture_resolution": 99}})).await;
     assert_eq!(r.status(), 422);
     srv.stop().await;
@@ -200,14 +216,27 @@ async fn regenerate_uses_cached_scene_codes() {
     std::fs::write(data.join("meshes").join(&child).join("scene_codes.safetensors"), b"garbage").unwrap();
     let srv = TestServer::start(Options { data: Some(data.clone()), ..Default::default() }).await;
     let url = format!("{}/api/meshes/{parent}/regenerate", srv.base);
-    let r = reqwest::Client::new().post(url).json(&serde_json::json!({"params": {"texture_resolution": 512}})).send().await.unwrap();
+    let r = reqwest::Client::new()
+        .post(url)
+        .json(&serde_json::json!({"params": {"texture_resolution": 512}}))
+        .send()
+        .await
+        .unwrap();
     let timings: Vec<StageTiming> = serde_json::from_str(r.headers()[HEADER_STAGE_TIMINGS].to_str().unwrap()).unwrap();
     assert!(timings.iter().filter(|t| t.stage.is_encode()).all(|t| t.state == StageState::Cached), "{timings:?}");
     let url = format!("{}/api/meshes/{child}/regenerate", srv.base);
-    let r = reqwest::Client::new().post(url).json(&serde_json::json!({"params": {"texture_resolution": 512}})).send().await.unwrap();
+    let r = reqwest::Client::new()
+        .post(url)
+        .json(&serde_json::json!({"params": {"texture_resolution": 512}}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let timings: Vec<StageTiming> = serde_json::from_str(r.headers()[HEADER_STAGE_TIMINGS].to_str().unwrap()).unwrap();
-    assert!(timings.iter().any(|t| t.stage == sf3d_shared::Stage::Backbone && t.state == StageState::Finished), "corrupt cache → recomputed");
+    assert!(
+        timings.iter().any(|t| t.stage == sf3d_shared::Stage::Backbone && t.state == StageState::Finished),
+        "corrupt cache → recomputed"
+    );
     srv.stop().await;
 }
 

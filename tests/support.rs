@@ -38,7 +38,11 @@ pub fn test_png() -> Vec<u8> {
 pub fn test_jpeg_on_white() -> Vec<u8> {
     let img = image::RgbImage::from_fn(200, 160, |x, y| {
         let (dx, dy) = (x as f32 - 100.0, y as f32 - 80.0);
-        if dx * dx / 3600.0 + dy * dy / 2500.0 < 1.0 { image::Rgb([40, 90, (x % 255) as u8]) } else { image::Rgb([255, 255, 255]) }
+        if dx * dx / 3600.0 + dy * dy / 2500.0 < 1.0 {
+            image::Rgb([40, 90, (x % 255) as u8])
+        } else {
+            image::Rgb([255, 255, 255])
+        }
     });
     let mut out = Vec::new();
     image::DynamicImage::ImageRgb8(img)
@@ -85,7 +89,8 @@ impl TestServer {
         let data = opts.data.clone().unwrap_or_else(|| temp_dir("data"));
         let d = data.clone();
         let engine = tokio::task::spawn_blocking(move || {
-            let pipeline = load_pipeline(&ModelSource::Builtin, DeviceChoice::Cpu, None, PipelineOptions::default()).expect("test model");
+            let pipeline = load_pipeline(&ModelSource::Builtin, DeviceChoice::Cpu, None, PipelineOptions::default())
+                .expect("test model");
             let gallery = std::sync::Arc::new(Gallery::open(&d).expect("gallery"));
             Engine { pipeline, gallery, cache: EncodeCache::new(256 << 20) }
         })

@@ -30,7 +30,11 @@ async fn full_job_reports_every_stage_in_order_and_the_glb_downloads() {
     }
     c.generate(&fast_params(), &test_png(), "r1").await.unwrap();
     let msgs = c.until_terminal().await.unwrap();
-    assert!(matches!(&msgs[0], ServerMessage::Accepted { request_id: Some(r), position: 0, .. } if r == "r1"), "{:?}", msgs[0]);
+    assert!(
+        matches!(&msgs[0], ServerMessage::Accepted { request_id: Some(r), position: 0, .. } if r == "r1"),
+        "{:?}",
+        msgs[0]
+    );
     let events = stage_events(&msgs);
     let mut terminal: Vec<Stage> = Vec::new();
     for (stage, state) in &events {
@@ -136,7 +140,9 @@ async fn cancel_queued_and_running_jobs() {
     let mut got = Vec::new();
     while got.len() < 2 {
         match c.next().await.unwrap() {
-            ServerMessage::Stage { job_id, stage: Stage::Backbone, state: StageState::Started, .. } if job_id == first && !cancelled_running => {
+            ServerMessage::Stage { job_id, stage: Stage::Backbone, state: StageState::Started, .. }
+                if job_id == first && !cancelled_running =>
+            {
                 c.send(&ClientMessage::Cancel { job_id: first.clone() }).await.unwrap();
                 cancelled_running = true;
             }
@@ -189,18 +195,27 @@ async fn malformed_messages_get_error_frames_and_keep_the_connection() {
     let srv = TestServer::start(Options::default()).await;
     let mut c = WsClient::connect(&srv.ws_url(None)).await.unwrap();
     c.send_text(r#"{"type":"explode"}"#).await.unwrap();
-    assert!(matches!(c.next().await.unwrap(), ServerMessage::Error { code: ErrorCode::UnknownMessage, job_id: None, .. }));
+    assert!(matches!(
+        c.next().await.unwrap(),
+        ServerMessage::Error { code: ErrorCode::UnknownMessage, job_id: None, .. }
+    ));
     c.send_text("not json").await.unwrap();
     assert!(matches!(c.next().await.unwrap(), ServerMessage::Error { code: ErrorCode::BadRequest, .. }));
-    c.send_text(r#"{"type":"generate","params":{"texture_resolution":4096},"image":{"kind":"binary","size":3}}"#).await.unwrap();
+    c.send_text(r#"{"type":"generate","params":{"texture_resolution":4096},"image":{"kind":"binary","size":3}}"#)
+        .await
+        .unwrap();
     c.send_binary(vec![1, 2, 3]).await.unwrap();
     match c.next().await.unwrap() {
-        ServerMessage::Error { code: ErrorCode::InvalidParams, field, .. } => assert_eq!(field.as_deref(), Some("texture_resolution")),
+        ServerMessage::Error { code: ErrorCode::InvalidParams, field, .. } => {
+            assert_eq!(field.as_deref(), Some("texture_resolution"))
+        }
         other => panic!("{other:?}"),
     }
     c.send_text(r#"{"type":"generate","params":{"remesh":"cubes"},"image":{"kind":"binary","size":3}}"#).await.unwrap();
     match c.next().await.unwrap() {
-        ServerMessage::Error { code: ErrorCode::InvalidParams, field, .. } => assert_eq!(field.as_deref(), Some("remesh")),
+        ServerMessage::Error { code: ErrorCode::InvalidParams, field, .. } => {
+            assert_eq!(field.as_deref(), Some("remesh"))
+        }
         other => panic!("{other:?}"),
     }
     c.send_binary(vec![9; 10]).await.unwrap();
@@ -208,7 +223,10 @@ async fn malformed_messages_get_error_frames_and_keep_the_connection() {
     // A corrupt image is accepted as a job and fails with unsupported_image.
     c.generate(&fast_params(), b"this is not an image", "bad").await.unwrap();
     let msgs = c.until_terminal().await.unwrap();
-    assert!(matches!(msgs.last(), Some(ServerMessage::Error { code: ErrorCode::UnsupportedImage, job_id: Some(_), .. })), "{msgs:?}");
+    assert!(
+        matches!(msgs.last(), Some(ServerMessage::Error { code: ErrorCode::UnsupportedImage, job_id: Some(_), .. })),
+        "{msgs:?}"
+    );
     // Still alive: a good job works.
     c.generate(&fast_params(), &test_png(), "ok").await.unwrap();
     assert!(matches!(c.until_terminal().await.unwrap().last(), Some(ServerMessage::Done { .. })));

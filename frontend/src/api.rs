@@ -44,9 +44,7 @@ impl ApiError {
     /// What the user can do about it, in words.
     pub fn hint(&self) -> &'static str {
         match self {
-            ApiError::Unreachable(_) => {
-                "Check that `sf3d serve` is running and reachable; the page retries by itself."
-            }
+            ApiError::Unreachable(_) => "Check that `sf3d serve` is running and reachable; the page retries by itself.",
             ApiError::Server { detail, .. } => detail.code.hint(),
             ApiError::Unexpected { .. } => {
                 "This page must be served by `sf3d serve` (the API lives on the same address)."
@@ -85,9 +83,7 @@ async fn send(method: &str, url: &str) -> Result<Response, ApiError> {
     init.set_method(method);
     let request = Request::new_with_str_and_init(url, &init).map_err(unreachable)?;
     let window = web_sys::window().ok_or_else(|| ApiError::Unreachable("no window".into()))?;
-    let value = JsFuture::from(window.fetch_with_request(&request))
-        .await
-        .map_err(unreachable)?;
+    let value = JsFuture::from(window.fetch_with_request(&request)).await.map_err(unreachable)?;
     let response: Response = value.dyn_into().map_err(unreachable)?;
     if response.ok() {
         return Ok(response);
@@ -100,17 +96,10 @@ async fn send(method: &str, url: &str) -> Result<Response, ApiError> {
 /// Turns a non-2xx answer into an [`ApiError`]: the server's `ErrorBody` when the body is one.
 pub fn error_from_body(status: u16, status_text: &str, body: &str) -> ApiError {
     match serde_json::from_str::<ErrorBody>(body) {
-        Ok(b) => ApiError::Server {
-            status,
-            detail: b.error,
-        },
+        Ok(b) => ApiError::Server { status, detail: b.error },
         Err(_) => ApiError::Unexpected {
             status,
-            message: if status_text.is_empty() {
-                format!("HTTP {status}")
-            } else {
-                status_text.to_owned()
-            },
+            message: if status_text.is_empty() { format!("HTTP {status}") } else { status_text.to_owned() },
         },
     }
 }
@@ -118,10 +107,9 @@ pub fn error_from_body(status: u16, status_text: &str, body: &str) -> ApiError {
 async fn text_of(response: &Response) -> Result<String, ApiError> {
     let promise = response.text().map_err(unreachable)?;
     let value = JsFuture::from(promise).await.map_err(unreachable)?;
-    value.as_string().ok_or_else(|| ApiError::Unexpected {
-        status: response.status(),
-        message: "body is not text".into(),
-    })
+    value
+        .as_string()
+        .ok_or_else(|| ApiError::Unexpected { status: response.status(), message: "body is not text".into() })
 }
 
 async fn get_json<T: DeserializeOwned>(url: &str) -> Result<T, ApiError> {
@@ -171,9 +159,7 @@ pub async fn mesh(id: &str) -> Result<MeshEntry, ApiError> {
 
 /// `DELETE /api/meshes/{id}`.
 pub async fn delete_mesh(id: &str) -> Result<(), ApiError> {
-    send("DELETE", &format!("/api/meshes/{}", encode_query_value(id)))
-        .await
-        .map(|_| ())
+    send("DELETE", &format!("/api/meshes/{}", encode_query_value(id))).await.map(|_| ())
 }
 
 /// `GET url` as raw bytes (a `mesh.glb`).
@@ -198,11 +184,7 @@ mod tests {
             err,
             ApiError::Server {
                 status: 404,
-                detail: ErrorDetail {
-                    code: ErrorCode::NotFound,
-                    message: "no mesh 01X".into(),
-                    field: None
-                }
+                detail: ErrorDetail { code: ErrorCode::NotFound, message: "no mesh 01X".into(), field: None }
             }
         );
         assert!(!err.is_unreachable());
@@ -219,9 +201,6 @@ mod tests {
     #[test]
     fn cursors_are_encoded() {
         assert_eq!(meshes_url(20, None), "/api/meshes?limit=20");
-        assert_eq!(
-            meshes_url(5, Some("01JD Q&x")),
-            "/api/meshes?limit=5&cursor=01JD%20Q%26x"
-        );
+        assert_eq!(meshes_url(5, Some("01JD Q&x")), "/api/meshes?limit=5&cursor=01JD%20Q%26x");
     }
 }

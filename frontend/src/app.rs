@@ -12,8 +12,8 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 use sf3d_shared::protocol::{ImageRef, PROTOCOL_VERSION};
 use sf3d_shared::{
-    ClientMessage, DeviceInfo, ErrorCode, GenerateParams, HealthResponse, MeshEntry, ModelInfo,
-    ParamError, ServerMessage,
+    ClientMessage, DeviceInfo, ErrorCode, GenerateParams, HealthResponse, MeshEntry, ModelInfo, ParamError,
+    ServerMessage,
 };
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
@@ -236,15 +236,7 @@ impl Studio {
     }
 
     fn on_message(self, msg: ServerMessage) {
-        if let ServerMessage::Hello {
-            protocol,
-            server_version,
-            device,
-            model,
-            auth_required,
-            max_upload_bytes,
-        } = msg
-        {
+        if let ServerMessage::Hello { protocol, server_version, device, model, auth_required, max_upload_bytes } = msg {
             if protocol != PROTOCOL_VERSION {
                 ws::stop();
                 self.conn.set(ConnState::Mismatch { server: protocol });
@@ -264,63 +256,30 @@ impl Studio {
                 self.refresh_gallery();
             }
             // Re-attach to the job we follow (after a reconnect, or a reload: the id is in the session).
-            let resume = self.job.with_untracked(|j| {
-                if j.is_active() {
-                    j.job_id.clone()
-                } else {
-                    None
-                }
-            });
+            let resume = self.job.with_untracked(|j| if j.is_active() { j.job_id.clone() } else { None });
             if let Some(job_id) = resume
                 && let Err(e) = ws::send(&ClientMessage::Subscribe { job_id })
             {
-                self.notice.set(Some(Problem::local(
-                    e.to_string(),
-                    "The page retries by itself.",
-                )));
+                self.notice.set(Some(Problem::local(e.to_string(), "The page retries by itself.")));
             }
             return;
         }
         let mut concerned = false;
         self.job.update(|j| concerned = j.apply(&msg));
         if !concerned {
-            if let ServerMessage::Error {
-                job_id: None,
-                code,
-                message,
-                ..
-            } = msg
-            {
+            if let ServerMessage::Error { job_id: None, code, message, .. } = msg {
                 self.notice.set(Some(Problem::server(code, message, None)));
             }
             return;
         }
         match msg {
             ServerMessage::Accepted { job_id, .. } => set_session_job(Some(&job_id)),
-            ServerMessage::Preview {
-                mesh_id,
-                urls,
-                metadata,
-                ..
-            } => {
+            ServerMessage::Preview { mesh_id, urls, metadata, .. } => {
                 self.prepared.set(Some(urls.preprocessed.clone()));
-                let entry = MeshEntry {
-                    id: mesh_id,
-                    metadata: *metadata,
-                    urls,
-                    cached: false,
-                };
-                self.shown.set(Some(Shown {
-                    entry,
-                    preview: true,
-                }));
+                let entry = MeshEntry { id: mesh_id, metadata: *metadata, urls, cached: false };
+                self.shown.set(Some(Shown { entry, preview: true }));
             }
-            ServerMessage::Done {
-                mesh_id,
-                urls,
-                metadata,
-                ..
-            } => {
+            ServerMessage::Done { mesh_id, urls, metadata, .. } => {
                 set_session_job(None);
                 self.prepared.set(Some(urls.preprocessed.clone()));
                 let entry = MeshEntry {
@@ -330,10 +289,7 @@ impl Studio {
                     // Whether its scene codes are cached is only known once the gallery is re-read.
                     cached: false,
                 };
-                self.shown.set(Some(Shown {
-                    entry,
-                    preview: false,
-                }));
+                self.shown.set(Some(Shown { entry, preview: false }));
                 self.refresh_gallery();
             }
             ServerMessage::Error { field, message, .. } => {
@@ -356,17 +312,13 @@ impl Studio {
     pub fn choose_file(self, file: File) {
         let name = file.name();
         let size = file.size();
-        let max = self
-            .server
-            .with_untracked(|s| s.as_ref().map(|s| s.max_upload_bytes));
+        let max = self.server.with_untracked(|s| s.as_ref().map(|s| s.max_upload_bytes));
         spawn_local(async move {
             let head = match read_head(&file).await {
                 Ok(head) => head,
                 Err(why) => {
-                    self.upload_error.try_set(Some(Problem::local(
-                        format!("could not read {name}: {why}"),
-                        "Pick the file again.",
-                    )));
+                    self.upload_error
+                        .try_set(Some(Problem::local(format!("could not read {name}: {why}"), "Pick the file again.")));
                     return;
                 }
             };
@@ -381,27 +333,13 @@ impl Studio {
             if let Some(max) = max.filter(|&m| size > m as f64) {
                 self.upload_error.try_set(Some(Problem::server(
                     ErrorCode::PayloadTooLarge,
-                    format!(
-                        "{name} has {} MB; the server accepts up to {} MB",
-                        mb(size),
-                        mb(max as f64)
-                    ),
+                    format!("{name} has {} MB; the server accepts up to {} MB", mb(size), mb(max as f64)),
                     None,
                 )));
                 return;
             }
             let url = web_sys::Url::create_object_url_with_blob(&file).unwrap_or_default();
-            let previous = self
-                .upload
-                .try_update(|u| {
-                    u.replace(Upload {
-                        file,
-                        name,
-                        size,
-                        url,
-                    })
-                })
-                .flatten();
+            let previous = self.upload.try_update(|u| u.replace(Upload { file, name, size, url })).flatten();
             if let Some(old) = previous {
                 let _ = web_sys::Url::revoke_object_url(&old.url);
             }
@@ -436,24 +374,14 @@ impl Studio {
         let request_id = next_request_id();
         if let Some(parent) = self.tweak.get_untracked() {
             self.job.set(JobView::submitting(request_id.clone()));
-            let msg = ClientMessage::Regenerate {
-                request_id: Some(request_id),
-                mesh_id: parent.id,
-                params,
-            };
+            let msg = ClientMessage::Regenerate { request_id: Some(request_id), mesh_id: parent.id, params };
             if let Err(e) = ws::send(&msg) {
-                self.job.set(JobView::failed(Problem::local(
-                    e.to_string(),
-                    "Start it again once connected.",
-                )));
+                self.job.set(JobView::failed(Problem::local(e.to_string(), "Start it again once connected.")));
             }
             return;
         }
         let Some(upload) = self.upload.get_untracked() else {
-            self.upload_error.set(Some(Problem::local(
-                "no image chosen",
-                "Drop, paste or choose an image first.",
-            )));
+            self.upload_error.set(Some(Problem::local("no image chosen", "Drop, paste or choose an image first.")));
             return;
         };
         self.job.set(JobView::submitting(request_id.clone()));
@@ -470,37 +398,21 @@ impl Studio {
                     return;
                 }
             };
-            let image = ImageRef::Binary {
-                size: u64::from(bytes.byte_length()),
-                filename: Some(upload.name.clone()),
-            };
-            let msg = ClientMessage::Generate {
-                request_id: Some(request_id),
-                params,
-                image,
-            };
+            let image = ImageRef::Binary { size: u64::from(bytes.byte_length()), filename: Some(upload.name.clone()) };
+            let msg = ClientMessage::Generate { request_id: Some(request_id), params, image };
             if let Err(e) = ws::send_with_binary(&msg, &bytes) {
-                self.job.try_set(JobView::failed(Problem::local(
-                    e.to_string(),
-                    "Start it again once connected.",
-                )));
+                self.job.try_set(JobView::failed(Problem::local(e.to_string(), "Start it again once connected.")));
             }
         });
     }
 
     /// Cancels the followed job.
     pub fn cancel(self) {
-        let Some(job_id) = self
-            .job
-            .with_untracked(|j| j.job_id.clone().filter(|_| j.is_active()))
-        else {
+        let Some(job_id) = self.job.with_untracked(|j| j.job_id.clone().filter(|_| j.is_active())) else {
             return;
         };
         if let Err(e) = ws::send(&ClientMessage::Cancel { job_id }) {
-            self.notice.set(Some(Problem::local(
-                format!("could not cancel: {e}"),
-                "Try again in a moment.",
-            )));
+            self.notice.set(Some(Problem::local(format!("could not cancel: {e}"), "Try again in a moment.")));
         }
     }
 
@@ -553,10 +465,7 @@ impl Studio {
 
     /// Shows a gallery entry in the main viewer.
     pub fn open(self, entry: MeshEntry) {
-        self.shown.set(Some(Shown {
-            entry,
-            preview: false,
-        }));
+        self.shown.set(Some(Shown { entry, preview: false }));
         scroll_to("viewer");
     }
 
@@ -567,10 +476,7 @@ impl Studio {
                 Ok(entry) => self.open(entry),
                 Err(e) => {
                     let hint = e.hint();
-                    self.notice.try_set(Some(Problem::local(
-                        format!("could not open {id}: {e}"),
-                        hint,
-                    )));
+                    self.notice.try_set(Some(Problem::local(format!("could not open {id}: {e}"), hint)));
                 }
             }
         });
@@ -578,18 +484,12 @@ impl Studio {
 
     /// Loads an entry's parameters into the panel; starting then regenerates from it.
     pub fn tweak(self, entry: MeshEntry) {
-        self.params.set(GenerateParams {
-            preview: false,
-            ..entry.metadata.params.clone()
-        });
+        self.params.set(GenerateParams { preview: false, ..entry.metadata.params.clone() });
         self.param_error.set(None);
         self.draft_error.set(None);
         self.upload_error.set(None);
         self.prepared.set(Some(entry.urls.preprocessed.clone()));
-        self.shown.set(Some(Shown {
-            entry: entry.clone(),
-            preview: false,
-        }));
+        self.shown.set(Some(Shown { entry: entry.clone(), preview: false }));
         self.tweak.set(Some(entry));
         scroll_to("params");
     }
@@ -599,42 +499,24 @@ impl Studio {
         spawn_local(async move {
             if let Err(e) = api::delete_mesh(&id).await {
                 let hint = e.hint();
-                self.notice.try_set(Some(Problem::local(
-                    format!("could not delete {id}: {e}"),
-                    hint,
-                )));
+                self.notice.try_set(Some(Problem::local(format!("could not delete {id}: {e}"), hint)));
                 return;
             }
             self.gallery.try_update(|g| g.items.retain(|i| i.id != id));
             let prefix = format!("/api/meshes/{id}/");
-            if self
-                .prepared
-                .with_untracked(|p| p.as_ref().is_some_and(|p| p.starts_with(&prefix)))
-            {
+            if self.prepared.with_untracked(|p| p.as_ref().is_some_and(|p| p.starts_with(&prefix))) {
                 self.prepared.try_set(None);
             }
-            if self
-                .shown
-                .with_untracked(|s| s.as_ref().is_some_and(|s| s.entry.id == id))
-            {
+            if self.shown.with_untracked(|s| s.as_ref().is_some_and(|s| s.entry.id == id)) {
                 self.shown.try_set(None);
             }
-            if self
-                .tweak
-                .with_untracked(|t| t.as_ref().is_some_and(|t| t.id == id))
-            {
+            if self.tweak.with_untracked(|t| t.as_ref().is_some_and(|t| t.id == id)) {
                 self.tweak.try_set(None);
             }
-            if self
-                .compare_pick
-                .with_untracked(|t| t.as_ref().is_some_and(|t| t.id == id))
-            {
+            if self.compare_pick.with_untracked(|t| t.as_ref().is_some_and(|t| t.id == id)) {
                 self.compare_pick.try_set(None);
             }
-            if self
-                .compare
-                .with_untracked(|c| c.as_ref().is_some_and(|(a, b)| a.id == id || b.id == id))
-            {
+            if self.compare.with_untracked(|c| c.as_ref().is_some_and(|(a, b)| a.id == id || b.id == id)) {
                 self.compare.try_set(None);
             }
         });
@@ -666,10 +548,8 @@ impl Studio {
                 }
                 Err(e) => {
                     let hint = e.hint();
-                    self.notice.try_set(Some(Problem::local(
-                        format!("could not load the parent {parent_id}: {e}"),
-                        hint,
-                    )));
+                    self.notice
+                        .try_set(Some(Problem::local(format!("could not load the parent {parent_id}: {e}"), hint)));
                 }
             }
         });
@@ -682,22 +562,14 @@ fn mb(bytes: f64) -> String {
 
 /// Reads the first bytes of a file (enough to recognise the image format).
 async fn read_head(file: &File) -> Result<Vec<u8>, String> {
-    let head = file
-        .slice_with_i32_and_i32(0, 16)
-        .map_err(|e| js_error_text(&e))?;
-    let value = JsFuture::from(head.array_buffer())
-        .await
-        .map_err(|e| js_error_text(&e))?;
+    let head = file.slice_with_i32_and_i32(0, 16).map_err(|e| js_error_text(&e))?;
+    let value = JsFuture::from(head.array_buffer()).await.map_err(|e| js_error_text(&e))?;
     Ok(js_sys::Uint8Array::new(&value).to_vec())
 }
 
 fn next_request_id() -> String {
     static NEXT: AtomicU32 = AtomicU32::new(1);
-    format!(
-        "ui-{}-{}",
-        js_sys::Date::now() as u64,
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("ui-{}-{}", js_sys::Date::now() as u64, NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 fn session() -> Option<web_sys::Storage> {
@@ -706,9 +578,7 @@ fn session() -> Option<web_sys::Storage> {
 
 /// The job id this tab follows, kept across reloads.
 pub fn session_job() -> Option<String> {
-    session()
-        .and_then(|s| s.get_item(SESSION_JOB_KEY).ok().flatten())
-        .filter(|s| !s.is_empty())
+    session().and_then(|s| s.get_item(SESSION_JOB_KEY).ok().flatten()).filter(|s| !s.is_empty())
 }
 
 fn set_session_job(job_id: Option<&str>) {
@@ -721,10 +591,7 @@ fn set_session_job(job_id: Option<&str>) {
 }
 
 fn scroll_to(id: &str) {
-    if let Some(el) = web_sys::window()
-        .and_then(|w| w.document())
-        .and_then(|d| d.get_element_by_id(id))
-    {
+    if let Some(el) = web_sys::window().and_then(|w| w.document()).and_then(|d| d.get_element_by_id(id)) {
         el.scroll_into_view();
     }
 }
@@ -739,10 +606,7 @@ pub fn App() -> impl IntoView {
     ws::start(move |event| studio.on_socket(event));
     // Paste an image anywhere on the page (text pastes into inputs are left alone).
     let paste = window_event_listener(leptos::ev::paste, move |ev| {
-        let file = ev
-            .clipboard_data()
-            .and_then(|d| d.files())
-            .and_then(|f| f.get(0));
+        let file = ev.clipboard_data().and_then(|d| d.files()).and_then(|f| f.get(0));
         if let Some(file) = file {
             ev.prevent_default();
             studio.choose_file(file);

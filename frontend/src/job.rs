@@ -24,22 +24,12 @@ pub struct Problem {
 impl Problem {
     /// A problem the server reported; the hint comes from `ErrorCode::hint`.
     pub fn server(code: ErrorCode, message: impl Into<String>, field: Option<String>) -> Self {
-        Self {
-            code: Some(code),
-            message: message.into(),
-            hint: code.hint().to_owned(),
-            field,
-        }
+        Self { code: Some(code), message: message.into(), hint: code.hint().to_owned(), field }
     }
 
     /// A problem found on this side (a client-side check, a closed socket).
     pub fn local(message: impl Into<String>, hint: impl Into<String>) -> Self {
-        Self {
-            code: None,
-            message: message.into(),
-            hint: hint.into(),
-            field: None,
-        }
+        Self { code: None, message: message.into(), hint: hint.into(), field: None }
     }
 }
 
@@ -86,10 +76,7 @@ impl StageStatus {
 
     /// Whether no further event follows.
     pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            StageStatus::Done | StageStatus::Cached | StageStatus::Skipped
-        )
+        matches!(self, StageStatus::Done | StageStatus::Cached | StageStatus::Skipped)
     }
 }
 
@@ -112,23 +99,14 @@ pub struct StageRow {
 
 impl StageRow {
     fn pending(stage: Stage) -> Self {
-        Self {
-            stage,
-            status: StageStatus::Pending,
-            value: None,
-            max: None,
-            elapsed_ms: 0,
-            label: None,
-        }
+        Self { stage, status: StageStatus::Pending, value: None, max: None, elapsed_ms: 0, label: None }
     }
 
     /// How much of this stage is done, in `0.0..=1.0`.
     pub fn fraction(&self) -> f64 {
         match (self.status, self.value, self.max) {
             (s, _, _) if s.is_terminal() => 1.0,
-            (StageStatus::Progress, Some(v), Some(m)) if m > 0 => {
-                (v as f64 / m as f64).clamp(0.0, 1.0)
-            }
+            (StageStatus::Progress, Some(v), Some(m)) if m > 0 => (v as f64 / m as f64).clamp(0.0, 1.0),
             _ => 0.0,
         }
     }
@@ -207,37 +185,22 @@ impl Default for JobView {
 impl JobView {
     /// A request just sent with `request_id`.
     pub fn submitting(request_id: impl Into<String>) -> Self {
-        Self {
-            request_id: Some(request_id.into()),
-            phase: Phase::Submitting,
-            ..Self::default()
-        }
+        Self { request_id: Some(request_id.into()), phase: Phase::Submitting, ..Self::default() }
     }
 
     /// A job known only by id (kept in the session across a reload).
     pub fn resuming(job_id: impl Into<String>) -> Self {
-        Self {
-            job_id: Some(job_id.into()),
-            phase: Phase::Resuming,
-            ..Self::default()
-        }
+        Self { job_id: Some(job_id.into()), phase: Phase::Resuming, ..Self::default() }
     }
 
     /// A request that failed before the server took it (a client-side check, a closed socket).
     pub fn failed(problem: Problem) -> Self {
-        Self {
-            phase: Phase::Failed,
-            error: Some(problem),
-            ..Self::default()
-        }
+        Self { phase: Phase::Failed, error: Some(problem), ..Self::default() }
     }
 
     /// Whether the job may still change (so the cancel button and re-subscription apply).
     pub fn is_active(&self) -> bool {
-        matches!(
-            self.phase,
-            Phase::Submitting | Phase::Resuming | Phase::Queued | Phase::Running
-        )
+        matches!(self.phase, Phase::Submitting | Phase::Resuming | Phase::Queued | Phase::Running)
     }
 
     /// Whether `msg` is about this job.
@@ -245,9 +208,7 @@ impl JobView {
         match msg {
             ServerMessage::Hello { .. } => false,
             ServerMessage::Accepted { request_id, .. } => {
-                self.phase == Phase::Submitting
-                    && request_id.is_some()
-                    && *request_id == self.request_id
+                self.phase == Phase::Submitting && request_id.is_some() && *request_id == self.request_id
             }
             // An error without a job answers the last message we sent: while submitting, that is our request.
             // A subscribe to a job the server no longer knows may be answered the same way.
@@ -265,9 +226,7 @@ impl JobView {
         }
         match msg {
             ServerMessage::Hello { .. } => {}
-            ServerMessage::Accepted {
-                job_id, position, ..
-            } => {
+            ServerMessage::Accepted { job_id, position, .. } => {
                 self.job_id = Some(job_id.clone());
                 self.phase = Phase::Queued;
                 self.position = Some(*position);
@@ -278,12 +237,7 @@ impl JobView {
                     self.position = Some(*position);
                 }
             }
-            ServerMessage::Status {
-                state,
-                position,
-                stages,
-                ..
-            } => {
+            ServerMessage::Status { state, position, stages, .. } => {
                 self.phase = match state {
                     JobState::Queued => Phase::Queued,
                     JobState::Running => Phase::Running,
@@ -296,15 +250,7 @@ impl JobView {
                     self.apply_snapshot(snap);
                 }
             }
-            ServerMessage::Stage {
-                stage,
-                state,
-                value,
-                max,
-                elapsed_ms,
-                label,
-                ..
-            } => {
+            ServerMessage::Stage { stage, state, value, max, elapsed_ms, label, .. } => {
                 if self.is_active() {
                     self.phase = Phase::Running;
                     self.position = None;
@@ -331,12 +277,7 @@ impl JobView {
                 self.phase = Phase::Cancelled;
                 self.position = None;
             }
-            ServerMessage::Error {
-                code,
-                message,
-                field,
-                ..
-            } => {
+            ServerMessage::Error { code, message, field, .. } => {
                 self.phase = Phase::Failed;
                 self.position = None;
                 self.error = Some(Problem::server(*code, message.clone(), field.clone()));
@@ -386,42 +327,21 @@ mod tests {
     use super::*;
 
     fn stage(job: &str, stage: Stage, state: StageState) -> ServerMessage {
-        ServerMessage::Stage {
-            job_id: job.into(),
-            stage,
-            state,
-            value: None,
-            max: None,
-            elapsed_ms: 7,
-            label: None,
-        }
+        ServerMessage::Stage { job_id: job.into(), stage, state, value: None, max: None, elapsed_ms: 7, label: None }
     }
 
     fn accepted(job: &str, request: &str, position: u32) -> ServerMessage {
-        ServerMessage::Accepted {
-            job_id: job.into(),
-            request_id: Some(request.into()),
-            position,
-        }
+        ServerMessage::Accepted { job_id: job.into(), request_id: Some(request.into()), position }
     }
 
     #[test]
     fn accepted_only_matches_our_request() {
         let mut job = JobView::submitting("r2");
-        assert!(
-            !job.apply(&accepted("J1", "r1", 0)),
-            "another tab's request"
-        );
+        assert!(!job.apply(&accepted("J1", "r1", 0)), "another tab's request");
         assert_eq!(job.phase, Phase::Submitting);
         assert!(job.apply(&accepted("J2", "r2", 3)));
-        assert_eq!(
-            (job.job_id.as_deref(), job.phase, job.position),
-            (Some("J2"), Phase::Queued, Some(3))
-        );
-        assert!(
-            !job.apply(&stage("J1", Stage::Decode, StageState::Started)),
-            "events of another job"
-        );
+        assert_eq!((job.job_id.as_deref(), job.phase, job.position), (Some("J2"), Phase::Queued, Some(3)));
+        assert!(!job.apply(&stage("J1", Stage::Decode, StageState::Started)), "events of another job");
         assert_eq!(job.stages[0].status, StageStatus::Pending);
     }
 
@@ -446,35 +366,15 @@ mod tests {
             (StageStatus::Progress, 0.25, Some("block 1/4"))
         );
         for s in Stage::ALL {
-            job.apply(&stage(
-                "J",
-                s,
-                if s == Stage::Remesh {
-                    StageState::Skipped
-                } else {
-                    StageState::Finished
-                },
-            ));
+            job.apply(&stage("J", s, if s == Stage::Remesh { StageState::Skipped } else { StageState::Finished }));
         }
         assert!(job.stages.iter().all(|r| r.status.is_terminal()));
         assert!((job.fraction() - 1.0).abs() < 1e-9);
-        assert_eq!(
-            job.stages[Stage::Backbone.index()].label.as_deref(),
-            Some("block 1/4"),
-            "labels persist"
-        );
+        assert_eq!(job.stages[Stage::Backbone.index()].label.as_deref(), Some("block 1/4"), "labels persist");
         let urls = MeshUrls::for_mesh("M");
         let metadata = Box::new(test_metadata());
-        assert!(job.apply(&ServerMessage::Done {
-            job_id: "J".into(),
-            mesh_id: "M".into(),
-            urls,
-            metadata
-        }));
-        assert_eq!(
-            (job.phase, job.mesh_id.as_deref(), job.is_active()),
-            (Phase::Succeeded, Some("M"), false)
-        );
+        assert!(job.apply(&ServerMessage::Done { job_id: "J".into(), mesh_id: "M".into(), urls, metadata }));
+        assert_eq!((job.phase, job.mesh_id.as_deref(), job.is_active()), (Phase::Succeeded, Some("M"), false));
     }
 
     #[test]
@@ -490,10 +390,7 @@ mod tests {
         let mut job = JobView::submitting("r1");
         assert!(job.apply(&refusal));
         assert_eq!(job.phase, Phase::Failed);
-        assert_eq!(
-            job.error.as_ref().and_then(|e| e.field.as_deref()),
-            Some("vertex_count")
-        );
+        assert_eq!(job.error.as_ref().and_then(|e| e.field.as_deref()), Some("vertex_count"));
     }
 
     #[test]
@@ -540,10 +437,7 @@ mod tests {
             field: None,
         });
         let error = job.error.expect("an error");
-        assert_eq!(
-            (job.phase, error.code),
-            (Phase::Failed, Some(ErrorCode::NoSurface))
-        );
+        assert_eq!((job.phase, error.code), (Phase::Failed, Some(ErrorCode::NoSurface)));
         assert_eq!(error.hint, ErrorCode::NoSurface.hint());
     }
 

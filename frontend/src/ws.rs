@@ -91,11 +91,7 @@ thread_local! {
 /// Delay before reconnect attempt `attempt` (1-based): 0.5 s doubling up to 8 s.
 pub fn backoff(attempt: u32) -> Duration {
     let shift = attempt.saturating_sub(1).min(16);
-    Duration::from_millis(u64::from(
-        BACKOFF_START_MS
-            .saturating_mul(1 << shift)
-            .min(BACKOFF_MAX_MS),
-    ))
+    Duration::from_millis(u64::from(BACKOFF_START_MS.saturating_mul(1 << shift).min(BACKOFF_MAX_MS)))
 }
 
 /// The socket URL for a page at `protocol` (`"http:"`/`"https:"`) and `host` (`"127.0.0.1:9299"`).
@@ -136,12 +132,7 @@ fn open() {
     emit(SocketEvent::Connecting { attempt });
     let url = web_sys::window()
         .map(|w| w.location())
-        .map(|l| {
-            socket_url(
-                &l.protocol().unwrap_or_default(),
-                &l.host().unwrap_or_default(),
-            )
-        })
+        .map(|l| socket_url(&l.protocol().unwrap_or_default(), &l.host().unwrap_or_default()))
         .unwrap_or_default();
     let ws = match WebSocket::new(&url) {
         Ok(ws) => ws,
@@ -162,23 +153,14 @@ fn open() {
                 ATTEMPT.with(|a| a.set(0));
                 emit(SocketEvent::Message(msg));
             }
-            Err(e) => emit(SocketEvent::Invalid(format!(
-                "{e}: {}",
-                text.chars().take(120).collect::<String>()
-            ))),
+            Err(e) => emit(SocketEvent::Invalid(format!("{e}: {}", text.chars().take(120).collect::<String>()))),
         }
     });
     let on_close = Closure::<dyn FnMut(CloseEvent)>::new(|ev: CloseEvent| closed(ev.reason()));
     ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
     ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
     // Replacing the previous `Live` drops its closures; we are in a timer callback, not inside them.
-    let previous = LIVE.with(|l| {
-        l.borrow_mut().replace(Live {
-            ws,
-            _on_message: on_message,
-            _on_close: on_close,
-        })
-    });
+    let previous = LIVE.with(|l| l.borrow_mut().replace(Live { ws, _on_message: on_message, _on_close: on_close }));
     drop(previous);
 }
 
@@ -210,10 +192,7 @@ fn encode(msg: &ClientMessage) -> Result<String, SendError> {
 /// Sends one JSON message.
 pub fn send(msg: &ClientMessage) -> Result<(), SendError> {
     let text = encode(msg)?;
-    with_open_socket(|ws| {
-        ws.send_with_str(&text)
-            .map_err(|e| SendError::Failed(js_error_text(&e)))
-    })
+    with_open_socket(|ws| ws.send_with_str(&text).map_err(|e| SendError::Failed(js_error_text(&e))))
 }
 
 /// Sends a JSON message and, right after it on the same connection, one binary frame (the image of a
@@ -221,10 +200,8 @@ pub fn send(msg: &ClientMessage) -> Result<(), SendError> {
 pub fn send_with_binary(msg: &ClientMessage, data: &ArrayBuffer) -> Result<(), SendError> {
     let text = encode(msg)?;
     with_open_socket(|ws| {
-        ws.send_with_str(&text)
-            .map_err(|e| SendError::Failed(js_error_text(&e)))?;
-        ws.send_with_array_buffer(data)
-            .map_err(|e| SendError::Failed(js_error_text(&e)))
+        ws.send_with_str(&text).map_err(|e| SendError::Failed(js_error_text(&e)))?;
+        ws.send_with_array_buffer(data).map_err(|e| SendError::Failed(js_error_text(&e)))
     })
 }
 
@@ -242,13 +219,7 @@ mod tests {
 
     #[test]
     fn socket_url_follows_the_page() {
-        assert_eq!(
-            socket_url("http:", "127.0.0.1:9299"),
-            "ws://127.0.0.1:9299/ws"
-        );
-        assert_eq!(
-            socket_url("https:", "sf3d.example"),
-            "wss://sf3d.example/ws"
-        );
+        assert_eq!(socket_url("http:", "127.0.0.1:9299"), "ws://127.0.0.1:9299/ws");
+        assert_eq!(socket_url("https:", "sf3d.example"), "wss://sf3d.example/ws");
     }
 }

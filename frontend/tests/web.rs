@@ -36,15 +36,11 @@ fn container() -> HtmlElement {
 }
 
 fn find(root: &Element, testid: &str) -> Option<Element> {
-    root.query_selector(&format!("[data-testid=\"{testid}\"]"))
-        .unwrap()
+    root.query_selector(&format!("[data-testid=\"{testid}\"]")).unwrap()
 }
 
 fn text(root: &Element, testid: &str) -> String {
-    find(root, testid)
-        .unwrap_or_else(|| panic!("no {testid}"))
-        .text_content()
-        .unwrap_or_default()
+    find(root, testid).unwrap_or_else(|| panic!("no {testid}")).text_content().unwrap_or_default()
 }
 
 fn health(test_model: bool, attribution: Option<&str>) -> HealthResponse {
@@ -60,15 +56,7 @@ fn health(test_model: bool, attribution: Option<&str>) -> HealthResponse {
 }
 
 fn stage(stage: Stage, state: StageState, value: Option<u64>, max: Option<u64>) -> ServerMessage {
-    ServerMessage::Stage {
-        job_id: "J".into(),
-        stage,
-        state,
-        value,
-        max,
-        elapsed_ms: 1500,
-        label: None,
-    }
+    ServerMessage::Stage { job_id: "J".into(), stage, state, value, max, elapsed_ms: 1500, label: None }
 }
 
 #[wasm_bindgen_test]
@@ -79,67 +67,37 @@ async fn progress_panel_lists_every_stage_and_follows_events() {
         provide_context(studio);
         view! { <ProgressPanel /> }
     });
-    let rows = root
-        .query_selector_all("[data-testid=\"stage-list\"] > li")
-        .unwrap();
+    let rows = root.query_selector_all("[data-testid=\"stage-list\"] > li").unwrap();
     assert_eq!(rows.length() as usize, Stage::ALL.len());
     for (i, s) in Stage::ALL.iter().enumerate() {
         let row: Element = rows.item(i as u32).unwrap().unchecked_into();
-        assert!(
-            row.text_content().unwrap().contains(s.label()),
-            "row {i} is {}",
-            s.label()
-        );
+        assert!(row.text_content().unwrap().contains(s.label()), "row {i} is {}", s.label());
         assert_eq!(row.get_attribute("data-state").as_deref(), Some("pending"));
     }
 
     studio.job.set(JobView::submitting("r1"));
     studio.job.update(|j| {
-        j.apply(&ServerMessage::Accepted {
-            job_id: "J".into(),
-            request_id: Some("r1".into()),
-            position: 2,
-        });
+        j.apply(&ServerMessage::Accepted { job_id: "J".into(), request_id: Some("r1".into()), position: 2 });
     });
     leptos::task::tick().await;
     let phase = || find(&root, "progress").unwrap().get_attribute("data-phase");
     assert_eq!(phase().as_deref(), Some("queued"));
-    assert!(
-        text(&root, "queue-position").contains('3'),
-        "2 jobs ahead: third in line"
-    );
+    assert!(text(&root, "queue-position").contains('3'), "2 jobs ahead: third in line");
 
     studio.job.update(|j| {
         j.apply(&stage(Stage::Decode, StageState::Finished, None, None));
-        j.apply(&stage(
-            Stage::RemoveBackground,
-            StageState::Skipped,
-            None,
-            None,
-        ));
-        j.apply(&stage(
-            Stage::Backbone,
-            StageState::Progress,
-            Some(2),
-            Some(4),
-        ));
+        j.apply(&stage(Stage::RemoveBackground, StageState::Skipped, None, None));
+        j.apply(&stage(Stage::Backbone, StageState::Progress, Some(2), Some(4)));
     });
     leptos::task::tick().await;
-    let state = |s: Stage| {
-        find(&root, &format!("stage-{}", s.as_str()))
-            .unwrap()
-            .get_attribute("data-state")
-    };
+    let state = |s: Stage| find(&root, &format!("stage-{}", s.as_str())).unwrap().get_attribute("data-state");
     assert_eq!(phase().as_deref(), Some("running"));
     assert_eq!(state(Stage::Decode).as_deref(), Some("done"));
     assert_eq!(state(Stage::RemoveBackground).as_deref(), Some("skipped"));
     assert_eq!(state(Stage::Backbone).as_deref(), Some("progress"));
     assert!(text(&root, "stage-backbone").contains("2/4"));
     assert_eq!(text(&root, "stage-time-decode"), "1.5 s");
-    assert!(
-        find(&root, "queue-position").is_none(),
-        "no queue position once running"
-    );
+    assert!(find(&root, "queue-position").is_none(), "no queue position once running");
 
     studio.job.update(|j| {
         j.apply(&ServerMessage::Error {
@@ -151,10 +109,7 @@ async fn progress_panel_lists_every_stage_and_follows_events() {
     });
     leptos::task::tick().await;
     let error = text(&root, "job-error");
-    assert!(
-        error.contains("no surface found") && error.contains(ErrorCode::NoSurface.hint()),
-        "{error}"
-    );
+    assert!(error.contains("no surface found") && error.contains(ErrorCode::NoSurface.hint()), "{error}");
 }
 
 #[wasm_bindgen_test]
@@ -170,49 +125,23 @@ async fn params_panel_validates_before_sending_and_resets() {
     let texture = input("param-texture_resolution");
     let defaults = GenerateParams::default();
     assert_eq!(texture.value(), defaults.texture_resolution.to_string());
-    assert_eq!(
-        texture.min(),
-        GenerateParams::TEXTURE_RESOLUTION_MIN.to_string()
-    );
-    assert_eq!(
-        texture.max(),
-        GenerateParams::TEXTURE_RESOLUTION_MAX.to_string()
-    );
-    assert_eq!(
-        texture.step(),
-        GenerateParams::TEXTURE_RESOLUTION_STEP.to_string()
-    );
+    assert_eq!(texture.min(), GenerateParams::TEXTURE_RESOLUTION_MIN.to_string());
+    assert_eq!(texture.max(), GenerateParams::TEXTURE_RESOLUTION_MAX.to_string());
+    assert_eq!(texture.step(), GenerateParams::TEXTURE_RESOLUTION_STEP.to_string());
     assert_eq!(input("param-vertex_count").value(), "-1");
-    assert!(
-        find(&root, "error-vertex_count")
-            .unwrap()
-            .has_attribute("hidden")
-    );
+    assert!(find(&root, "error-vertex_count").unwrap().has_attribute("hidden"));
 
     studio.params.update(|p| p.vertex_count = 50);
     studio.start();
     leptos::task::tick().await;
     let error = find(&root, "error-vertex_count").unwrap();
-    assert!(
-        !error.has_attribute("hidden"),
-        "the error shows next to the field"
-    );
+    assert!(!error.has_attribute("hidden"), "the error shows next to the field");
     assert!(error.text_content().unwrap().contains("50"));
-    assert!(
-        !studio.job.with_untracked(JobView::is_active),
-        "nothing was sent"
-    );
+    assert!(!studio.job.with_untracked(JobView::is_active), "nothing was sent");
 
-    find(&root, "reset-params")
-        .unwrap()
-        .unchecked_into::<HtmlElement>()
-        .click();
+    find(&root, "reset-params").unwrap().unchecked_into::<HtmlElement>().click();
     leptos::task::tick().await;
-    assert!(
-        find(&root, "error-vertex_count")
-            .unwrap()
-            .has_attribute("hidden")
-    );
+    assert!(find(&root, "error-vertex_count").unwrap().has_attribute("hidden"));
     assert_eq!(input("param-vertex_count").value(), "-1");
     assert_eq!(studio.params.get_untracked(), defaults);
 
@@ -241,22 +170,15 @@ async fn health_banner_warns_about_the_test_model_and_credits_the_weights() {
     assert!(find(&root, "attribution").is_none());
     assert_eq!(text(&root, "health-device"), "cpu (2 threads)");
 
-    studio
-        .health
-        .set(Some(Ok(health(false, Some("Powered by Stability AI")))));
+    studio.health.set(Some(Ok(health(false, Some("Powered by Stability AI")))));
     leptos::task::tick().await;
     assert!(find(&root, "test-model-warning").is_none());
     assert_eq!(text(&root, "attribution"), "Powered by Stability AI");
 
     studio.conn.set(ConnState::Retrying { retry_in_ms: 2000 });
-    studio.health.set(Some(Err(ApiError::Unreachable(
-        "connection refused".into(),
-    ))));
+    studio.health.set(Some(Err(ApiError::Unreachable("connection refused".into()))));
     leptos::task::tick().await;
     let banner = text(&root, "server-unreachable");
-    assert!(
-        banner.contains("Server unreachable") && banner.contains("connection refused"),
-        "{banner}"
-    );
+    assert!(banner.contains("Server unreachable") && banner.contains("connection refused"), "{banner}");
     assert!(text(&root, "conn-state").contains("retrying in 2.0 s"));
 }

@@ -314,14 +314,37 @@ fn test(args: &[String]) -> Result {
     // The frontend first: the browser tests serve dist/.
     build_frontend()?;
 
+    // Every GLB the tests write is dumped here and validated by the Khronos glTF-Validator afterwards.
+    let glb_dir = target_dir().join("glb-validation");
+    let _ = fs::remove_dir_all(&glb_dir);
+    fs::create_dir_all(&glb_dir).map_err(|e| format!("{}: {e}", glb_dir.display()))?;
+    let artifacts = root().join("tests").join("artifacts");
+    let with_env = |mut c: Command| {
+        c.env("SF3D_DIST", root().join("dist"))
+            .env("SF3D_REQUIRE_VALIDATOR", "1")
+            .env("SF3D_GLB_DIR", &glb_dir)
+            .env("SF3D_ARTIFACTS", &artifacts);
+        c
+    };
     let mut tests = cargo();
-    tests
-        .args(["test", "--workspace", "--no-fail-fast"])
-        .env("SF3D_DIST", root().join("dist"))
-        .env("SF3D_REQUIRE_VALIDATOR", "1")
-        .env("SF3D_ARTIFACTS", root().join("tests").join("artifacts"));
+    tests.args(["test", "--workspace", "--no-fail-fast"]);
+    run_cmd(with_env(tests))?;
+
+    let mut validate = cmd("node");
+    validate.arg(root().join("scripts").join("validate-glb.mjs")).arg(&glb_dir);
+    run_cmd(validate)?;
+
     if !quick {
-        tests.env("SF3D_BROWSER_TESTS", "1");
+        // The real UI in headless Chromium against a real server (ignored by plain `cargo test`).
+        let mut browser = cargo();
+        browser.args(["test", "-p", "sf3d-e2e", "--test", "e2e", "browser", "--", "--ignored", "--nocapture"]);
+        run_cmd(with_env(browser))?;
+        // Component tests of the frontend in the browser (wasm-bindgen-test).
+        let mut wasm = cargo();
+        wasm.args(["test", "-p", "sf3d-frontend", "--target", "wasm32-unknown-unknown"])
+            .env("CHROMEDRIVER", "/usr/bin/chromedriver");
+        run_cmd(wasm)?;
+        eprintln!("xtask: screenshots in {}", artifacts.display());
     }
-    run_cmd(tests)
+    Ok(())
 }

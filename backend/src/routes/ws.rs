@@ -241,7 +241,7 @@ async fn handle_text(state: &AppState, text: &str, authed: &mut bool, out: &mpsc
                         format!("unknown message type {t:?} (protocol {PROTOCOL_VERSION})"),
                     )
                 }
-                Some(t) => invalid_message(t, &e),
+                Some(t) => invalid_message(t, text, &e),
                 None => ServerMessage::error(ErrorCode::BadRequest, format!("not a protocol message: {e}")),
             };
             send(err).await;
@@ -324,19 +324,37 @@ async fn handle_text(state: &AppState, text: &str, authed: &mut bool, out: &mpsc
     Flow::Continue
 }
 
-fn invalid_message(kind: &str, e: &serde_json::Error) -> ServerMessage {
-    let text = e.to_string();
-    // Parameter errors from serde (unknown field, bad enum value) name the field: report them as such.
-    let field = ["texture_resolution", "foreground_ratio", "remesh", "vertex_count", "background", "preview"]
-        .into_iter()
-        .find(|f| text.contains(f))
-        .map(str::to_string);
-    let code = if field.is_some() || text.contains("unknown field") {
-        ErrorCode::InvalidParams
-    } else {
-        ErrorCode::BadRequest
-    };
-    ServerMessage::Error { job_id: None, code, message: format!("invalid {kind} message: {text}"), field }
+fn invalid_message(kind: &str, text: &str, e: &serde_json::Error) -> ServerMessage {
+    // Name the offending parameter when the `params` object is what failed (serde's message may not).
+    if let Some(err) = serde_json::from_str::<serde_json::Value>(text).ok().and_then(|v| params_error(v.get("params")?))
+    {
+        return ApiError::from(err).to_message(None);
+    }
+    ServerMessage::Error {
+        job_id: None,
+        code: ErrorCode::BadRequest,
+        message: format!("invalid {kind} message: {e}"),
+        field: None,
+    }
+}
+
+/// The first parameter of a JSON `params` object that does not parse, checked field by field.
+fn params_error(params: &serde_json::Value) -> Option<sf3d_shared::ParamError> {
+    let obj = params.as_object()?;
+    let mut p = GenerateParams::default();
+    for (k, v) in obj {
+        let text = match v {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        if !GenerateParams::is_field(k) || matches!(k.as_str(), "remesh_option" | "target_vertex_count") {
+            return Some(sf3d_shared::ParamError::new(k.as_str(), "unknown parameter"));
+        }
+        if let Err(e) = p.set_field(k, &text) {
+            return Some(e);
+        }
+    }
+    None
 }
 
 async fn submit<F, Fut>(

@@ -17,27 +17,11 @@ pub fn param_differences(a: &GenerateParams, b: &GenerateParams) -> Vec<String> 
             out.push(format!("{name}: {x} → {y}"));
         }
     };
-    diff(
-        "texture resolution",
-        a.texture_resolution.to_string(),
-        b.texture_resolution.to_string(),
-    );
-    diff(
-        "foreground ratio",
-        format!("{:.2}", a.foreground_ratio),
-        format!("{:.2}", b.foreground_ratio),
-    );
+    diff("texture resolution", a.texture_resolution.to_string(), b.texture_resolution.to_string());
+    diff("foreground ratio", format!("{:.2}", a.foreground_ratio), format!("{:.2}", b.foreground_ratio));
     diff("remesh", a.remesh.to_string(), b.remesh.to_string());
-    diff(
-        "vertex count",
-        a.vertex_count.to_string(),
-        b.vertex_count.to_string(),
-    );
-    diff(
-        "background",
-        a.background.to_string(),
-        b.background.to_string(),
-    );
+    diff("vertex count", a.vertex_count.to_string(), b.vertex_count.to_string());
+    diff("background", a.background.to_string(), b.background.to_string());
     out
 }
 
@@ -51,11 +35,7 @@ fn CompareSide(
 ) -> impl IntoView {
     let m = entry.metadata.clone();
     let name = m.source_name.clone().unwrap_or_else(|| entry.id.clone());
-    let testid = if side == "a" {
-        "compare-a"
-    } else {
-        "compare-b"
-    };
+    let testid = if side == "a" { "compare-a" } else { "compare-b" };
     view! {
         <figure class="compare-side">
             <figcaption>
@@ -121,14 +101,7 @@ mod tests {
     fn lists_only_changed_parameters() {
         let a = GenerateParams::default();
         assert!(param_differences(&a, &a).is_empty());
-        let b = GenerateParams {
-            remesh: RemeshOption::Quad,
-            texture_resolution: 2048,
-            ..a.clone()
-        };
-        assert_eq!(
-            param_differences(&a, &b),
-            ["texture resolution: 1024 → 2048", "remesh: none → quad"]
-        );
+        let b = GenerateParams { remesh: RemeshOption::Quad, texture_resolution: 2048, ..a.clone() };
+        assert_eq!(param_differences(&a, &b), ["texture resolution: 1024 → 2048", "remesh: none → quad"]);
     }
 }

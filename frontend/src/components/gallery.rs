@@ -52,22 +52,13 @@ fn MeshCard(
     let name = m.source_name.clone().unwrap_or_else(|| short_id(&entry.id));
     let picked = {
         let id = id.clone();
-        move || {
-            studio
-                .compare_pick
-                .with(|p| p.as_ref().is_some_and(|p| p.id == id))
-        }
+        move || studio.compare_pick.with(|p| p.as_ref().is_some_and(|p| p.id == id))
     };
-    let (e_open, e_tweak, e_pick, e_parent) =
-        (entry.clone(), entry.clone(), entry.clone(), entry.clone());
+    let (e_open, e_tweak, e_pick, e_parent) = (entry.clone(), entry.clone(), entry.clone(), entry.clone());
     let compare_label = {
         let picked = picked.clone();
         move || {
-            if picked() {
-                "Picked: choose another"
-            } else {
-                "Compare"
-            }
+            if picked() { "Picked: choose another" } else { "Compare" }
         }
     };
     let pressed = {
@@ -305,11 +296,7 @@ mod tests {
             params_summary(&GenerateParams::default()),
             "1024 px · remesh none · all vertices · fg 0.85 · bg auto"
         );
-        let p = GenerateParams {
-            vertex_count: 5000,
-            remesh: sf3d_shared::RemeshOption::Quad,
-            ..Default::default()
-        };
+        let p = GenerateParams { vertex_count: 5000, remesh: sf3d_shared::RemeshOption::Quad, ..Default::default() };
         assert!(params_summary(&p).contains("remesh quad · 5000 vertices"));
     }
 

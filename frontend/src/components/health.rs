@@ -76,10 +76,9 @@ fn ConnBadge() -> impl IntoView {
         ConnState::Connecting { attempt: 0 } => "Connecting…".to_owned(),
         ConnState::Connecting { attempt } => format!("Reconnecting (attempt {})…", attempt + 1),
         ConnState::Connected => "Live".to_owned(),
-        ConnState::Retrying { retry_in_ms } => format!(
-            "Connection lost; retrying in {:.1} s",
-            retry_in_ms as f64 / 1000.0
-        ),
+        ConnState::Retrying { retry_in_ms } => {
+            format!("Connection lost; retrying in {:.1} s", retry_in_ms as f64 / 1000.0)
+        }
         ConnState::Mismatch { server } => format!("Protocol {server} is not supported"),
     };
     view! {
@@ -134,18 +133,16 @@ pub fn HealthBanner() -> impl IntoView {
                         </button>
                     </div>
                 }
-                    .into_any()
+                .into_any()
             }
-            (None, _) => view! { <p class="muted" data-testid="health-loading">"Contacting the server…"</p> }.into_any(),
+            (None, _) => {
+                view! { <p class="muted" data-testid="health-loading">"Contacting the server…"</p> }.into_any()
+            }
         }
     };
     let auth_required = move || {
-        studio
-            .server
-            .with(|s| s.as_ref().is_some_and(|s| s.auth_required))
-            || studio
-                .health
-                .with(|h| matches!(h, Some(Ok(h)) if h.auth_required))
+        studio.server.with(|s| s.as_ref().is_some_and(|s| s.auth_required))
+            || studio.health.with(|h| matches!(h, Some(Ok(h)) if h.auth_required))
     };
     view! {
         <div class="health" data-testid="health">

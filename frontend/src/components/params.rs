@@ -68,9 +68,7 @@ pub fn ParamsPanel() -> impl IntoView {
     let edit = move |f: &dyn Fn(&mut GenerateParams)| {
         params.update(|p| f(p));
         if studio.param_error.get_untracked().is_some() {
-            studio
-                .param_error
-                .set(params.with_untracked(|p| p.validate().err()));
+            studio.param_error.set(params.with_untracked(|p| p.validate().err()));
         }
     };
 
@@ -80,17 +78,11 @@ pub fn ParamsPanel() -> impl IntoView {
             Ok(v) => {
                 studio.draft_error.set(None);
                 edit(&|p| p.vertex_count = v);
-                studio
-                    .param_error
-                    .set(params.with_untracked(|p| p.validate().err()));
+                studio.param_error.set(params.with_untracked(|p| p.validate().err()));
             }
             Err(_) => studio.draft_error.set(Some(ParamError::new(
                 "vertex_count",
-                format!(
-                    "enter −1 or a whole number from {} to {}",
-                    P::VERTEX_COUNT_MIN,
-                    P::VERTEX_COUNT_MAX
-                ),
+                format!("enter −1 or a whole number from {} to {}", P::VERTEX_COUNT_MIN, P::VERTEX_COUNT_MAX),
             ))),
         }
     };
@@ -116,11 +108,7 @@ pub fn ParamsPanel() -> impl IntoView {
             && (studio.tweak.with(Option::is_some) || studio.upload.with(Option::is_some))
     };
     let start_label = move || {
-        if studio.tweak.with(Option::is_some) {
-            "Regenerate"
-        } else {
-            "Generate 3D model"
-        }
+        if studio.tweak.with(Option::is_some) { "Regenerate" } else { "Generate 3D model" }
     };
     let start_hint = move || {
         if busy() {
@@ -312,10 +300,7 @@ mod tests {
         assert_eq!(snap_ratio(0.850_000_1), 0.85);
         assert_eq!(snap_ratio(0.5), P::FOREGROUND_RATIO_MIN);
         assert_eq!(snap_ratio(1.0), P::FOREGROUND_RATIO_MAX);
-        let p = GenerateParams {
-            foreground_ratio: snap_ratio(0.9749),
-            ..Default::default()
-        };
+        let p = GenerateParams { foreground_ratio: snap_ratio(0.9749), ..Default::default() };
         assert!(p.validate().is_ok());
         assert_eq!(p.foreground_ratio, 0.95);
     }

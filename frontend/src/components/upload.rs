@@ -32,11 +32,7 @@ pub fn sniff_image(head: &[u8]) -> Option<ImageKind> {
 }
 
 fn human_bytes(n: f64) -> String {
-    if n < 1024.0 * 1024.0 {
-        format!("{:.0} KB", n / 1024.0)
-    } else {
-        format!("{:.1} MB", n / 1_048_576.0)
-    }
+    if n < 1024.0 * 1024.0 { format!("{:.0} KB", n / 1024.0) } else { format!("{:.1} MB", n / 1_048_576.0) }
 }
 
 /// The image drop zone, the chosen image and the prepared (background-removed) input side by side.
@@ -48,11 +44,7 @@ pub fn UploadPanel() -> impl IntoView {
     let on_drop = move |ev: DragEvent| {
         ev.prevent_default();
         dragging.set(false);
-        if let Some(file) = ev
-            .data_transfer()
-            .and_then(|d| d.files())
-            .and_then(|f| f.get(0))
-        {
+        if let Some(file) = ev.data_transfer().and_then(|d| d.files()).and_then(|f| f.get(0)) {
             studio.choose_file(file);
         }
     };
@@ -68,21 +60,10 @@ pub fn UploadPanel() -> impl IntoView {
     // The left image: the tweaked entry's input, else the picked file.
     let source = move || {
         if let Some(t) = studio.tweak.get() {
-            let name = t
-                .metadata
-                .source_name
-                .clone()
-                .unwrap_or_else(|| t.id.clone());
+            let name = t.metadata.source_name.clone().unwrap_or_else(|| t.id.clone());
             return Some((t.urls.input.clone(), format!("{name} (from the gallery)")));
         }
-        studio.upload.with(|u| {
-            u.as_ref().map(|u| {
-                (
-                    u.url.clone(),
-                    format!("{} · {}", u.name, human_bytes(u.size)),
-                )
-            })
-        })
+        studio.upload.with(|u| u.as_ref().map(|u| (u.url.clone(), format!("{} · {}", u.name, human_bytes(u.size)))))
     };
 
     view! {
@@ -202,28 +183,15 @@ mod tests {
 
     #[test]
     fn recognises_the_three_formats_by_content() {
-        assert_eq!(
-            sniff_image(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR"),
-            Some(ImageKind::Png)
-        );
-        assert_eq!(
-            sniff_image(&[0xFF, 0xD8, 0xFF, 0xE0, 0, 0x10]),
-            Some(ImageKind::Jpeg)
-        );
-        assert_eq!(
-            sniff_image(b"RIFF\x24\0\0\0WEBPVP8 "),
-            Some(ImageKind::Webp)
-        );
+        assert_eq!(sniff_image(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR"), Some(ImageKind::Png));
+        assert_eq!(sniff_image(&[0xFF, 0xD8, 0xFF, 0xE0, 0, 0x10]), Some(ImageKind::Jpeg));
+        assert_eq!(sniff_image(b"RIFF\x24\0\0\0WEBPVP8 "), Some(ImageKind::Webp));
     }
 
     #[test]
     fn refuses_text_renamed_to_png() {
         assert_eq!(sniff_image(b"hello, this is not a picture"), None);
-        assert_eq!(
-            sniff_image(b"RIFF\x24\0\0\0WAVEfmt "),
-            None,
-            "a RIFF that is not WebP"
-        );
+        assert_eq!(sniff_image(b"RIFF\x24\0\0\0WAVEfmt "), None, "a RIFF that is not WebP");
         assert_eq!(sniff_image(b""), None);
         assert_eq!(sniff_image(b"\x89PN"), None, "truncated signature");
     }

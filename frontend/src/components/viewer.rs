@@ -82,11 +82,7 @@ fn publish_hook(ready: bool, stats: Option<(u64, u64)>, mesh_id: &str) {
     let hook = Object::new();
     let (vertices, faces) = stats.unwrap_or((0, 0));
     let _ = Reflect::set(&hook, &"ready".into(), &ready.into());
-    let _ = Reflect::set(
-        &hook,
-        &"vertices".into(),
-        &JsValue::from_f64(vertices as f64),
-    );
+    let _ = Reflect::set(&hook, &"vertices".into(), &JsValue::from_f64(vertices as f64));
     let _ = Reflect::set(&hook, &"faces".into(), &JsValue::from_f64(faces as f64));
     let _ = Reflect::set(&hook, &"mesh_id".into(), &mesh_id.into());
     let _ = Reflect::set(&window, &"__sf3dViewer".into(), &hook);
@@ -129,8 +125,7 @@ pub fn Viewer(
     let wireframe = RwSignal::new(false);
     let albedo_only = RwSignal::new(false);
     let generation = StoredValue::new(0_u64);
-    let glb_url =
-        Memo::new(move |_| mesh.with(|m| m.as_ref().map(|m| (m.id.clone(), m.urls.glb.clone()))));
+    let glb_url = Memo::new(move |_| mesh.with(|m| m.as_ref().map(|m| (m.id.clone(), m.urls.glb.clone()))));
 
     let creating = StoredValue::new(false);
     Effect::new(move |_| {
@@ -187,15 +182,8 @@ pub fn Viewer(
             publish_hook(false, None, &mesh_id);
         }
         spawn_local(async move {
-            let result = load(
-                handle,
-                &url,
-                wireframe.get_untracked(),
-                albedo_only.get_untracked(),
-                ticket,
-                generation,
-            )
-            .await;
+            let result =
+                load(handle, &url, wireframe.get_untracked(), albedo_only.get_untracked(), ticket, generation).await;
             if generation.try_get_value() != Some(ticket) {
                 return; // superseded by a newer mesh (the final asset after a preview)
             }
@@ -228,8 +216,7 @@ pub fn Viewer(
         }
     });
 
-    let download =
-        move || mesh.with(|m| m.as_ref().map(|m| (m.urls.glb.clone(), download_name(m))));
+    let download = move || mesh.with(|m| m.as_ref().map(|m| (m.urls.glb.clone(), download_name(m))));
     view! {
         <div class="viewer" data-testid=testid data-status=move || match status.get() {
             ViewerStatus::Empty => "empty",
@@ -313,24 +300,16 @@ async fn load(
     ticket: u64,
     generation: StoredValue<u64>,
 ) -> Result<(u64, u64), String> {
-    let bytes = api::bytes(url)
-        .await
-        .map_err(|e| format!("could not download the mesh: {e}"))?;
+    let bytes = api::bytes(url).await.map_err(|e| format!("could not download the mesh: {e}"))?;
     if generation.try_get_value() != Some(ticket) {
         return Err("superseded".into());
     }
     let promise = handle
-        .try_with_value(|h| {
-            h.as_ref()
-                .map(|h| show_glb(h, &bytes, wireframe, albedo_only))
-        })
+        .try_with_value(|h| h.as_ref().map(|h| show_glb(h, &bytes, wireframe, albedo_only)))
         .flatten()
         .ok_or_else(|| "the viewer is gone".to_owned())?
         .map_err(|e| js_error_text(&e))?;
-    let stats: MeshStats = JsFuture::from(promise)
-        .await
-        .map_err(|e| js_error_text(&e))?
-        .unchecked_into();
+    let stats: MeshStats = JsFuture::from(promise).await.map_err(|e| js_error_text(&e))?.unchecked_into();
     Ok((stats.vertices() as u64, stats.faces() as u64))
 }
 
@@ -383,26 +362,14 @@ mod tests {
         )
         .expect("metadata parses");
         metadata.source_name = source.map(str::to_owned);
-        MeshEntry {
-            id: "01M".into(),
-            metadata,
-            urls: sf3d_shared::MeshUrls::for_mesh("01M"),
-            cached: false,
-        }
+        MeshEntry { id: "01M".into(), metadata, urls: sf3d_shared::MeshUrls::for_mesh("01M"), cached: false }
     }
 
     #[test]
     fn download_names_use_the_source_stem() {
         assert_eq!(download_name(&entry(Some("shirt.png"))), "shirt-01M.glb");
-        assert_eq!(
-            download_name(&entry(Some("archive.tar.png"))),
-            "archive.tar-01M.glb"
-        );
+        assert_eq!(download_name(&entry(Some("archive.tar.png"))), "archive.tar-01M.glb");
         assert_eq!(download_name(&entry(None)), "01M.glb");
-        assert_eq!(
-            download_name(&entry(Some("../x/evil.png"))),
-            "01M.glb",
-            "no paths"
-        );
+        assert_eq!(download_name(&entry(Some("../x/evil.png"))), "01M.glb", "no paths");
     }
 }
