@@ -259,6 +259,6 @@ async fn full_queue_is_429_with_retry_after() {
     }
     println!("{statuses:?}");
     assert!(statuses.iter().any(|s| s.0 == 200));
-    assert!(statuses.iter().any(|s| *s == (429, true)), "{statuses:?}");
+    assert!(statuses.contains(&(429, true)), "{statuses:?}");
     srv.stop().await;
 }

@@ -76,8 +76,6 @@ impl Default for Options {
 pub struct TestServer {
     /// `http://127.0.0.1:PORT`.
     pub base: String,
-    /// The data folder.
-    pub data: PathBuf,
     server: Option<Server>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -111,7 +109,7 @@ impl TestServer {
         let task = tokio::spawn(sf3d_backend::serve(listener, state, async move {
             let _ = rx.await;
         }));
-        Self { base: format!("http://{addr}"), data, server: Some(server), stop: Some(tx), task: Some(task) }
+        Self { base: format!("http://{addr}"), server: Some(server), stop: Some(tx), task: Some(task) }
     }
 
     /// `ws://…/ws` (with `?token=` when given).
