@@ -217,7 +217,7 @@ fn run_reuses_its_scene_code_cache() {
     };
     let (first, _) = run("o1", &[]);
     assert!(first.timings.iter().all(|t| t.state != sf3d_shared::StageState::Cached));
-    let (second, _) = run("o2", &["--remesh", "none", "--texture-resolution", "1024"]);
+    let (second, _) = run("o2", &["--remesh", "none", "--background", "auto"]);
     let cached: Vec<_> =
         second.timings.iter().filter(|t| t.state == sf3d_shared::StageState::Cached).map(|t| t.stage).collect();
     assert_eq!(cached.len(), 7, "{cached:?}");
