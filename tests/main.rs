@@ -5,6 +5,8 @@
 
 /// The headless-Chromium UI test (run by `cargo xtask test`: needs the built UI and Chromium).
 mod browser;
+/// The snippets of docs/clients.md, executed.
+mod clients;
 /// REST: generation, seed aliases, limits, auth, gallery persistence, regenerate.
 mod http_api;
 /// Server, clients and fixtures shared by the tests.

@@ -82,6 +82,15 @@ fn io(path: &Path, source: std::io::Error) -> GalleryError {
     GalleryError::Io { path: path.to_path_buf(), source }
 }
 
+/// A new id: a ULID, strictly increasing even within one millisecond, so ids sort in creation order.
+pub fn new_id() -> String {
+    static GENERATOR: Mutex<Option<ulid::Generator>> = Mutex::new(None);
+    let mut g = GENERATOR.lock().unwrap_or_else(|p| p.into_inner());
+    let generator = g.get_or_insert_with(ulid::Generator::new);
+    // Overflow of the random part within one millisecond (2^80 ids) cannot happen in practice; fall back anyway.
+    generator.generate().unwrap_or_else(|_| ulid::Ulid::new()).to_string()
+}
+
 /// Whether `id` is a well-formed ULID (26 Crockford base-32 characters) — the only ids we create.
 pub fn is_valid_id(id: &str) -> bool {
     id.len() == 26 && id.bytes().all(|b| b.is_ascii_digit() || (b.is_ascii_uppercase() && !b"ILOU".contains(&b)))
@@ -352,12 +361,11 @@ mod tests {
     #[test]
     fn insert_list_page_delete_and_survive_reopen() {
         let dir = temp_dir("crud");
-        let ids: Vec<String> = (0..5).map(|_| ulid::Ulid::new().to_string()).collect();
+        let ids: Vec<String> = (0..5).map(|_| new_id()).collect();
         {
             let g = Gallery::open(&dir).unwrap();
             for id in &ids {
                 g.insert(&new_mesh(id)).unwrap();
-                std::thread::sleep(std::time::Duration::from_millis(2));
             }
             let page = g.list(2, None).unwrap();
             assert_eq!(
@@ -382,7 +390,7 @@ mod tests {
     fn rows_whose_files_vanished_are_skipped_and_orphans_cleaned() {
         let dir = temp_dir("vanish");
         let g = Gallery::open(&dir).unwrap();
-        let (a, b) = (ulid::Ulid::new().to_string(), ulid::Ulid::new().to_string());
+        let (a, b) = (new_id(), new_id());
         g.insert(&new_mesh(&a)).unwrap();
         g.insert(&new_mesh(&b)).unwrap();
         std::fs::remove_dir_all(g.mesh_dir(&a).unwrap()).unwrap();

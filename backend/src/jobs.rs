@@ -85,7 +85,7 @@ impl Job {
     fn new(request: JobRequest) -> Self {
         let (tx, _) = broadcast::channel(EVENT_BUFFER);
         Self {
-            id: ulid::Ulid::new().to_string(),
+            id: crate::gallery::new_id(),
             request: Mutex::new(Some(request)),
             inner: Mutex::new(JobInner {
                 state: JobState::Queued,

@@ -128,8 +128,8 @@ pub fn open_device(choice: DeviceChoice) -> anyhow::Result<(Device, DeviceInfo)>
 #[cfg(feature = "cuda")]
 fn cuda_device(n: usize) -> anyhow::Result<(Device, DeviceInfo)> {
     let dev = Device::new_cuda(n).with_context(|| format!("cannot open CUDA device {n}"))?;
-    let info = sf3d::cuda_info::describe(&dev, n);
-    Ok((dev, info))
+    let name = std::env::var("SF3D_GPU_NAME").unwrap_or_else(|_| "NVIDIA GPU".into());
+    Ok((dev, DeviceInfo { kind: DeviceKind::Cuda, name: format!("cuda:{n} {name}"), memory_total_bytes: None }))
 }
 
 #[cfg(not(feature = "cuda"))]

@@ -223,7 +223,7 @@ fn store(
     params: &GenerateParams,
     preview: bool,
 ) -> Result<(String, MeshMetadata), ApiError> {
-    let mesh_id = ulid::Ulid::new().to_string();
+    let mesh_id = crate::gallery::new_id();
     let mut timings = src.encode_timings.clone();
     timings.extend(ext.timings.iter().copied());
     let mut metadata = engine.pipeline.metadata(&src.encoded, ext, params, timings, now_rfc3339());

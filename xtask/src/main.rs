@@ -25,6 +25,9 @@ const DEFAULT_ADDR: (&str, &str) = ("127.0.0.1", "9299");
 /// Debian's Chromium for the browser tests (the version ../shared/docs/toolchain.md verified).
 const CHROMIUM_VERSION: &str = "156.0.8078.108-1~deb12u1";
 const CHROMIUM: &str = "/usr/bin/chromium";
+/// Python packages of the documented clients (docs/clients.md), pinned.
+const PYTHON_PACKAGES: [&str; 2] = ["requests==2.32.3", "websockets==13.1"];
+const PYTHON_PACKAGES_VERSIONS: &str = "2.32.3 13.1";
 
 type Result<T = ()> = std::result::Result<T, String>;
 
@@ -197,7 +200,19 @@ fn setup() -> Result {
         run_cmd(c)?;
     }
 
-    // 5. three.js files the page imports (copied from node_modules so the build needs no network).
+    // 5. The Python packages the client examples of docs/clients.md import (tests run them), pinned.
+    let have_py = output_of({
+        let mut c = cmd("python3");
+        c.args(["-c", "import requests, websockets; print(requests.__version__, websockets.__version__)"]);
+        c
+    });
+    if have_py.as_deref() != Some(PYTHON_PACKAGES_VERSIONS) {
+        let mut c = cmd("python3");
+        c.args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"]).args(PYTHON_PACKAGES);
+        run_cmd(c)?;
+    }
+
+    // 6. three.js files the page imports (copied from node_modules so the build needs no network).
     vendor_three()?;
     Ok(())
 }

@@ -28,17 +28,24 @@ impl PixelShuffleUpsampleNetwork {
         Ok(Self { convs, scale: cfg.scale_factor })
     }
 
-    /// `[B, 3, C, P, P]` → `[B, 3, C', rP, rP]`.
+    /// `[B, 3, C, P, P]` → `[B, 3, C', rP, rP]`. Planes are processed one at a time (the convolution's
+    /// im2col buffer of one plane is already 340 MB at the release size).
     pub fn forward(&self, planes: &Tensor) -> Result<Tensor> {
         let (b, np, c, h, w) = planes.dims5()?;
-        let mut x = planes.reshape((b * np, c, h, w))?;
-        for (i, conv) in self.convs.iter().enumerate() {
-            x = conv.forward(&x)?;
-            if i + 1 < self.convs.len() {
-                x = x.relu()?;
-            }
-        }
-        let x = pixel_shuffle(&x, self.scale)?;
+        let flat = planes.reshape((b * np, c, h, w))?;
+        let outs = (0..b * np)
+            .map(|i| {
+                let mut x = flat.narrow(0, i, 1)?;
+                for (k, conv) in self.convs.iter().enumerate() {
+                    x = conv.forward(&x)?;
+                    if k + 1 < self.convs.len() {
+                        x = x.relu()?;
+                    }
+                }
+                pixel_shuffle(&x, self.scale)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let x = Tensor::cat(&outs, 0)?;
         let (_, c2, h2, w2) = x.dims4()?;
         x.reshape((b, np, c2, h2, w2))
     }
