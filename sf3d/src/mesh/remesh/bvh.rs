@@ -115,16 +115,22 @@ impl TriangleBvh {
                 slot: hint,
             };
         }
-        let mut stack = [0u32; 64];
-        let mut top = 1usize;
-        stack[0] = 0;
+        // (node, squared distance to its box); children farther than the best hit are never pushed, and a popped
+        // node is skipped if the best hit improved past it meanwhile.
+        let mut stack = [(0u32, 0f32); 64];
+        let mut top = 0usize;
+        let root_dist = box_dist_sq(p, &self.nodes[0]);
+        if root_dist < best.dist_sq {
+            stack[0] = (0, root_dist);
+            top = 1;
+        }
         while top > 0 {
             top -= 1;
-            let ni = stack[top] as usize;
-            let node = &self.nodes[ni];
-            if box_dist_sq(p, node) >= best.dist_sq {
+            let (ni, dist) = stack[top];
+            if dist >= best.dist_sq {
                 continue;
             }
+            let node = &self.nodes[ni as usize];
             if node.count > 0 {
                 let first = node.first_or_right as usize;
                 for s in first..first + node.count as usize {
@@ -138,17 +144,24 @@ impl TriangleBvh {
                         };
                     }
                 }
-            } else if top + 2 <= stack.len() {
-                let (l, r) = (ni as u32 + 1, node.first_or_right);
-                let (dl, dr) = (
-                    box_dist_sq(p, &self.nodes[l as usize]),
-                    box_dist_sq(p, &self.nodes[r as usize]),
-                );
-                // Push the farther child first so the nearer one is searched first.
-                let (far, near) = if dl <= dr { (r, l) } else { (l, r) };
-                stack[top] = far;
-                stack[top + 1] = near;
-                top += 2;
+                continue;
+            }
+            let (l, r) = (ni + 1, node.first_or_right);
+            let (dl, dr) = (
+                box_dist_sq(p, &self.nodes[l as usize]),
+                box_dist_sq(p, &self.nodes[r as usize]),
+            );
+            // Push the farther child first so the nearer one is searched first.
+            let (near, far) = if dl <= dr {
+                ((l, dl), (r, dr))
+            } else {
+                ((r, dr), (l, dl))
+            };
+            for child in [far, near] {
+                if child.1 < best.dist_sq && top < stack.len() {
+                    stack[top] = child;
+                    top += 1;
+                }
             }
         }
         best

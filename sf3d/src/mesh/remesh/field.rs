@@ -133,11 +133,16 @@ pub(crate) fn solve(
     let mut o = levels[coarsest].graph.pos.clone();
     for l in (0..=coarsest).rev() {
         let level = &levels[l];
+        let ts: Vec<[f32; 3]> = qs[l]
+            .iter()
+            .zip(&level.graph.nrm)
+            .map(|(&q, &n)| cross(n, q))
+            .collect();
         for _ in 0..SWEEPS_PER_LEVEL {
             for phase in &level.phases {
                 let upd: Vec<[f32; 3]> = phase
                     .par_iter()
-                    .map(|&i| smooth_position(&level.graph, &qs[l], &o, i, spacing, inv))
+                    .map(|&i| smooth_position(&level.graph, &qs[l], &ts, &o, i, spacing, inv))
                     .collect();
                 for (&i, v) in phase.iter().zip(upd) {
                     o[i as usize] = v;
@@ -450,115 +455,161 @@ pub(crate) fn middle_point(p0: [f32; 3], n0: [f32; 3], p1: [f32; 3], n1: [f32; 3
     )
 }
 
-/// Integer lattice coordinates of `p` relative to origin `o` in the frame `(q, n × q)`, rounded down.
-fn lattice_floor(o: [f32; 3], q: [f32; 3], n: [f32; 3], p: [f32; 3], inv: f32) -> [i32; 2] {
-    let t = cross(n, q);
-    let d = sub(p, o);
-    [
-        (dot(q, d) * inv).floor() as i32,
-        (dot(t, d) * inv).floor() as i32,
-    ]
+/// One vertex's lattice: position `p`, unit normal `n`, frame `(q, t = n × q)`, origin `o`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Frame {
+    pub(crate) p: [f32; 3],
+    pub(crate) n: [f32; 3],
+    pub(crate) q: [f32; 3],
+    pub(crate) t: [f32; 3],
+    pub(crate) o: [f32; 3],
 }
 
-/// The lattice point `o + spacing·(a·q + b·t)`.
-fn lattice_point(o: [f32; 3], q: [f32; 3], t: [f32; 3], ab: [i32; 2], spacing: f32) -> [f32; 3] {
-    add(
-        o,
-        scale(add(scale(q, ab[0] as f32), scale(t, ab[1] as f32)), spacing),
-    )
-}
+impl Frame {
+    /// The frame of a vertex at `p` with normal `n`, cross representative `q` and lattice origin `o`.
+    pub(crate) fn new(p: [f32; 3], n: [f32; 3], q: [f32; 3], o: [f32; 3]) -> Self {
+        Self {
+            p,
+            n,
+            q,
+            t: cross(n, q),
+            o,
+        }
+    }
 
-/// The lattice point of `(o, q, n)` nearest `p`.
-pub(crate) fn lattice_round(
-    o: [f32; 3],
-    q: [f32; 3],
-    n: [f32; 3],
-    p: [f32; 3],
-    spacing: f32,
-    inv: f32,
-) -> [f32; 3] {
-    let t = cross(n, q);
-    let d = sub(p, o);
-    lattice_point(
-        o,
-        q,
-        t,
+    /// Integer coordinates of `x` in this lattice, rounded down.
+    fn floor(&self, x: [f32; 3], inv: f32) -> [i32; 2] {
+        let d = sub(x, self.o);
         [
-            (dot(q, d) * inv).round() as i32,
-            (dot(t, d) * inv).round() as i32,
-        ],
-        spacing,
-    )
+            (dot(self.q, d) * inv).floor() as i32,
+            (dot(self.t, d) * inv).floor() as i32,
+        ]
+    }
+
+    /// The lattice point with integer coordinates `ab`.
+    fn point(&self, ab: [i32; 2], spacing: f32) -> [f32; 3] {
+        add(
+            self.o,
+            scale(
+                add(scale(self.q, ab[0] as f32), scale(self.t, ab[1] as f32)),
+                spacing,
+            ),
+        )
+    }
+
+    /// The lattice point nearest `x`.
+    fn round(&self, x: [f32; 3], spacing: f32, inv: f32) -> [f32; 3] {
+        let d = sub(x, self.o);
+        self.point(
+            [
+                (dot(self.q, d) * inv).round() as i32,
+                (dot(self.t, d) * inv).round() as i32,
+            ],
+            spacing,
+        )
+    }
+}
+
+/// The pair of lattice points two vertices agree on best; see [`compat_position`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LatticeMatch {
+    /// Integer coordinates of the first vertex's point in its own lattice.
+    pub(crate) a: [i32; 2],
+    /// Integer coordinates of the second vertex's point in its own lattice.
+    pub(crate) b: [i32; 2],
+    /// The first vertex's point.
+    pub(crate) pa: [f32; 3],
+    /// The second vertex's point.
+    pub(crate) pb: [f32; 3],
+    /// Squared distance between them.
+    pub(crate) err: f32,
 }
 
 /// Of the four lattice points around the middle of two vertices in each of their lattices, the pair that is
-/// closest: returns their integer coordinates (relative to each vertex's own origin and frame) and the squared
-/// distance between them.
-#[allow(clippy::too_many_arguments)] // the two vertices' (position, normal, frame, origin) as in the paper
-pub(crate) fn compat_position_index(
-    p0: [f32; 3],
-    n0: [f32; 3],
-    q0: [f32; 3],
-    o0: [f32; 3],
-    p1: [f32; 3],
-    n1: [f32; 3],
-    q1: [f32; 3],
-    o1: [f32; 3],
-    spacing: f32,
-    inv: f32,
-) -> ([i32; 2], [i32; 2], f32) {
-    let (t0, t1) = (cross(n0, q0), cross(n1, q1));
-    let middle = middle_point(p0, n0, p1, n1);
-    let (f0, f1) = (
-        lattice_floor(o0, q0, n0, middle, inv),
-        lattice_floor(o1, q1, n1, middle, inv),
+/// closest (paper §4, extrinsic 4-PoSy).
+pub(crate) fn compat_position(f0: &Frame, f1: &Frame, spacing: f32, inv: f32) -> LatticeMatch {
+    let middle = middle_point(f0.p, f0.n, f1.p, f1.n);
+    let (a0, b0) = (f0.floor(middle, inv), f1.floor(middle, inv));
+    let (base0, base1) = (f0.point(a0, spacing), f1.point(b0, spacing));
+    let (q0, t0, q1, t1) = (
+        scale(f0.q, spacing),
+        scale(f0.t, spacing),
+        scale(f1.q, spacing),
+        scale(f1.t, spacing),
     );
-    let mut best = ([0; 2], [0; 2], f32::INFINITY);
-    for i in 0..4 {
-        let a = [f0[0] + (i & 1), f0[1] + (i >> 1)];
-        let pa = lattice_point(o0, q0, t0, a, spacing);
-        for j in 0..4 {
-            let b = [f1[0] + (j & 1), f1[1] + (j >> 1)];
-            let d = sub(pa, lattice_point(o1, q1, t1, b, spacing));
+    // Candidate k adds (k & 1) steps along q and (k >> 1) along t.
+    let c0 = [
+        base0,
+        add(base0, q0),
+        add(base0, t0),
+        add(add(base0, q0), t0),
+    ];
+    let c1 = [
+        base1,
+        add(base1, q1),
+        add(base1, t1),
+        add(add(base1, q1), t1),
+    ];
+    let mut best = (0usize, 0usize, f32::INFINITY);
+    for (i, x) in c0.iter().enumerate() {
+        for (j, y) in c1.iter().enumerate() {
+            let d = sub(*x, *y);
             let cost = dot(d, d);
             if cost < best.2 {
-                best = (a, b, cost);
+                best = (i, j, cost);
             }
         }
     }
-    best
+    let (i, j, err) = best;
+    let step = |k: usize| [(k & 1) as i32, (k >> 1) as i32];
+    let (si, sj) = (step(i), step(j));
+    LatticeMatch {
+        a: [a0[0] + si[0], a0[1] + si[1]],
+        b: [b0[0] + sj[0], b0[1] + sj[1]],
+        pa: c0[i],
+        pb: c1[j],
+        err,
+    }
 }
 
 fn smooth_position(
     g: &Graph,
     q: &[[f32; 3]],
+    t: &[[f32; 3]],
     o: &[[f32; 3]],
     i: u32,
     spacing: f32,
     inv: f32,
 ) -> [f32; 3] {
     let i = i as usize;
-    let (n_i, v_i, q_i) = (g.nrm[i], g.pos[i], q[i]);
-    let t_i = cross(n_i, q_i);
-    let mut sum = o[i];
+    let mut me = Frame {
+        p: g.pos[i],
+        n: g.nrm[i],
+        q: q[i],
+        t: t[i],
+        o: o[i],
+    };
     let mut weight_sum = 0f32;
     for k in g.links(i) {
         let (j, w) = (g.adj[k] as usize, g.weight[k]);
         if w == 0.0 {
             continue;
         }
-        let (a, b, _) = compat_position_index(
-            v_i, n_i, q_i, sum, g.pos[j], g.nrm[j], q[j], o[j], spacing, inv,
-        );
-        let pa = lattice_point(sum, q_i, t_i, a, spacing);
-        let pb = lattice_point(o[j], q[j], cross(g.nrm[j], q[j]), b, spacing);
-        sum = add(scale(pa, weight_sum), scale(pb, w));
+        let other = Frame {
+            p: g.pos[j],
+            n: g.nrm[j],
+            q: q[j],
+            t: t[j],
+            o: o[j],
+        };
+        let m = compat_position(&me, &other, spacing, inv);
+        let mut sum = add(scale(m.pa, weight_sum), scale(m.pb, w));
         weight_sum += w;
         sum = scale(sum, 1.0 / weight_sum);
-        sum = sub(sum, scale(n_i, dot(n_i, sub(sum, v_i))));
+        me.o = sub(sum, scale(me.n, dot(me.n, sub(sum, me.p))));
     }
     if weight_sum > 0.0 {
-        lattice_round(sum, q_i, n_i, v_i, spacing, inv)
+        me.round(me.p, spacing, inv)
     } else {
         o[i]
     }

@@ -255,32 +255,31 @@ impl<'s> Work<'s> {
     /// degenerate or turns over. Returns the number of vertices moved.
     pub(crate) fn relax_and_project(&mut self, relax: bool) -> usize {
         let he = &self.he;
-        let targets: Vec<[f32; 3]> = (0..he.vertex_slots() as u32)
-            .into_par_iter()
-            .map_init(Vec::new, |buf, v| {
+        let movable: Vec<u32> = (0..he.vertex_slots() as u32)
+            .filter(|&v| he.vertex_alive(v) && !he.is_boundary(v))
+            .collect();
+        let (targets, hints): (Vec<[f32; 3]>, Vec<u32>) = movable
+            .par_iter()
+            .map_init(Vec::new, |buf, &v| {
                 let p = he.pos[v as usize];
-                if !relax || !he.vertex_alive(v) || he.is_boundary(v) {
-                    return p;
+                let hint = self.hint[v as usize];
+                if !relax {
+                    return (p, hint);
                 }
                 buf.clear();
                 he.neighbors(v, buf);
-                let mut c = [0f32; 3];
-                for &u in buf.iter() {
-                    c = add(c, he.pos[u as usize]);
-                }
+                let c = buf
+                    .iter()
+                    .fold([0f32; 3], |c, &u| add(c, he.pos[u as usize]));
                 let d = sub(scale(c, 1.0 / buf.len().max(1) as f32), p);
                 let n = he.vertex_normal(v);
-                sub(add(p, d), scale(n, dot(n, d)))
+                (sub(add(p, d), scale(n, dot(n, d))), hint)
             })
-            .collect();
-        let hits = self.surface.project_many(&targets, &self.hint);
+            .unzip();
+        let hits = self.surface.project_many(&targets, &hints);
         let mut moved = 0;
         let mut buf = Vec::new();
-        for (v, hit) in hits.iter().enumerate() {
-            let v = v as u32;
-            if !self.he.vertex_alive(v) || self.he.is_boundary(v) {
-                continue;
-            }
+        for (&v, hit) in movable.iter().zip(&hits) {
             if self.move_keeps_shape(v, hit.point, &mut buf) {
                 self.he.pos[v as usize] = hit.point;
                 self.hint[v as usize] = hit.slot;

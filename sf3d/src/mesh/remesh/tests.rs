@@ -604,6 +604,19 @@ fn quad_golden_marching_tets() {
     }
 }
 
+/// Same input, same output: the fields start from a seeded random state and every parallel step is order-free.
+#[test]
+fn quad_is_deterministic() {
+    let input = torus(1.0, 0.4, 48, 24);
+    let options = QuadOptions {
+        target_vertices: 300,
+        ..Default::default()
+    };
+    let a = quad_remesh(&input, &options, &mut NoProgress).unwrap();
+    let b = quad_remesh(&input, &options, &mut NoProgress).unwrap();
+    assert_eq!(a, b);
+}
+
 /// Quads triangulate as (a, b, c), (a, c, d), as trimesh does for the reference.
 #[test]
 fn quad_triangulation_convention() {
