@@ -12,17 +12,18 @@ use std::collections::BinaryHeap;
 
 use crate::error::{Error, Result};
 use crate::mesh::remesh::halfedge::{HalfEdgeMesh, NONE};
-use crate::mesh::remesh::passes::{COLLAPSE_MIN_COS, CollapseGuard, Work};
+use crate::mesh::remesh::passes::{CollapseGuard, Work};
 use crate::mesh::remesh::surface::Surface;
-use crate::mesh::remesh::triangle::{DEGENERATE_AREA_RATIO, edge_length_for};
-use crate::mesh::remesh::{Steps, compact_faces, surface_area};
+use crate::mesh::remesh::triangle::{DEGENERATE_AREA_RATIO, REPAIR_ROUNDS, edge_length_for};
+use crate::mesh::remesh::{Steps, check_indices, compact_faces, count_referenced, surface_area};
 use crate::mesh::{TriMesh, cross, length, sub};
 use crate::progress::Progress;
 
 /// meshoptimizer's error bound, relative to the mesh extent: 1 (the whole extent) means "no bound", so the
 /// vertex target alone decides where to stop.
 const MESHOPT_UNBOUNDED_ERROR: f32 = 1.0;
-/// The fallback decimator may move the surface by up to this times the target edge length per collapse.
+/// The fallback decimator (and the repair of meshoptimizer's output) may move the surface by up to this times the
+/// target edge length per collapse.
 const FALLBACK_MAX_DEVIATION_RATIO: f32 = 0.5;
 /// Collapses between two cancellation checks of the shortest-edge decimation.
 const COLLAPSES_PER_CHECK: usize = 4096;
@@ -41,7 +42,8 @@ const COLLAPSES_PER_CHECK: usize = 4096;
 ///
 /// When the input is an oriented manifold the output is one too: should meshoptimizer pinch a thin neck into a
 /// non-manifold edge (it does on tiny-a below ≈ 1500 vertices), the decimation is redone by shortest-edge collapse
-/// under the link condition (the reference's own decimation method, spec §5.6), and that is logged.
+/// under the link condition (the reference's own decimation method, spec §5.6), and that is logged. A manifold
+/// result then goes through the remeshers' repair of degenerate and folded triangles (against the input).
 pub fn decimate(
     mesh: &TriMesh,
     target_vertices: u32,
@@ -50,10 +52,11 @@ pub fn decimate(
     if target_vertices == 0 {
         return Err(sf3d_shared::ParamError::new("vertex_count", "must be positive").into());
     }
-    let checked = TriMesh::new(mesh.positions.clone(), mesh.faces.clone())?;
-    let used = count_used_vertices(&checked);
+    check_indices(mesh)?;
+    let checked = mesh;
+    let used = count_referenced(checked);
     if used <= target_vertices as usize || checked.faces.is_empty() {
-        return Ok(checked);
+        return Ok(checked.clone());
     }
     progress.report(0, 1)?;
     let indices: Vec<u32> = checked.faces.iter().flatten().copied().collect();
@@ -87,19 +90,35 @@ pub fn decimate(
         .collect();
     let out = compact_faces(&checked.positions, remove_pillows(faces));
     progress.report(1, 1)?;
-    // meshoptimizer can pinch a thin neck into an edge shared by four faces. A manifold input deserves a manifold
-    // output: redo it with the link-condition decimator, which cannot do that.
-    if let Err(e) = HalfEdgeMesh::from_trimesh(&out)
-        && HalfEdgeMesh::from_trimesh(&checked).is_ok()
-    {
-        tracing::info!(problem = %e, "meshoptimizer broke the manifold; decimating by edge collapse instead");
-        return decimate_manifold(&checked, target_vertices, progress);
+    match HalfEdgeMesh::from_trimesh(&out) {
+        // A manifold result gets the remeshers' repair against the input: meshoptimizer guards against flips
+        // relative to its own intermediate mesh, not against the input surface.
+        Ok(he) => {
+            let surface = Surface::new(checked);
+            let length = edge_length_for(surface_area(checked), f64::from(target_vertices));
+            let min_cross = 2.0 * DEGENERATE_AREA_RATIO * length * length;
+            let mut work = Work::new(
+                he,
+                &surface,
+                min_cross,
+                FALLBACK_MAX_DEVIATION_RATIO * length,
+            );
+            work.init_hints();
+            work.repair(REPAIR_ROUNDS);
+            Ok(work.he.to_trimesh().0)
+        }
+        // meshoptimizer can pinch a thin neck into an edge shared by four faces. A manifold input deserves a
+        // manifold output: redo it with the link-condition decimator, which cannot do that.
+        Err(e) if HalfEdgeMesh::from_trimesh(checked).is_ok() => {
+            tracing::info!(problem = %e, "meshoptimizer broke the manifold; decimating by edge collapse instead");
+            decimate_manifold(checked, target_vertices, progress)
+        }
+        Err(_) => Ok(out),
     }
-    Ok(out)
 }
 
 /// Decimates a manifold mesh by shortest-edge collapse under the link condition (see
-/// [`collapse_shortest_edges`]): the fallback of [`decimate`].
+/// [`collapse_shortest_edges`]), survivors projected onto the input: the fallback of [`decimate`].
 fn decimate_manifold(
     mesh: &TriMesh,
     target_vertices: u32,
@@ -115,8 +134,17 @@ fn decimate_manifold(
         min_cross,
         FALLBACK_MAX_DEVIATION_RATIO * length,
     );
-    let mut steps = Steps::new(progress, 1);
-    collapse_shortest_edges(&mut work, target_vertices as usize, &mut steps)?;
+    let mut steps = Steps::new(progress, 2);
+    work.init_hints();
+    collapse_shortest_edges(
+        &mut work,
+        target_vertices as usize,
+        CollapseGuard::OnSurface,
+        &mut steps,
+    )?;
+    steps.step()?;
+    // Slivers without a short edge are not collapsed by the shortest-edge order; clear them.
+    work.repair(REPAIR_ROUNDS);
     steps.step()?;
     Ok(work.he.to_trimesh().0)
 }
@@ -165,22 +193,13 @@ fn remove_pillows(faces: Vec<[u32; 3]>) -> Vec<[u32; 3]> {
         .collect()
 }
 
-/// Number of vertices referenced by a face.
-fn count_used_vertices(mesh: &TriMesh) -> usize {
-    let mut used = vec![false; mesh.positions.len()];
-    mesh.faces
-        .iter()
-        .flatten()
-        .for_each(|&i| used[i as usize] = true);
-    used.iter().filter(|&&u| u).count()
-}
-
 /// Collapses the shortest collapsible edge, again and again, until `work` has at most `target_vertices` live
-/// vertices or no edge may collapse (link condition, boundary rule, the collapse guard of
-/// [`Work::collapse_short_edges`]). Survivors go to the edge midpoint. Returns the number of collapses.
+/// vertices or no edge may collapse (link condition, boundary rule, `guard`, which also decides where survivors
+/// go). Returns the number of collapses.
 pub(crate) fn collapse_shortest_edges(
     work: &mut Work<'_>,
     target_vertices: usize,
+    guard: CollapseGuard,
     steps: &mut Steps<'_>,
 ) -> Result<usize> {
     // Lazy-deletion heap of (squared length bits, a, b, version of a, version of b); non-negative f32 bits order
@@ -214,7 +233,7 @@ pub(crate) fn collapse_shortest_edges(
         let Some(h) = work.he.find_half_edge(a, b) else {
             continue;
         };
-        if !work.try_collapse_edge(h, f32::INFINITY, CollapseGuard::Turn(COLLAPSE_MIN_COS)) {
+        if !work.try_collapse_edge(h, f32::INFINITY, guard) {
             continue;
         }
         collapses += 1;

@@ -144,7 +144,8 @@ impl<'s> Work<'s> {
     }
 
     /// Tries to collapse the edge of `h` in whichever direction is allowed (see
-    /// [`Work::collapse_short_edges`]); `guard` decides what a surviving triangle may become.
+    /// [`Work::collapse_short_edges`]); `guard` decides where the survivor goes and what a surviving triangle may
+    /// become.
     pub(crate) fn try_collapse_edge(&mut self, h: u32, max_sq: f32, guard: CollapseGuard) -> bool {
         let t = self.he.twin(h);
         if t == NONE {
@@ -152,16 +153,24 @@ impl<'s> Work<'s> {
         }
         let (a, b) = (self.he.origin(h), self.he.origin(t));
         let (pa, pb) = (self.he.pos[a as usize], self.he.pos[b as usize]);
+        let mid = scale(add(pa, pb), 0.5);
+        let mut projected = None;
         // (half-edge to collapse, position of the survivor): an interior end moves onto a boundary end; two
-        // interior ends meet at the midpoint, or, under the surface guard, at either end.
+        // interior ends meet at the midpoint (projected onto the surface under `OnSurface`), or, under the
+        // `Surface` guard, at either end.
         let candidates: &[(u32, [f32; 3])] = match (self.he.is_boundary(a), self.he.is_boundary(b))
         {
             (true, true) => return false,
             (true, false) => &[(t, pa)],
             (false, true) => &[(h, pb)],
             (false, false) => match guard {
-                CollapseGuard::Turn(_) => &[(h, scale(add(pa, pb), 0.5))],
-                CollapseGuard::Surface => &[(h, scale(add(pa, pb), 0.5)), (h, pb), (t, pa)],
+                CollapseGuard::Turn(_) => &[(h, mid)],
+                CollapseGuard::Surface => &[(h, mid), (h, pb), (t, pa)],
+                CollapseGuard::OnSurface => {
+                    let hit = self.surface.project(mid, self.hint[a as usize]);
+                    projected = Some(hit.slot);
+                    &[(h, hit.point)]
+                }
             },
         };
         // The link condition does not depend on the direction once the boundary rule is met.
@@ -169,22 +178,29 @@ impl<'s> Work<'s> {
             return false;
         }
         for &(hh, p) in candidates {
+            let shape = |min_cos| ShapeGuard {
+                min_cross: self.min_cross,
+                min_cos,
+                max_len_sq: max_sq,
+                max_dev: self.max_dev,
+            };
             let ok = match guard {
-                CollapseGuard::Turn(min_cos) => self.he.collapse_keeps_shape(
-                    hh,
-                    p,
-                    &ShapeGuard {
-                        min_cross: self.min_cross,
-                        min_cos,
-                        max_len_sq: max_sq,
-                        max_dev: self.max_dev,
-                    },
-                ),
+                CollapseGuard::Turn(min_cos) => {
+                    self.he.collapse_keeps_shape(hh, p, &shape(min_cos))
+                }
                 CollapseGuard::Surface => self.collapse_fits_surface(hh, p, max_sq),
+                CollapseGuard::OnSurface => {
+                    self.he.collapse_keeps_shape(hh, p, &shape(-1.0))
+                        && self.collapse_fits_surface(hh, p, max_sq)
+                }
             };
             if ok {
-                // The survivor keeps its projection hint: it moved by half an edge at most.
-                self.he.collapse(hh, p);
+                // The survivor keeps its projection hint (it moved by half an edge at most) unless it was just
+                // projected.
+                let survivor = self.he.collapse(hh, p);
+                if let Some(slot) = projected {
+                    self.hint[survivor as usize] = slot;
+                }
                 return true;
             }
         }
@@ -489,7 +505,11 @@ pub(crate) fn repair_only(mesh: &TriMesh, degenerate_ratio: f32, rounds: usize) 
 pub(crate) enum CollapseGuard {
     /// Stay non-degenerate and turn by at most acos of the value (faces already degenerate are exempt).
     Turn(f32),
-    /// Stay non-degenerate and agree with the input surface's normal (used by the repair, where the old normals
-    /// are not to be trusted).
+    /// Stay non-degenerate and not folded against the input surface's normal (used by the repair, where the old
+    /// normals are not to be trusted); the survivor may also go to either end.
     Surface,
+    /// The survivor goes to the input surface point closest to the edge midpoint; the surviving triangles must
+    /// stay non-degenerate, unfolded against the input and within the deviation bound of the removed vertices
+    /// (used by the decimation fallback, which has no relaxation pass to bring vertices back).
+    OnSurface,
 }

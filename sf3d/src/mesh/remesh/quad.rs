@@ -42,7 +42,7 @@ use crate::error::{Error, Result};
 use crate::mesh::remesh::decimate::collapse_shortest_edges;
 use crate::mesh::remesh::field::{self, Fields, Frame, Graph, compat_orientation, compat_position};
 use crate::mesh::remesh::halfedge::{HalfEdgeMesh, NONE, prev};
-use crate::mesh::remesh::passes::{Work, repair_only};
+use crate::mesh::remesh::passes::{COLLAPSE_MIN_COS, CollapseGuard, Work, repair_only};
 use crate::mesh::remesh::surface::Surface;
 use crate::mesh::remesh::triangle::{
     COLLAPSE_MAX_DEVIATION_RATIO, DEGENERATE_AREA_RATIO, REPAIR_ROUNDS, SMALL_COMPONENT_VERTICES,
@@ -198,7 +198,12 @@ pub fn quad_remesh(
     work.init_hints();
     let fine_target = FINE_VERTICES_PER_TARGET * target as usize;
     if work.he.live_vertex_count() > FINE_DECIMATE_FACTOR * fine_target {
-        collapse_shortest_edges(&mut work, fine_target, &mut steps)?;
+        collapse_shortest_edges(
+            &mut work,
+            fine_target,
+            CollapseGuard::Turn(COLLAPSE_MIN_COS),
+            &mut steps,
+        )?;
     }
     work.split_long_edges(FINE_MAX_EDGE_RATIO * spacing);
     steps.step()?;

@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::mesh::TriMesh;
 use crate::mesh::remesh::decimate::collapse_shortest_edges;
 use crate::mesh::remesh::halfedge::HalfEdgeMesh;
-use crate::mesh::remesh::passes::{Work, repair_only};
+use crate::mesh::remesh::passes::{COLLAPSE_MIN_COS, CollapseGuard, Work, repair_only};
 use crate::mesh::remesh::surface::Surface;
 use crate::mesh::remesh::{Steps, concat, split_small_components, surface_area};
 use crate::progress::Progress;
@@ -149,7 +149,12 @@ pub fn isotropic_remesh(
     work.init_hints();
     steps.step()?;
     if let Some(n) = predecimate {
-        collapse_shortest_edges(&mut work, n as usize, &mut steps)?;
+        collapse_shortest_edges(
+            &mut work,
+            n as usize,
+            CollapseGuard::Turn(COLLAPSE_MIN_COS),
+            &mut steps,
+        )?;
         steps.step()?;
     }
 
