@@ -13,6 +13,8 @@
 //! calls it with `creaseAngle = -1`, `align_to_boundaries = false`), interactive strokes and the "frozen"
 //! integer-variable mode.
 
+use std::borrow::Cow;
+
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -61,8 +63,9 @@ impl Graph {
 }
 
 #[derive(Debug, Clone)]
-struct Level {
-    graph: Graph,
+struct Level<'g> {
+    /// The graph (borrowed on the finest level).
+    graph: Cow<'g, Graph>,
     /// Independent sets of vertices, swept one after another.
     phases: Vec<Vec<u32>>,
     /// For every vertex of this level, the one or two vertices of the finer level it was merged from (the
@@ -82,7 +85,7 @@ pub(crate) struct Fields {
 /// Builds the hierarchy on `fine` and smooths both fields coarse to fine with lattice spacing `spacing`.
 /// `progress` is called after each level of each field and may stop the work by returning `false`.
 pub(crate) fn solve(
-    fine: Graph,
+    fine: &Graph,
     spacing: f32,
     mut progress: impl FnMut() -> bool,
 ) -> Option<Fields> {
@@ -169,7 +172,7 @@ pub(crate) fn solve(
 /// Copies every coarse value to the one or two finer vertices it stands for, adapted by `fit(value, finer
 /// graph, finer index)`.
 fn prolong(
-    coarse: &Level,
+    coarse: &Level<'_>,
     finer: &Graph,
     values: &[[f32; 3]],
     fit: impl Fn([f32; 3], &Graph, usize) -> [f32; 3],
@@ -187,7 +190,7 @@ fn prolong(
 
 /// The orientation of every level, taking each coarse vertex's from the first finer vertex it stands for
 /// (projected into its tangent plane).
-fn restrict_orientations(levels: &[Level], fine: Vec<[f32; 3]>) -> Vec<Vec<[f32; 3]>> {
+fn restrict_orientations(levels: &[Level<'_>], fine: Vec<[f32; 3]>) -> Vec<Vec<[f32; 3]>> {
     let mut qs = vec![fine];
     for l in 1..levels.len() {
         let g = &levels[l].graph;
@@ -220,10 +223,10 @@ fn tangent_unit(v: [f32; 3], n: [f32; 3]) -> [f32; 3] {
 
 // ---- hierarchy ---------------------------------------------------------------------------------------------
 
-fn build_hierarchy(fine: Graph) -> Vec<Level> {
-    let phases = colour(&fine);
+fn build_hierarchy(fine: &Graph) -> Vec<Level<'_>> {
+    let phases = colour(fine);
     let mut levels = vec![Level {
-        graph: fine,
+        graph: Cow::Borrowed(fine),
         phases,
         to_finer: Vec::new(),
     }];
@@ -238,7 +241,7 @@ fn build_hierarchy(fine: Graph) -> Vec<Level> {
         }
         let phases = colour(&graph);
         levels.push(Level {
-            graph,
+            graph: Cow::Owned(graph),
             phases,
             to_finer,
         });
@@ -669,7 +672,7 @@ mod tests {
         let (k, h) = (24, 0.1f32);
         let spacing = 2.0 * h;
         let g = grid(k, h);
-        let fields = solve(g.clone(), spacing, || true).unwrap();
+        let fields = solve(&g, spacing, || true).unwrap();
         let q0 = fields.q[0];
         for (i, &q) in fields.q.iter().enumerate() {
             let (a, b) = compat_orientation(q0, g.nrm[0], q, g.nrm[i]);

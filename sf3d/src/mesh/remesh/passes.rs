@@ -101,8 +101,9 @@ impl<'s> Work<'s> {
             }
             long.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
             for &(_, h) in &long {
-                // A split keeps the slot of `h` for one half, so re-check before splitting again.
-                if self.he.edge_length_sq(h) <= max_sq {
+                // Earlier splits of this pass may have given the slot of `h` to another (interior) edge; splits
+                // never make an interior slot a boundary one, but re-check both before splitting.
+                if self.he.twin(h) == NONE || self.he.edge_length_sq(h) <= max_sq {
                     continue;
                 }
                 let a = self.he.origin(h);
@@ -305,8 +306,8 @@ impl<'s> Work<'s> {
         moved
     }
 
-    /// Whether putting `v` at `p` keeps every triangle around it non-degenerate (unless it already was) and
-    /// turned by less than 90°.
+    /// Whether putting `v` at `p` keeps every triangle around it non-degenerate and turned by less than 90°; a
+    /// triangle that already was degenerate (its orientation is noise) only must not shrink further.
     fn move_keeps_shape(&self, v: u32, p: [f32; 3], buf: &mut Vec<u32>) -> bool {
         buf.clear();
         self.he.outgoing(v, buf);
@@ -317,9 +318,12 @@ impl<'s> Work<'s> {
             );
             let n_new = cross(sub(b, p), sub(c, p));
             let n_old = self.he.face_cross(h / 3);
-            let l_old = length(n_old);
-            let l_new = length(n_new);
-            (l_new >= self.min_cross || l_new >= l_old) && dot(n_new, n_old) > 0.0
+            let (l_old, l_new) = (length(n_old), length(n_new));
+            if l_old < self.min_cross {
+                l_new >= l_old
+            } else {
+                l_new >= self.min_cross && dot(n_new, n_old) > 0.0
+            }
         })
     }
 

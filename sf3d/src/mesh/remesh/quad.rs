@@ -224,7 +224,7 @@ pub fn quad_remesh(
     // 2. Fields.
     let graph = vertex_graph(&work.he);
     let mut cancelled = None;
-    let fields = field::solve(graph.clone(), spacing, || match steps.check() {
+    let fields = field::solve(&graph, spacing, || match steps.check() {
         Ok(()) => true,
         Err(e) => {
             cancelled = Some(e);
