@@ -18,8 +18,9 @@ const AROUND: u32 = 320;
 const TUBE: u32 = 160;
 /// A few wobbles so the surface is not a surface of revolution (the quad field has something to align to).
 const WOBBLE: f32 = 0.05;
-/// Samples per benchmark: each run takes up to a second on 2 cores.
+/// Samples per benchmark and seconds to collect them in: each run takes up to a second on 2 cores.
 const SAMPLES: usize = 10;
+const MEASUREMENT_SECS: u64 = 10;
 
 /// The benchmark mesh: a wobbly torus with radii 1 and 0.35, inward faces.
 fn torus() -> TriMesh {
