@@ -23,6 +23,11 @@ use crate::mesh::{add, cross, dot, length, normalize, scale, sub};
 
 /// Gauss–Seidel sweeps per hierarchy level (Instant Meshes: 6).
 const SWEEPS_PER_LEVEL: usize = 6;
+/// Sweeps on the finest [`FINE_LEVELS`] levels, which start from a prolonged, nearly converged field and hold
+/// most of the vertices.
+const SWEEPS_FINE_LEVELS: usize = 3;
+/// How many of the finest levels get [`SWEEPS_FINE_LEVELS`] sweeps only.
+const FINE_LEVELS: usize = 2;
 /// At most this many levels.
 const MAX_LEVELS: usize = 25;
 /// Coarsening stops when a level would keep more than this fraction of the vertices of the one below.
@@ -107,7 +112,7 @@ pub(crate) fn solve(
         .collect();
     for l in (0..=coarsest).rev() {
         let level = &levels[l];
-        for _ in 0..SWEEPS_PER_LEVEL {
+        for _ in 0..sweeps(l) {
             for phase in &level.phases {
                 let upd: Vec<[f32; 3]> = phase
                     .par_iter()
@@ -141,7 +146,7 @@ pub(crate) fn solve(
             .zip(&level.graph.nrm)
             .map(|(&q, &n)| cross(n, q))
             .collect();
-        for _ in 0..SWEEPS_PER_LEVEL {
+        for _ in 0..sweeps(l) {
             for phase in &level.phases {
                 let upd: Vec<[f32; 3]> = phase
                     .par_iter()
@@ -167,6 +172,15 @@ pub(crate) fn solve(
         q: std::mem::take(&mut qs[0]),
         o,
     })
+}
+
+/// Gauss–Seidel sweeps on level `l` (0 = finest).
+fn sweeps(l: usize) -> usize {
+    if l < FINE_LEVELS {
+        SWEEPS_FINE_LEVELS
+    } else {
+        SWEEPS_PER_LEVEL
+    }
 }
 
 /// Copies every coarse value to the one or two finer vertices it stands for, adapted by `fit(value, finer

@@ -40,7 +40,9 @@ mod triangle;
 mod tests;
 
 pub use decimate::decimate;
-pub use quad::{QuadMesh, QuadOptions, quad_remesh};
+pub use quad::{
+    DEFAULT_QUAD_TARGET, DEFAULT_SMOOTH_ITERATIONS, QuadMesh, QuadOptions, quad_remesh,
+};
 pub use triangle::{DEFAULT_ITERATIONS, IsotropicOptions, isotropic_remesh};
 
 use sf3d_shared::RemeshOption;

@@ -57,8 +57,9 @@ use std::collections::{HashMap, HashSet};
 pub const DEFAULT_SMOOTH_ITERATIONS: u32 = 2;
 /// The working mesh keeps about this many vertices per target vertex (lattice spacing ≈ 2.3 edges).
 const FINE_VERTICES_PER_TARGET: usize = 6;
-/// Decimate the input only when it has more than this many times the vertices the working mesh needs.
-const FINE_DECIMATE_FACTOR: usize = 2;
+/// Decimate the input only when it has more than this many times the vertices the working mesh needs (the
+/// field solve costs far more per vertex than a collapse).
+const FINE_DECIMATE_FACTOR: f32 = 1.25;
 /// Working-mesh edges longer than this times the lattice spacing are split (Instant Meshes: ½; see the module
 /// docs).
 const FINE_MAX_EDGE_RATIO: f32 = 0.75;
@@ -92,10 +93,14 @@ pub struct QuadOptions {
     pub smooth_iterations: u32,
 }
 
+/// Target of [`QuadOptions::default`]; callers normally set their own (see [`super::quad_target_vertices`]).
+pub const DEFAULT_QUAD_TARGET: u32 = 1000;
+
 impl Default for QuadOptions {
+    /// [`DEFAULT_QUAD_TARGET`] vertices, [`DEFAULT_SMOOTH_ITERATIONS`] rounds of smoothing.
     fn default() -> Self {
         Self {
-            target_vertices: 1000,
+            target_vertices: DEFAULT_QUAD_TARGET,
             smooth_iterations: DEFAULT_SMOOTH_ITERATIONS,
         }
     }
@@ -197,7 +202,7 @@ pub fn quad_remesh(
     let mut work = Work::new(he, &surface, min_cross, max_dev);
     work.init_hints();
     let fine_target = FINE_VERTICES_PER_TARGET * target as usize;
-    if work.he.live_vertex_count() > FINE_DECIMATE_FACTOR * fine_target {
+    if work.he.live_vertex_count() as f32 > FINE_DECIMATE_FACTOR * fine_target as f32 {
         collapse_shortest_edges(
             &mut work,
             fine_target,

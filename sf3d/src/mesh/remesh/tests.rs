@@ -519,6 +519,35 @@ fn quad_icosphere() {
     assert!(q.quad_ratio() > 0.85, "quad ratio {}", q.quad_ratio());
 }
 
+/// A much denser input than the lattice needs (10242 vertices for 400): the working mesh is first decimated to
+/// 6 vertices per target vertex. Spacing √(4π/400) ≈ 0.18; chords deviate by ≈ 0.18²/8 ≈ 0.004.
+#[test]
+fn quad_decimates_dense_input_first() {
+    let input = icosphere(5, 1.0);
+    let q = quad_remesh(
+        &input,
+        &QuadOptions {
+            target_vertices: 400,
+            ..Default::default()
+        },
+        &mut NoProgress,
+    )
+    .unwrap();
+    eprintln!(
+        "quad icosphere 400: {} quads, {} triangles, ratio {}",
+        q.quads.len(),
+        q.triangles.len(),
+        q.quad_ratio()
+    );
+    let qual = check_closed("quad icosphere 400", &input, &q.triangulate(), 0.03);
+    assert!(
+        within(qual.vertices, 400, 0.3),
+        "{} vertices",
+        qual.vertices
+    );
+    assert!(q.quad_ratio() > 0.8, "quad ratio {}", q.quad_ratio());
+}
+
 #[test]
 fn quad_torus_and_cube() {
     let input = torus(1.0, 0.4, 96, 48);

@@ -68,6 +68,7 @@ pub struct IsotropicOptions {
 }
 
 impl Default for IsotropicOptions {
+    /// No target (the input's mean edge length), [`DEFAULT_ITERATIONS`] rounds.
     fn default() -> Self {
         Self {
             target_vertices: None,
