@@ -57,7 +57,7 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("remesh_100k_faces");
     group
         .sample_size(SAMPLES)
-        .measurement_time(Duration::from_secs(20));
+        .measurement_time(Duration::from_secs(MEASUREMENT_SECS));
     let cases: [(&str, RemeshOption, Option<u32>); 6] = [
         ("none_5000", RemeshOption::None, Some(5000)),
         ("triangle_mean_edge", RemeshOption::Triangle, None),
