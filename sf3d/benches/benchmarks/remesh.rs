@@ -27,16 +27,9 @@ fn torus() -> TriMesh {
     let mut positions = Vec::with_capacity((AROUND * TUBE) as usize);
     for i in 0..AROUND {
         for j in 0..TUBE {
-            let (u, v) = (
-                2.0 * PI * i as f32 / AROUND as f32,
-                2.0 * PI * j as f32 / TUBE as f32,
-            );
+            let (u, v) = (2.0 * PI * i as f32 / AROUND as f32, 2.0 * PI * j as f32 / TUBE as f32);
             let r = 0.35 * (1.0 + WOBBLE * (5.0 * u).sin() * (3.0 * v).cos());
-            positions.push([
-                (1.0 + r * v.cos()) * u.cos(),
-                (1.0 + r * v.cos()) * u.sin(),
-                r * v.sin(),
-            ]);
+            positions.push([(1.0 + r * v.cos()) * u.cos(), (1.0 + r * v.cos()) * u.sin(), r * v.sin()]);
         }
     }
     let id = |i: u32, j: u32| (i % AROUND) * TUBE + (j % TUBE);
@@ -55,9 +48,7 @@ fn torus() -> TriMesh {
 fn bench(c: &mut Criterion) {
     let mesh = torus();
     let mut group = c.benchmark_group("remesh_100k_faces");
-    group
-        .sample_size(SAMPLES)
-        .measurement_time(Duration::from_secs(MEASUREMENT_SECS));
+    group.sample_size(SAMPLES).measurement_time(Duration::from_secs(MEASUREMENT_SECS));
     let cases: [(&str, RemeshOption, Option<u32>); 6] = [
         ("none_5000", RemeshOption::None, Some(5000)),
         ("triangle_mean_edge", RemeshOption::Triangle, None),
@@ -68,9 +59,7 @@ fn bench(c: &mut Criterion) {
     ];
     for (name, option, count) in cases {
         group.bench_with_input(BenchmarkId::from_parameter(name), &mesh, |b, m| {
-            b.iter(|| {
-                remesh(black_box(m), option, count, &mut NoProgress).map(|out| out.face_count())
-            })
+            b.iter(|| remesh(black_box(m), option, count, &mut NoProgress).map(|out| out.face_count()))
         });
     }
     group.finish();

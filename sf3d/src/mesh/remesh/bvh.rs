@@ -58,14 +58,9 @@ pub(crate) struct TriangleBvh {
 impl TriangleBvh {
     /// Builds the tree over `faces` of `positions` (indices must be in range).
     pub(crate) fn new(positions: &[[f32; 3]], faces: &[[u32; 3]]) -> Self {
-        let tris_in: Vec<[[f32; 3]; 3]> = faces
-            .iter()
-            .map(|t| t.map(|i| positions[i as usize]))
-            .collect();
-        let centroids: Vec<[f32; 3]> = tris_in
-            .iter()
-            .map(|[a, b, c]| std::array::from_fn(|k| (a[k] + b[k] + c[k]) / 3.0))
-            .collect();
+        let tris_in: Vec<[[f32; 3]; 3]> = faces.iter().map(|t| t.map(|i| positions[i as usize])).collect();
+        let centroids: Vec<[f32; 3]> =
+            tris_in.iter().map(|[a, b, c]| std::array::from_fn(|k| (a[k] + b[k] + c[k]) / 3.0)).collect();
         let mut order: Vec<u32> = (0..faces.len() as u32).collect();
         let mut nodes = Vec::with_capacity(2 * faces.len() / LEAF_SIZE + 1);
         if !faces.is_empty() {
@@ -80,12 +75,7 @@ impl TriangleBvh {
                 if l > 0.0 { scale(n, 1.0 / l) } else { [0.0; 3] }
             })
             .collect();
-        Self {
-            nodes,
-            tris,
-            faces: order,
-            normals,
-        }
+        Self { nodes, tris, faces: order, normals }
     }
 
     /// Input face index of slot `slot`.
@@ -102,18 +92,10 @@ impl TriangleBvh {
     ///
     /// Precondition: the tree is not empty.
     pub(crate) fn closest(&self, p: [f32; 3], hint: u32) -> Hit {
-        let mut best = Hit {
-            point: p,
-            dist_sq: f32::INFINITY,
-            slot: 0,
-        };
+        let mut best = Hit { point: p, dist_sq: f32::INFINITY, slot: 0 };
         if (hint as usize) < self.tris.len() {
             let q = closest_on_triangle(p, &self.tris[hint as usize]);
-            best = Hit {
-                point: q,
-                dist_sq: dist_sq(p, q),
-                slot: hint,
-            };
+            best = Hit { point: q, dist_sq: dist_sq(p, q), slot: hint };
         }
         // (node, squared distance to its box); children farther than the best hit are never pushed, and a popped
         // node is skipped if the best hit improved past it meanwhile.
@@ -137,26 +119,15 @@ impl TriangleBvh {
                     let q = closest_on_triangle(p, &self.tris[s]);
                     let d = dist_sq(p, q);
                     if d < best.dist_sq {
-                        best = Hit {
-                            point: q,
-                            dist_sq: d,
-                            slot: s as u32,
-                        };
+                        best = Hit { point: q, dist_sq: d, slot: s as u32 };
                     }
                 }
                 continue;
             }
             let (l, r) = (ni + 1, node.first_or_right);
-            let (dl, dr) = (
-                box_dist_sq(p, &self.nodes[l as usize]),
-                box_dist_sq(p, &self.nodes[r as usize]),
-            );
+            let (dl, dr) = (box_dist_sq(p, &self.nodes[l as usize]), box_dist_sq(p, &self.nodes[r as usize]));
             // Push the farther child first so the nearer one is searched first.
-            let (near, far) = if dl <= dr {
-                ((l, dl), (r, dr))
-            } else {
-                ((r, dr), (l, dl))
-            };
+            let (near, far) = if dl <= dr { ((l, dl), (r, dr)) } else { ((r, dr), (l, dl)) };
             for child in [far, near] {
                 if child.1 < best.dist_sq && top < stack.len() {
                     stack[top] = child;
@@ -169,31 +140,16 @@ impl TriangleBvh {
 
     /// [`TriangleBvh::closest`] for many points in parallel.
     pub(crate) fn closest_many(&self, points: &[[f32; 3]], hints: &[u32]) -> Vec<Hit> {
-        points
-            .par_iter()
-            .zip(hints.par_iter())
-            .map(|(&p, &h)| self.closest(p, h))
-            .collect()
+        points.par_iter().zip(hints.par_iter()).map(|(&p, &h)| self.closest(p, h)).collect()
     }
 }
 
 /// Builds the subtree over `order` (whose first element has global position `offset`), appending nodes in
 /// depth-first order, and reorders `order` so every leaf's triangles are contiguous.
-fn build(
-    nodes: &mut Vec<Node>,
-    order: &mut [u32],
-    offset: usize,
-    tris: &[[[f32; 3]; 3]],
-    centroids: &[[f32; 3]],
-) {
+fn build(nodes: &mut Vec<Node>, order: &mut [u32], offset: usize, tris: &[[[f32; 3]; 3]], centroids: &[[f32; 3]]) {
     let (lo, hi) = bounds(order.iter().flat_map(|&f| tris[f as usize]));
     let me = nodes.len();
-    nodes.push(Node {
-        lo,
-        hi,
-        first_or_right: offset as u32,
-        count: order.len() as u32,
-    });
+    nodes.push(Node { lo, hi, first_or_right: offset as u32, count: order.len() as u32 });
     if order.len() <= LEAF_SIZE {
         return;
     }
@@ -208,9 +164,7 @@ fn build(
         2
     };
     let mid = order.len() / 2;
-    order.select_nth_unstable_by(mid, |&a, &b| {
-        centroids[a as usize][axis].total_cmp(&centroids[b as usize][axis])
-    });
+    order.select_nth_unstable_by(mid, |&a, &b| centroids[a as usize][axis].total_cmp(&centroids[b as usize][axis]));
     nodes[me].count = 0;
     let (left, right) = order.split_at_mut(mid);
     if left.len() + right.len() >= PARALLEL_BUILD_MIN {
@@ -241,15 +195,9 @@ fn rebase(mut n: Node, base: u32) -> Node {
 }
 
 fn bounds(points: impl Iterator<Item = [f32; 3]>) -> ([f32; 3], [f32; 3]) {
-    points.fold(
-        ([f32::INFINITY; 3], [f32::NEG_INFINITY; 3]),
-        |(lo, hi), p| {
-            (
-                std::array::from_fn(|k| lo[k].min(p[k])),
-                std::array::from_fn(|k| hi[k].max(p[k])),
-            )
-        },
-    )
+    points.fold(([f32::INFINITY; 3], [f32::NEG_INFINITY; 3]), |(lo, hi), p| {
+        (std::array::from_fn(|k| lo[k].min(p[k])), std::array::from_fn(|k| hi[k].max(p[k])))
+    })
 }
 
 #[inline]
@@ -260,12 +208,10 @@ fn dist_sq(a: [f32; 3], b: [f32; 3]) -> f32 {
 
 #[inline]
 fn box_dist_sq(p: [f32; 3], n: &Node) -> f32 {
-    p.iter()
-        .zip(n.lo.iter().zip(&n.hi))
-        .fold(0.0, |d, (&x, (&lo, &hi))| {
-            let e = (lo - x).max(0.0).max(x - hi);
-            d + e * e
-        })
+    p.iter().zip(n.lo.iter().zip(&n.hi)).fold(0.0, |d, (&x, (&lo, &hi))| {
+        let e = (lo - x).max(0.0).max(x - hi);
+        d + e * e
+    })
 }
 
 /// The point of triangle `t` closest to `p` (Ericson §5.1.5, by Voronoi regions). Degenerate triangles fall
@@ -305,14 +251,10 @@ pub(crate) fn closest_on_triangle(p: [f32; 3], t: &[[f32; 3]; 3]) -> [f32; 3] {
         return add(a, add(scale(ab, v), scale(ac, w)));
     }
     // Degenerate (collinear) triangle: the best of the three edges.
-    [
-        closest_on_segment(p, a, b),
-        closest_on_segment(p, b, c),
-        closest_on_segment(p, c, a),
-    ]
-    .into_iter()
-    .min_by(|x, y| dist_sq(p, *x).total_cmp(&dist_sq(p, *y)))
-    .unwrap_or(a)
+    [closest_on_segment(p, a, b), closest_on_segment(p, b, c), closest_on_segment(p, c, a)]
+        .into_iter()
+        .min_by(|x, y| dist_sq(p, *x).total_cmp(&dist_sq(p, *y)))
+        .unwrap_or(a)
 }
 
 fn closest_on_segment(p: [f32; 3], a: [f32; 3], b: [f32; 3]) -> [f32; 3] {
@@ -341,10 +283,7 @@ mod tests {
     #[test]
     fn closest_point_regions() {
         let t = [[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]];
-        assert_eq!(
-            closest_on_triangle([0.25, 0.25, 3.0], &t),
-            [0.25, 0.25, 0.0]
-        );
+        assert_eq!(closest_on_triangle([0.25, 0.25, 3.0], &t), [0.25, 0.25, 0.0]);
         let q = closest_on_triangle([1.0, 1.0, 0.0], &t);
         assert!((q[0] - 0.5).abs() < 1e-6 && (q[1] - 0.5).abs() < 1e-6);
         assert_eq!(closest_on_triangle([-1.0, -1.0, 0.5], &t), [0.0, 0.0, 0.0]);
@@ -377,19 +316,11 @@ mod tests {
         let bvh = TriangleBvh::new(&positions, &faces);
         for k in 0..200 {
             let f = k as f32;
-            let p = [
-                (f * 0.37).fract() * 1.6 - 0.3,
-                (f * 0.61).fract() * 1.6 - 0.3,
-                (f * 0.23).fract() - 0.5,
-            ];
+            let p = [(f * 0.37).fract() * 1.6 - 0.3, (f * 0.61).fract() * 1.6 - 0.3, (f * 0.23).fract() - 0.5];
             let expect = brute(&positions, &faces, p);
             for hint in [NO_HINT, 0, (k * 13 % faces.len()) as u32] {
                 let hit = bvh.closest(p, hint);
-                assert!(
-                    (hit.dist_sq - expect).abs() <= 1e-6 * (1.0 + expect),
-                    "{p:?}: {} vs {expect}",
-                    hit.dist_sq
-                );
+                assert!((hit.dist_sq - expect).abs() <= 1e-6 * (1.0 + expect), "{p:?}: {} vs {expect}", hit.dist_sq);
                 let f = bvh.face_of(hit.slot) as usize;
                 let on = closest_on_triangle(p, &faces[f].map(|i| positions[i as usize]));
                 assert!(dist_sq(on, hit.point) < 1e-10);

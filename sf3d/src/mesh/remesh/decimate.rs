@@ -44,11 +44,7 @@ const COLLAPSES_PER_CHECK: usize = 4096;
 /// non-manifold edge (it does on tiny-a below ≈ 1500 vertices), the decimation is redone by shortest-edge collapse
 /// under the link condition (the reference's own decimation method, spec §5.6), and that is logged. A manifold
 /// result then goes through the remeshers' repair of degenerate and folded triangles (against the input).
-pub fn decimate(
-    mesh: &TriMesh,
-    target_vertices: u32,
-    progress: &mut dyn Progress,
-) -> Result<TriMesh> {
+pub fn decimate(mesh: &TriMesh, target_vertices: u32, progress: &mut dyn Progress) -> Result<TriMesh> {
     if target_vertices == 0 {
         return Err(sf3d_shared::ParamError::new("vertex_count", "must be positive").into());
     }
@@ -70,15 +66,8 @@ pub fn decimate(
         meshopt::SimplifyOptions::None,
         None,
     );
-    if simplified.len() % 3 != 0
-        || simplified
-            .iter()
-            .any(|&i| i as usize >= checked.positions.len())
-    {
-        return Err(Error::Internal(format!(
-            "meshoptimizer returned {} malformed indices",
-            simplified.len()
-        )));
+    if simplified.len() % 3 != 0 || simplified.iter().any(|&i| i as usize >= checked.positions.len()) {
+        return Err(Error::Internal(format!("meshoptimizer returned {} malformed indices", simplified.len())));
     }
     let faces: Vec<[u32; 3]> = simplified
         .chunks_exact(3)
@@ -97,12 +86,7 @@ pub fn decimate(
             let surface = Surface::new(checked);
             let length = edge_length_for(surface_area(checked), f64::from(target_vertices));
             let min_cross = 2.0 * DEGENERATE_AREA_RATIO * length * length;
-            let mut work = Work::new(
-                he,
-                &surface,
-                min_cross,
-                FALLBACK_MAX_DEVIATION_RATIO * length,
-            );
+            let mut work = Work::new(he, &surface, min_cross, FALLBACK_MAX_DEVIATION_RATIO * length);
             work.init_hints();
             work.repair(REPAIR_ROUNDS);
             Ok(work.he.to_trimesh().0)
@@ -119,29 +103,15 @@ pub fn decimate(
 
 /// Decimates a manifold mesh by shortest-edge collapse under the link condition (see
 /// [`collapse_shortest_edges`]), survivors projected onto the input: the fallback of [`decimate`].
-fn decimate_manifold(
-    mesh: &TriMesh,
-    target_vertices: u32,
-    progress: &mut dyn Progress,
-) -> Result<TriMesh> {
+fn decimate_manifold(mesh: &TriMesh, target_vertices: u32, progress: &mut dyn Progress) -> Result<TriMesh> {
     let he = HalfEdgeMesh::from_trimesh(mesh)?;
     let surface = Surface::new(mesh);
     let length = edge_length_for(surface_area(mesh), f64::from(target_vertices));
     let min_cross = 2.0 * DEGENERATE_AREA_RATIO * length * length;
-    let mut work = Work::new(
-        he,
-        &surface,
-        min_cross,
-        FALLBACK_MAX_DEVIATION_RATIO * length,
-    );
+    let mut work = Work::new(he, &surface, min_cross, FALLBACK_MAX_DEVIATION_RATIO * length);
     let mut steps = Steps::new(progress, 2);
     work.init_hints();
-    collapse_shortest_edges(
-        &mut work,
-        target_vertices as usize,
-        CollapseGuard::OnSurface,
-        &mut steps,
-    )?;
+    collapse_shortest_edges(&mut work, target_vertices as usize, CollapseGuard::OnSurface, &mut steps)?;
     steps.step()?;
     // Slivers without a short edge are not collapsed by the shortest-edge order; clear them.
     work.repair(REPAIR_ROUNDS);
@@ -157,17 +127,9 @@ fn remove_pillows(faces: Vec<[u32; 3]>) -> Vec<[u32; 3]> {
     let canonical = |t: [u32; 3]| {
         let r = (0..3).min_by_key(|&k| t[k]).unwrap_or(0);
         let (a, b, c) = (t[r], t[(r + 1) % 3], t[(r + 2) % 3]);
-        if b < c {
-            ([a, b, c], false)
-        } else {
-            ([a, c, b], true)
-        }
+        if b < c { ([a, b, c], false) } else { ([a, c, b], true) }
     };
-    let mut order: Vec<(([u32; 3], bool), usize)> = faces
-        .iter()
-        .enumerate()
-        .map(|(f, &t)| (canonical(t), f))
-        .collect();
+    let mut order: Vec<(([u32; 3], bool), usize)> = faces.iter().enumerate().map(|(f, &t)| (canonical(t), f)).collect();
     order.sort_unstable();
     let mut keep = vec![true; faces.len()];
     let mut i = 0;
@@ -186,11 +148,7 @@ fn remove_pillows(faces: Vec<[u32; 3]>) -> Vec<[u32; 3]> {
         }
         i = j;
     }
-    faces
-        .into_iter()
-        .zip(keep)
-        .filter_map(|(t, k)| k.then_some(t))
-        .collect()
+    faces.into_iter().zip(keep).filter_map(|(t, k)| k.then_some(t)).collect()
 }
 
 /// Collapses the shortest collapsible edge, again and again, until `work` has at most `target_vertices` live
@@ -208,13 +166,7 @@ pub(crate) fn collapse_shortest_edges(
     let mut heap = BinaryHeap::new();
     for h in 0..work.he.half_edge_slots() as u32 {
         if work.he.is_edge_representative(h) && work.he.twin(h) != NONE {
-            heap.push(Reverse((
-                work.he.edge_length_sq(h).to_bits(),
-                work.he.origin(h),
-                work.he.dest(h),
-                0u32,
-                0u32,
-            )));
+            heap.push(Reverse((work.he.edge_length_sq(h).to_bits(), work.he.origin(h), work.he.dest(h), 0u32, 0u32)));
         }
     }
     let mut collapses = 0;
@@ -258,13 +210,7 @@ fn push_edges(he: &HalfEdgeMesh, s: u32, outgoing: &[u32], version: &[u32], heap
             continue;
         }
         let o = he.dest(h);
-        heap.push(Reverse((
-            he.edge_length_sq(h).to_bits(),
-            s,
-            o,
-            version[s as usize],
-            version[o as usize],
-        )));
+        heap.push(Reverse((he.edge_length_sq(h).to_bits(), s, o, version[s as usize], version[o as usize])));
     }
 }
 

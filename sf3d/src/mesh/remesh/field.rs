@@ -89,11 +89,7 @@ pub(crate) struct Fields {
 
 /// Builds the hierarchy on `fine` and smooths both fields coarse to fine with lattice spacing `spacing`.
 /// `progress` is called after each level of each field and may stop the work by returning `false`.
-pub(crate) fn solve(
-    fine: &Graph,
-    spacing: f32,
-    mut progress: impl FnMut() -> bool,
-) -> Option<Fields> {
+pub(crate) fn solve(fine: &Graph, spacing: f32, mut progress: impl FnMut() -> bool) -> Option<Fields> {
     let levels = build_hierarchy(fine);
     let coarsest = levels.len() - 1;
     let mut rng = ChaCha8Rng::seed_from_u64(SEED);
@@ -102,11 +98,7 @@ pub(crate) fn solve(
     let top = &levels[coarsest].graph;
     let mut q: Vec<[f32; 3]> = (0..top.len())
         .map(|i| {
-            let r = [
-                rng.random::<f32>() - 0.5,
-                rng.random::<f32>() - 0.5,
-                rng.random::<f32>() - 0.5,
-            ];
+            let r = [rng.random::<f32>() - 0.5, rng.random::<f32>() - 0.5, rng.random::<f32>() - 0.5];
             tangent_unit(r, top.nrm[i])
         })
         .collect();
@@ -114,10 +106,7 @@ pub(crate) fn solve(
         let level = &levels[l];
         for _ in 0..sweeps(l) {
             for phase in &level.phases {
-                let upd: Vec<[f32; 3]> = phase
-                    .par_iter()
-                    .map(|&i| smooth_orientation(&level.graph, &q, i))
-                    .collect();
+                let upd: Vec<[f32; 3]> = phase.par_iter().map(|&i| smooth_orientation(&level.graph, &q, i)).collect();
                 for (&i, v) in phase.iter().zip(upd) {
                     q[i as usize] = v;
                 }
@@ -127,9 +116,7 @@ pub(crate) fn solve(
             return None;
         }
         if l > 0 {
-            q = prolong(&levels[l], &levels[l - 1].graph, &q, |v, g, i| {
-                tangent_unit(v, g.nrm[i])
-            });
+            q = prolong(&levels[l], &levels[l - 1].graph, &q, |v, g, i| tangent_unit(v, g.nrm[i]));
         }
     }
     let q_fine = q;
@@ -141,11 +128,7 @@ pub(crate) fn solve(
     let mut o = levels[coarsest].graph.pos.clone();
     for l in (0..=coarsest).rev() {
         let level = &levels[l];
-        let ts: Vec<[f32; 3]> = qs[l]
-            .iter()
-            .zip(&level.graph.nrm)
-            .map(|(&q, &n)| cross(n, q))
-            .collect();
+        let ts: Vec<[f32; 3]> = qs[l].iter().zip(&level.graph.nrm).map(|(&q, &n)| cross(n, q)).collect();
         for _ in 0..sweeps(l) {
             for phase in &level.phases {
                 let upd: Vec<[f32; 3]> = phase
@@ -168,19 +151,12 @@ pub(crate) fn solve(
         }
     }
     let mut qs = qs;
-    Some(Fields {
-        q: std::mem::take(&mut qs[0]),
-        o,
-    })
+    Some(Fields { q: std::mem::take(&mut qs[0]), o })
 }
 
 /// Gauss–Seidel sweeps on level `l` (0 = finest).
 fn sweeps(l: usize) -> usize {
-    if l < FINE_LEVELS {
-        SWEEPS_FINE_LEVELS
-    } else {
-        SWEEPS_PER_LEVEL
-    }
+    if l < FINE_LEVELS { SWEEPS_FINE_LEVELS } else { SWEEPS_PER_LEVEL }
 }
 
 /// Copies every coarse value to the one or two finer vertices it stands for, adapted by `fit(value, finer
@@ -227,11 +203,7 @@ fn tangent_unit(v: [f32; 3], n: [f32; 3]) -> [f32; 3] {
         return normalize(t, TINY);
     }
     // Any vector orthogonal to n.
-    let a = if n[0].abs() < 0.9 {
-        [1.0, 0.0, 0.0]
-    } else {
-        [0.0, 1.0, 0.0]
-    };
+    let a = if n[0].abs() < 0.9 { [1.0, 0.0, 0.0] } else { [0.0, 1.0, 0.0] };
     normalize(cross(n, a), TINY)
 }
 
@@ -239,11 +211,7 @@ fn tangent_unit(v: [f32; 3], n: [f32; 3]) -> [f32; 3] {
 
 fn build_hierarchy(fine: &Graph) -> Vec<Level<'_>> {
     let phases = colour(fine);
-    let mut levels = vec![Level {
-        graph: Cow::Borrowed(fine),
-        phases,
-        to_finer: Vec::new(),
-    }];
+    let mut levels = vec![Level { graph: Cow::Borrowed(fine), phases, to_finer: Vec::new() }];
     while levels.len() < MAX_LEVELS {
         let Some(last) = levels.last() else { break };
         if last.graph.len() <= COARSEST_SIZE {
@@ -254,11 +222,7 @@ fn build_hierarchy(fine: &Graph) -> Vec<Level<'_>> {
             break;
         }
         let phases = colour(&graph);
-        levels.push(Level {
-            graph: Cow::Owned(graph),
-            phases,
-            to_finer,
-        });
+        levels.push(Level { graph: Cow::Owned(graph), phases, to_finer });
     }
     levels
 }
@@ -270,18 +234,15 @@ fn coarsen(g: &Graph) -> (Graph, Vec<[u32; 2]>) {
     let mut entries: Vec<(f32, u32, u32)> = (0..n)
         .into_par_iter()
         .flat_map_iter(|i| {
-            g.links(i)
-                .filter(move |&k| (g.adj[k] as usize) > i)
-                .map(move |k| {
-                    let j = g.adj[k] as usize;
-                    let (ai, aj) = (g.area[i].max(TINY), g.area[j].max(TINY));
-                    let ratio = if ai > aj { ai / aj } else { aj / ai };
-                    (dot(g.nrm[i], g.nrm[j]) * ratio, i as u32, j as u32)
-                })
+            g.links(i).filter(move |&k| (g.adj[k] as usize) > i).map(move |k| {
+                let j = g.adj[k] as usize;
+                let (ai, aj) = (g.area[i].max(TINY), g.area[j].max(TINY));
+                let ratio = if ai > aj { ai / aj } else { aj / ai };
+                (dot(g.nrm[i], g.nrm[j]) * ratio, i as u32, j as u32)
+            })
         })
         .collect();
-    entries
-        .par_sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+    entries.par_sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
 
     let mut merged = vec![false; n];
     let mut to_finer: Vec<[u32; 2]> = Vec::with_capacity(n / 2 + 1);
@@ -326,18 +287,11 @@ fn coarsen(g: &Graph) -> (Graph, Vec<[u32; 2]>) {
         if a > TINY {
             p = scale(p, 1.0 / a);
         } else {
-            p = scale(
-                members.clone().fold([0f32; 3], |s, f| add(s, g.pos[f])),
-                1.0 / count,
-            );
+            p = scale(members.clone().fold([0f32; 3], |s, f| add(s, g.pos[f])), 1.0 / count);
             nn = members.fold([0f32; 3], |s, f| add(s, g.nrm[f]));
         }
         out.pos.push(p);
-        out.nrm.push(if length(nn) > TINY {
-            normalize(nn, TINY)
-        } else {
-            [1.0, 0.0, 0.0]
-        });
+        out.nrm.push(if length(nn) > TINY { normalize(nn, TINY) } else { [1.0, 0.0, 0.0] });
         out.area.push(a);
     }
     // Adjacency: the union of the members' links, mapped down, without self-links, weights summed.
@@ -348,10 +302,7 @@ fn coarsen(g: &Graph) -> (Graph, Vec<[u32; 2]>) {
             let mut l: Vec<(u32, f32)> = pair
                 .iter()
                 .filter(|&&f| f != u32::MAX)
-                .flat_map(|&f| {
-                    g.links(f as usize)
-                        .map(|k| (to_coarse[g.adj[k] as usize], g.weight[k]))
-                })
+                .flat_map(|&f| g.links(f as usize).map(|k| (to_coarse[g.adj[k] as usize], g.weight[k])))
                 .filter(|&(d, _)| d as usize != c)
                 .collect();
             l.sort_unstable_by_key(|&(d, _)| d);
@@ -403,12 +354,7 @@ fn colour(g: &Graph) -> Vec<Vec<u32>> {
 
 /// The representatives of the crosses `(q0, n0)` and `(q1, n1)` that agree best: among `{q, n × q}` of each, the
 /// pair with the largest `|dot|`, the second one's sign fixed to agree.
-pub(crate) fn compat_orientation(
-    q0: [f32; 3],
-    n0: [f32; 3],
-    q1: [f32; 3],
-    n1: [f32; 3],
-) -> ([f32; 3], [f32; 3]) {
+pub(crate) fn compat_orientation(q0: [f32; 3], n0: [f32; 3], q1: [f32; 3], n1: [f32; 3]) -> ([f32; 3], [f32; 3]) {
     let a = [q0, cross(n0, q0)];
     let b = [q1, cross(n1, q1)];
     let mut best = (0, 0, f32::NEG_INFINITY);
@@ -421,14 +367,7 @@ pub(crate) fn compat_orientation(
         }
     }
     let (ai, bj) = (a[best.0], b[best.1]);
-    (
-        ai,
-        if dot(ai, bj) < 0.0 {
-            scale(bj, -1.0)
-        } else {
-            bj
-        },
-    )
+    (ai, if dot(ai, bj) < 0.0 { scale(bj, -1.0) } else { bj })
 }
 
 fn smooth_orientation(g: &Graph, q: &[[f32; 3]], i: u32) -> [f32; 3] {
@@ -456,20 +395,11 @@ fn smooth_orientation(g: &Graph, q: &[[f32; 3]], i: u32) -> [f32; 3] {
 /// The point closest to `p0` and `p1` on both tangent planes (paper appendix; `1e-4` regularises parallel
 /// normals).
 pub(crate) fn middle_point(p0: [f32; 3], n0: [f32; 3], p1: [f32; 3], n1: [f32; 3]) -> [f32; 3] {
-    let (n0p0, n0p1, n1p0, n1p1, n0n1) = (
-        dot(n0, p0),
-        dot(n0, p1),
-        dot(n1, p0),
-        dot(n1, p1),
-        dot(n0, n1),
-    );
+    let (n0p0, n0p1, n1p0, n1p1, n0n1) = (dot(n0, p0), dot(n0, p1), dot(n1, p0), dot(n1, p1), dot(n0, n1));
     let denom = 1.0 / (1.0 - n0n1 * n0n1 + 1e-4);
     let l0 = 2.0 * (n0p1 - n0p0 - n0n1 * (n1p0 - n1p1)) * denom;
     let l1 = 2.0 * (n1p0 - n1p1 - n0n1 * (n0p1 - n0p0)) * denom;
-    sub(
-        scale(add(p0, p1), 0.5),
-        scale(add(scale(n0, l0), scale(n1, l1)), 0.25),
-    )
+    sub(scale(add(p0, p1), 0.5), scale(add(scale(n0, l0), scale(n1, l1)), 0.25))
 }
 
 /// One vertex's lattice: position `p`, unit normal `n`, frame `(q, t = n × q)`, origin `o`.
@@ -485,45 +415,24 @@ pub(crate) struct Frame {
 impl Frame {
     /// The frame of a vertex at `p` with normal `n`, cross representative `q` and lattice origin `o`.
     pub(crate) fn new(p: [f32; 3], n: [f32; 3], q: [f32; 3], o: [f32; 3]) -> Self {
-        Self {
-            p,
-            n,
-            q,
-            t: cross(n, q),
-            o,
-        }
+        Self { p, n, q, t: cross(n, q), o }
     }
 
     /// Integer coordinates of `x` in this lattice, rounded down.
     fn floor(&self, x: [f32; 3], inv: f32) -> [i32; 2] {
         let d = sub(x, self.o);
-        [
-            (dot(self.q, d) * inv).floor() as i32,
-            (dot(self.t, d) * inv).floor() as i32,
-        ]
+        [(dot(self.q, d) * inv).floor() as i32, (dot(self.t, d) * inv).floor() as i32]
     }
 
     /// The lattice point with integer coordinates `ab`.
     fn point(&self, ab: [i32; 2], spacing: f32) -> [f32; 3] {
-        add(
-            self.o,
-            scale(
-                add(scale(self.q, ab[0] as f32), scale(self.t, ab[1] as f32)),
-                spacing,
-            ),
-        )
+        add(self.o, scale(add(scale(self.q, ab[0] as f32), scale(self.t, ab[1] as f32)), spacing))
     }
 
     /// The lattice point nearest `x`.
     fn round(&self, x: [f32; 3], spacing: f32, inv: f32) -> [f32; 3] {
         let d = sub(x, self.o);
-        self.point(
-            [
-                (dot(self.q, d) * inv).round() as i32,
-                (dot(self.t, d) * inv).round() as i32,
-            ],
-            spacing,
-        )
+        self.point([(dot(self.q, d) * inv).round() as i32, (dot(self.t, d) * inv).round() as i32], spacing)
     }
 }
 
@@ -548,25 +457,10 @@ pub(crate) fn compat_position(f0: &Frame, f1: &Frame, spacing: f32, inv: f32) ->
     let middle = middle_point(f0.p, f0.n, f1.p, f1.n);
     let (a0, b0) = (f0.floor(middle, inv), f1.floor(middle, inv));
     let (base0, base1) = (f0.point(a0, spacing), f1.point(b0, spacing));
-    let (q0, t0, q1, t1) = (
-        scale(f0.q, spacing),
-        scale(f0.t, spacing),
-        scale(f1.q, spacing),
-        scale(f1.t, spacing),
-    );
+    let (q0, t0, q1, t1) = (scale(f0.q, spacing), scale(f0.t, spacing), scale(f1.q, spacing), scale(f1.t, spacing));
     // Candidate k adds (k & 1) steps along q and (k >> 1) along t.
-    let c0 = [
-        base0,
-        add(base0, q0),
-        add(base0, t0),
-        add(add(base0, q0), t0),
-    ];
-    let c1 = [
-        base1,
-        add(base1, q1),
-        add(base1, t1),
-        add(add(base1, q1), t1),
-    ];
+    let c0 = [base0, add(base0, q0), add(base0, t0), add(add(base0, q0), t0)];
+    let c1 = [base1, add(base1, q1), add(base1, t1), add(add(base1, q1), t1)];
     let mut best = (0usize, 0usize, f32::INFINITY);
     for (i, x) in c0.iter().enumerate() {
         for (j, y) in c1.iter().enumerate() {
@@ -580,13 +474,7 @@ pub(crate) fn compat_position(f0: &Frame, f1: &Frame, spacing: f32, inv: f32) ->
     let (i, j, err) = best;
     let step = |k: usize| [(k & 1) as i32, (k >> 1) as i32];
     let (si, sj) = (step(i), step(j));
-    LatticeMatch {
-        a: [a0[0] + si[0], a0[1] + si[1]],
-        b: [b0[0] + sj[0], b0[1] + sj[1]],
-        pa: c0[i],
-        pb: c1[j],
-        err,
-    }
+    LatticeMatch { a: [a0[0] + si[0], a0[1] + si[1]], b: [b0[0] + sj[0], b0[1] + sj[1]], pa: c0[i], pb: c1[j], err }
 }
 
 fn smooth_position(
@@ -599,37 +487,21 @@ fn smooth_position(
     inv: f32,
 ) -> [f32; 3] {
     let i = i as usize;
-    let mut me = Frame {
-        p: g.pos[i],
-        n: g.nrm[i],
-        q: q[i],
-        t: t[i],
-        o: o[i],
-    };
+    let mut me = Frame { p: g.pos[i], n: g.nrm[i], q: q[i], t: t[i], o: o[i] };
     let mut weight_sum = 0f32;
     for k in g.links(i) {
         let (j, w) = (g.adj[k] as usize, g.weight[k]);
         if w == 0.0 {
             continue;
         }
-        let other = Frame {
-            p: g.pos[j],
-            n: g.nrm[j],
-            q: q[j],
-            t: t[j],
-            o: o[j],
-        };
+        let other = Frame { p: g.pos[j], n: g.nrm[j], q: q[j], t: t[j], o: o[j] };
         let m = compat_position(&me, &other, spacing, inv);
         let mut sum = add(scale(m.pa, weight_sum), scale(m.pb, w));
         weight_sum += w;
         sum = scale(sum, 1.0 / weight_sum);
         me.o = sub(sum, scale(me.n, dot(me.n, sub(sum, me.p))));
     }
-    if weight_sum > 0.0 {
-        me.round(me.p, spacing, inv)
-    } else {
-        o[i]
-    }
+    if weight_sum > 0.0 { me.round(me.p, spacing, inv) } else { o[i] }
 }
 
 #[cfg(test)]
@@ -661,12 +533,7 @@ mod tests {
     /// The middle point of two points on one plane (equal normals) is their midpoint.
     #[test]
     fn middle_point_of_coplanar_points_is_midpoint() {
-        let m = middle_point(
-            [0.0, 0.0, 0.0],
-            [0.0, 0.0, 1.0],
-            [2.0, 0.0, 0.0],
-            [0.0, 0.0, 1.0],
-        );
+        let m = middle_point([0.0, 0.0, 0.0], [0.0, 0.0, 1.0], [2.0, 0.0, 0.0], [0.0, 0.0, 1.0]);
         assert!(length(sub(m, [1.0, 0.0, 0.0])) < 1e-5, "{m:?}");
     }
 
@@ -695,18 +562,11 @@ mod tests {
         let t0 = cross(g.nrm[0], q0);
         for (i, &o) in fields.o.iter().enumerate() {
             // Nearest lattice point: within half a diagonal of the vertex.
-            assert!(
-                length(sub(o, g.pos[i])) <= spacing * 0.75,
-                "vertex {i} origin {o:?} far from {:?}",
-                g.pos[i]
-            );
+            assert!(length(sub(o, g.pos[i])) <= spacing * 0.75, "vertex {i} origin {o:?} far from {:?}", g.pos[i]);
             // Same lattice as vertex 0's: integer coordinates.
             let d = sub(o, fields.o[0]);
             for c in [dot(d, q0) / spacing, dot(d, t0) / spacing] {
-                assert!(
-                    (c - c.round()).abs() < 0.05,
-                    "vertex {i}: lattice coordinate {c}"
-                );
+                assert!((c - c.round()).abs() < 0.05, "vertex {i}: lattice coordinate {c}");
             }
         }
     }
@@ -719,12 +579,7 @@ mod tests {
         let (c, to_finer) = coarsen(&g);
         assert!(c.len() <= 10, "{}", c.len());
         assert!((c.area.iter().sum::<f32>() - 16.0).abs() < 1e-4);
-        let mut seen: Vec<u32> = to_finer
-            .iter()
-            .flatten()
-            .copied()
-            .filter(|&f| f != u32::MAX)
-            .collect();
+        let mut seen: Vec<u32> = to_finer.iter().flatten().copied().filter(|&f| f != u32::MAX).collect();
         seen.sort_unstable();
         assert_eq!(seen, (0..16).collect::<Vec<u32>>());
         for phase in colour(&c) {

@@ -96,9 +96,7 @@ impl HalfEdgeMesh {
         let mut corner = Vec::with_capacity(3 * mesh.faces.len());
         for (f, t) in mesh.faces.iter().enumerate() {
             if let Some(&i) = t.iter().find(|&&i| i as usize >= nv) {
-                return Err(Error::InvalidMesh(format!(
-                    "face {f} {t:?} indexes vertex {i} past {nv} vertices"
-                )));
+                return Err(Error::InvalidMesh(format!("face {f} {t:?} indexes vertex {i} past {nv} vertices")));
             }
             if t[0] == t[1] || t[1] == t[2] || t[2] == t[0] {
                 return Err(Error::InvalidMesh(format!(
@@ -360,10 +358,7 @@ impl HalfEdgeMesh {
     /// Squared length of the edge of half-edge `h`.
     #[inline]
     pub(crate) fn edge_length_sq(&self, h: u32) -> f32 {
-        let d = sub(
-            self.pos[self.dest(h) as usize],
-            self.pos[self.origin(h) as usize],
-        );
+        let d = sub(self.pos[self.dest(h) as usize], self.pos[self.origin(h) as usize]);
         dot(d, d)
     }
 
@@ -384,11 +379,7 @@ impl HalfEdgeMesh {
             }
         }
         let l = length(n);
-        if l > 0.0 {
-            [n[0] / l, n[1] / l, n[2] / l]
-        } else {
-            n
-        }
+        if l > 0.0 { [n[0] / l, n[1] / l, n[2] / l] } else { n }
     }
 
     fn next_epoch(&mut self) -> u32 {
@@ -408,17 +399,9 @@ impl HalfEdgeMesh {
     /// its winding.
     pub(crate) fn split(&mut self, h: u32, p: [f32; 3]) -> u32 {
         let t = self.twin(h);
-        debug_assert!(
-            t != NONE && self.half_edge_alive(h),
-            "split needs a live interior edge"
-        );
+        debug_assert!(t != NONE && self.half_edge_alive(h), "split needs a live interior edge");
         let (n0, p0, n1, p1) = (next(h), prev(h), next(t), prev(t));
-        let (a, b, c, d) = (
-            self.origin(h),
-            self.origin(t),
-            self.origin(p0),
-            self.origin(p1),
-        );
+        let (a, b, c, d) = (self.origin(h), self.origin(t), self.origin(p0), self.origin(p1));
         let (tw_n0, tw_n1) = (self.twin(n0), self.twin(n1));
 
         let m = self.pos.len() as u32;
@@ -493,10 +476,7 @@ impl HalfEdgeMesh {
         }
         buf.clear();
         self.neighbors(b, &mut buf);
-        let shared = buf
-            .iter()
-            .filter(|&&x| self.mark[x as usize] == epoch)
-            .count();
+        let shared = buf.iter().filter(|&&x| self.mark[x as usize] == epoch).count();
         self.scratch = buf;
         shared == 2
     }
@@ -507,18 +487,10 @@ impl HalfEdgeMesh {
         let t = self.twin(h);
         debug_assert!(t != NONE, "collapse needs an interior edge");
         let (n0, p0, n1, p1) = (next(h), prev(h), next(t), prev(t));
-        let (a, b, c, d) = (
-            self.origin(h),
-            self.origin(t),
-            self.origin(p0),
-            self.origin(p1),
-        );
+        let (a, b, c, d) = (self.origin(h), self.origin(t), self.origin(p0), self.origin(p1));
         let (x, y) = (self.twin(n0), self.twin(p0)); // c -> b, a -> c
         let (u, w) = (self.twin(n1), self.twin(p1)); // d -> a, b -> d
-        debug_assert!(
-            y != NONE && u != NONE,
-            "edges at an interior vertex have twins"
-        );
+        debug_assert!(y != NONE && u != NONE, "edges at an interior vertex have twins");
 
         // Rename `a` to `b` in every face around `a` (the two dying faces included; they are cleared below).
         let mut hh = self.out[a as usize];
@@ -587,11 +559,7 @@ impl HalfEdgeMesh {
                 if !dying.contains(&f) {
                     let [i, j, k] = self.face(f);
                     let q = |x: u32| {
-                        if x == a || x == b {
-                            p
-                        } else {
-                            self.pos[x as usize]
-                        }
+                        if x == a || x == b { p } else { self.pos[x as usize] }
                     };
                     let tri = [q(i), q(j), q(k)];
                     let n_new = cross(sub(tri[1], tri[0]), sub(tri[2], tri[0]));
@@ -601,8 +569,7 @@ impl HalfEdgeMesh {
                     }
                     let n_old = self.face_cross(f);
                     let l_old = length(n_old);
-                    if l_old >= guard.min_cross && dot(n_new, n_old) < guard.min_cos * l_new * l_old
-                    {
+                    if l_old >= guard.min_cross && dot(n_new, n_old) < guard.min_cos * l_new * l_old {
                         return false;
                     }
                     let other = self.dest(hh);
@@ -644,13 +611,8 @@ impl HalfEdgeMesh {
     /// The two faces `(a, d, c)` and `(d, b, c)` a flip of `h` would create, as unnormalised normals.
     pub(crate) fn flipped_crosses(&self, h: u32) -> ([f32; 3], [f32; 3]) {
         let t = self.twin(h);
-        let [a, b, c, d] = [
-            self.origin(h),
-            self.origin(t),
-            self.origin(prev(h)),
-            self.origin(prev(t)),
-        ]
-        .map(|v| self.pos[v as usize]);
+        let [a, b, c, d] =
+            [self.origin(h), self.origin(t), self.origin(prev(h)), self.origin(prev(t))].map(|v| self.pos[v as usize]);
         (cross(sub(d, a), sub(c, a)), cross(sub(b, d), sub(c, d)))
     }
 
@@ -659,12 +621,7 @@ impl HalfEdgeMesh {
     pub(crate) fn flip(&mut self, h: u32) {
         let t = self.twin(h);
         let (n0, p0, n1, p1) = (next(h), prev(h), next(t), prev(t));
-        let (a, b, c, d) = (
-            self.origin(h),
-            self.origin(t),
-            self.origin(p0),
-            self.origin(p1),
-        );
+        let (a, b, c, d) = (self.origin(h), self.origin(t), self.origin(p0), self.origin(p1));
         let (tw_n0, tw_n1, tw_p1) = (self.twin(n0), self.twin(n1), self.twin(p1));
         // Slots of face 0: h = a -> d, n0 = d -> c, p0 = c -> a (unchanged).
         // Slots of face 1: t = d -> b, n1 = b -> c, p1 = c -> d.
@@ -720,17 +677,11 @@ impl HalfEdgeMesh {
                 }
             }
             if !self.vertex_alive(self.origin(h)) {
-                return Err(format!(
-                    "half-edge {h} starts at deleted vertex {}",
-                    self.origin(h)
-                ));
+                return Err(format!("half-edge {h} starts at deleted vertex {}", self.origin(h)));
             }
         }
         if live_faces != self.live_faces {
-            return Err(format!(
-                "{live_faces} live faces, counter says {}",
-                self.live_faces
-            ));
+            return Err(format!("{live_faces} live faces, counter says {}", self.live_faces));
         }
         let mut live_vertices = 0;
         let mut buf = Vec::new();
@@ -741,24 +692,15 @@ impl HalfEdgeMesh {
             live_vertices += 1;
             let o = self.out[v as usize];
             if self.origin(o) != v {
-                return Err(format!(
-                    "outgoing half-edge {o} of vertex {v} starts at {}",
-                    self.origin(o)
-                ));
+                return Err(format!("outgoing half-edge {o} of vertex {v} starts at {}", self.origin(o)));
             }
             if self.boundary[v as usize] != (self.twin(o) == NONE) {
-                return Err(format!(
-                    "vertex {v}: boundary flag disagrees with its outgoing half-edge"
-                ));
+                return Err(format!("vertex {v}: boundary flag disagrees with its outgoing half-edge"));
             }
             buf.clear();
             self.neighbors(v, &mut buf);
             if buf.len() as u32 != self.valence(v) {
-                return Err(format!(
-                    "vertex {v} has {} neighbours, valence says {}",
-                    buf.len(),
-                    self.valence(v)
-                ));
+                return Err(format!("vertex {v} has {} neighbours, valence says {}", buf.len(), self.valence(v)));
             }
             let mut sorted = buf.clone();
             sorted.sort_unstable();
@@ -768,10 +710,7 @@ impl HalfEdgeMesh {
             }
         }
         if live_vertices != self.live_vertices {
-            return Err(format!(
-                "{live_vertices} live vertices, counter says {}",
-                self.live_vertices
-            ));
+            return Err(format!("{live_vertices} live vertices, counter says {}", self.live_vertices));
         }
         Ok(())
     }
@@ -838,16 +777,7 @@ mod tests {
             [0.0, 0.0, 1.0],
             [0.0, 0.0, -1.0],
         ];
-        let faces = vec![
-            [0, 2, 4],
-            [2, 1, 4],
-            [1, 3, 4],
-            [3, 0, 4],
-            [2, 0, 5],
-            [1, 2, 5],
-            [3, 1, 5],
-            [0, 3, 5],
-        ];
+        let faces = vec![[0, 2, 4], [2, 1, 4], [1, 3, 4], [3, 0, 4], [2, 0, 5], [1, 2, 5], [3, 1, 5], [0, 3, 5]];
         TriMesh { positions, faces }
     }
 
@@ -877,10 +807,7 @@ mod tests {
         assert_eq!(he.valence(5), 5);
         assert_eq!(he.live_face_count(), 10);
         let (m2, _) = he.to_trimesh();
-        assert_eq!(
-            m2.vertex_count() as i64 - (3 * m2.face_count() / 2) as i64 + m2.face_count() as i64,
-            2
-        );
+        assert_eq!(m2.vertex_count() as i64 - (3 * m2.face_count() / 2) as i64 + m2.face_count() as i64, 2);
         assert!(m2.signed_volume() > 0.0);
     }
 
@@ -899,31 +826,20 @@ mod tests {
         // Vertex 4 (a pole) now has valence 3: any collapse whose opposite vertex is 4 must be refused.
         assert_eq!(he.valence(4), 3);
         let h = he.find_half_edge(2, 1).unwrap();
-        assert!(
-            !he.can_collapse(h),
-            "opposite vertex 4 would reach valence 2"
-        );
+        assert!(!he.can_collapse(h), "opposite vertex 4 would reach valence 2");
     }
 
     /// A tetrahedron is the smallest closed surface: no edge of it may collapse.
     #[test]
     fn tetrahedron_never_collapses() {
         let m = TriMesh {
-            positions: vec![
-                [0.0, 0.0, 0.0],
-                [1.0, 0.0, 0.0],
-                [0.0, 1.0, 0.0],
-                [0.0, 0.0, 1.0],
-            ],
+            positions: vec![[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]],
             faces: vec![[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]],
         };
         let mut he = HalfEdgeMesh::from_trimesh(&m).unwrap();
         for h in 0..12 {
             assert!(!he.can_collapse(h));
-            assert!(
-                !he.can_flip(h),
-                "flipping a tetrahedron edge would duplicate an edge"
-            );
+            assert!(!he.can_flip(h), "flipping a tetrahedron edge would duplicate an edge");
         }
     }
 
@@ -938,10 +854,7 @@ mod tests {
         he.check().unwrap();
         assert!(he.find_half_edge(0, 2).is_none());
         assert!(he.find_half_edge(4, 5).is_some());
-        assert_eq!(
-            (he.valence(0), he.valence(2), he.valence(4), he.valence(5)),
-            (3, 3, 5, 5)
-        );
+        assert_eq!((he.valence(0), he.valence(2), he.valence(4), he.valence(5)), (3, 3, 5, 5));
         // Winding kept: the volume keeps its sign (it shrinks, the new edge cuts through the inside).
         let after = he.to_trimesh().0.signed_volume();
         assert!(before > 0.0 && after > 0.0);
@@ -950,10 +863,7 @@ mod tests {
     /// A single triangle: every vertex is a boundary vertex with two neighbours, nothing may collapse or flip.
     #[test]
     fn open_triangle_is_all_boundary() {
-        let m = TriMesh {
-            positions: vec![[0.0; 3], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]],
-            faces: vec![[0, 1, 2]],
-        };
+        let m = TriMesh { positions: vec![[0.0; 3], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], faces: vec![[0, 1, 2]] };
         let mut he = HalfEdgeMesh::from_trimesh(&m).unwrap();
         he.check().unwrap();
         for v in 0..3 {
@@ -969,13 +879,7 @@ mod tests {
     #[test]
     fn rejects_edge_with_three_faces() {
         let m = TriMesh {
-            positions: vec![
-                [0.0; 3],
-                [1.0, 0.0, 0.0],
-                [0.0, 1.0, 0.0],
-                [0.0, -1.0, 0.0],
-                [0.0, 0.0, 1.0],
-            ],
+            positions: vec![[0.0; 3], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, 1.0]],
             faces: vec![[0, 1, 2], [1, 0, 3], [0, 1, 4]],
         };
         let e = HalfEdgeMesh::from_trimesh(&m).unwrap_err().to_string();
@@ -996,13 +900,7 @@ mod tests {
     #[test]
     fn rejects_bowtie_vertex() {
         let m = TriMesh {
-            positions: vec![
-                [0.0; 3],
-                [1.0, 0.0, 0.0],
-                [1.0, 1.0, 0.0],
-                [-1.0, 0.0, 0.0],
-                [-1.0, -1.0, 0.0],
-            ],
+            positions: vec![[0.0; 3], [1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [-1.0, -1.0, 0.0]],
             faces: vec![[0, 1, 2], [0, 3, 4]],
         };
         let e = HalfEdgeMesh::from_trimesh(&m).unwrap_err().to_string();
@@ -1018,23 +916,14 @@ mod tests {
         positions.extend(a.positions.iter().map(|p| [p[0] + 2.0, p[1], p[2]]));
         let mut faces = a.faces.clone();
         // Second octahedron: its vertex 1 (at x = -1 + 2 = 1) is welded onto vertex 0 of the first.
-        faces.extend(
-            a.faces
-                .iter()
-                .map(|t| t.map(|i| if i == 1 { 0 } else { i + 6 })),
-        );
-        let e = HalfEdgeMesh::from_trimesh(&TriMesh { positions, faces })
-            .unwrap_err()
-            .to_string();
+        faces.extend(a.faces.iter().map(|t| t.map(|i| if i == 1 { 0 } else { i + 6 })));
+        let e = HalfEdgeMesh::from_trimesh(&TriMesh { positions, faces }).unwrap_err().to_string();
         assert!(e.contains("vertex 0 is non-manifold"), "{e}");
     }
 
     #[test]
     fn rejects_repeated_vertex() {
-        let m = TriMesh {
-            positions: vec![[0.0; 3], [1.0, 0.0, 0.0]],
-            faces: vec![[0, 1, 1]],
-        };
+        let m = TriMesh { positions: vec![[0.0; 3], [1.0, 0.0, 0.0]], faces: vec![[0, 1, 1]] };
         assert!(HalfEdgeMesh::from_trimesh(&m).is_err());
     }
 }

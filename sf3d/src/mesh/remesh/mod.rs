@@ -40,9 +40,7 @@ mod triangle;
 mod tests;
 
 pub use decimate::decimate;
-pub use quad::{
-    DEFAULT_QUAD_TARGET, DEFAULT_SMOOTH_ITERATIONS, QuadMesh, QuadOptions, quad_remesh,
-};
+pub use quad::{DEFAULT_QUAD_TARGET, DEFAULT_SMOOTH_ITERATIONS, QuadMesh, QuadOptions, quad_remesh};
 pub use triangle::{DEFAULT_ITERATIONS, IsotropicOptions, isotropic_remesh};
 
 use sf3d_shared::RemeshOption;
@@ -78,27 +76,15 @@ pub fn remesh(
             Some(n) => decimate(mesh, n, progress),
             None => Ok(mesh.clone()),
         },
-        RemeshOption::Triangle => isotropic_remesh(
-            mesh,
-            &IsotropicOptions {
-                target_vertices: vertex_count,
-                ..Default::default()
-            },
-            progress,
-        ),
+        RemeshOption::Triangle => {
+            isotropic_remesh(mesh, &IsotropicOptions { target_vertices: vertex_count, ..Default::default() }, progress)
+        }
         RemeshOption::Quad => {
             check_indices(mesh)?;
             let used = count_referenced(mesh);
             let target = quad_target_vertices(vertex_count, used);
-            Ok(quad_remesh(
-                mesh,
-                &QuadOptions {
-                    target_vertices: target,
-                    ..Default::default()
-                },
-                progress,
-            )?
-            .triangulate())
+            Ok(quad_remesh(mesh, &QuadOptions { target_vertices: target, ..Default::default() }, progress)?
+                .triangulate())
         }
     }
 }
@@ -126,15 +112,8 @@ pub(crate) fn count_referenced(mesh: &TriMesh) -> usize {
 /// [`crate::Error::InvalidMesh`] unless every index of `mesh` is in range.
 pub(crate) fn check_indices(mesh: &TriMesh) -> Result<()> {
     let n = mesh.positions.len();
-    match mesh
-        .faces
-        .iter()
-        .enumerate()
-        .find(|(_, t)| t.iter().any(|&i| i as usize >= n))
-    {
-        Some((f, t)) => Err(crate::Error::InvalidMesh(format!(
-            "face {f} {t:?} indexes past {n} vertices"
-        ))),
+    match mesh.faces.iter().enumerate().find(|(_, t)| t.iter().any(|&i| i as usize >= n)) {
+        Some((f, t)) => Err(crate::Error::InvalidMesh(format!("face {f} {t:?} indexes past {n} vertices"))),
         None => Ok(()),
     }
 }
@@ -184,8 +163,7 @@ pub(crate) fn split_small_components(mesh: &TriMesh, min_area: f64) -> Parts {
     let mut area = vec![0f64; n];
     for t in &mesh.faces {
         let [a, b, c] = t.map(|i| mesh.positions[i as usize]);
-        area[find(&mut parent, t[0]) as usize] +=
-            0.5 * f64::from(length(cross(sub(b, a), sub(c, a))));
+        area[find(&mut parent, t[0]) as usize] += 0.5 * f64::from(length(cross(sub(b, a), sub(c, a))));
     }
     let (mut big, mut small) = (Vec::new(), Vec::new());
     for t in &mesh.faces {
@@ -195,10 +173,7 @@ pub(crate) fn split_small_components(mesh: &TriMesh, min_area: f64) -> Parts {
             small.push(*t);
         }
     }
-    Parts {
-        big: compact_faces(&mesh.positions, big),
-        small: compact_faces(&mesh.positions, small),
-    }
+    Parts { big: compact_faces(&mesh.positions, big), small: compact_faces(&mesh.positions, small) }
 }
 
 /// The mesh made of `faces` over `positions`, without unreferenced vertices (order kept).
@@ -218,10 +193,7 @@ pub(crate) fn compact_faces(positions: &[[f32; 3]], mut faces: Vec<[u32; 3]>) ->
     for t in &mut faces {
         *t = t.map(|i| map[i as usize]);
     }
-    TriMesh {
-        positions: kept,
-        faces,
-    }
+    TriMesh { positions: kept, faces }
 }
 
 /// `a` followed by `b` (indices of `b` shifted).
@@ -242,11 +214,7 @@ pub(crate) struct Steps<'p> {
 impl<'p> Steps<'p> {
     /// `total` steps, none done yet.
     pub(crate) fn new(progress: &'p mut dyn Progress, total: u64) -> Self {
-        Self {
-            progress,
-            done: 0,
-            total: total.max(1),
-        }
+        Self { progress, done: 0, total: total.max(1) }
     }
 
     /// One more step done; errors when cancelled.

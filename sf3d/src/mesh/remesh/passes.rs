@@ -55,20 +55,9 @@ pub(crate) struct Work<'s> {
 
 impl<'s> Work<'s> {
     /// Starts from `he` on `surface`; triangles with `|cross| < min_cross` count as degenerate.
-    pub(crate) fn new(
-        he: HalfEdgeMesh,
-        surface: &'s Surface,
-        min_cross: f32,
-        max_dev: f32,
-    ) -> Self {
+    pub(crate) fn new(he: HalfEdgeMesh, surface: &'s Surface, min_cross: f32, max_dev: f32) -> Self {
         let hint = vec![NO_HINT; he.vertex_slots()];
-        Self {
-            he,
-            surface,
-            hint,
-            min_cross,
-            max_dev,
-        }
+        Self { he, surface, hint, min_cross, max_dev }
     }
 
     /// Records the projection hint of every vertex (positions are not changed).
@@ -107,13 +96,7 @@ impl<'s> Work<'s> {
                     continue;
                 }
                 let a = self.he.origin(h);
-                let mid = scale(
-                    add(
-                        self.he.pos[a as usize],
-                        self.he.pos[self.he.dest(h) as usize],
-                    ),
-                    0.5,
-                );
+                let mid = scale(add(self.he.pos[a as usize], self.he.pos[self.he.dest(h) as usize]), 0.5);
                 self.he.split(h, mid);
                 self.hint.push(self.hint[a as usize]);
                 total += 1;
@@ -131,10 +114,7 @@ impl<'s> Work<'s> {
         let (min_sq, max_sq) = (min_len * min_len, max_len * max_len);
         let mut collapses = 0;
         for h in 0..self.he.half_edge_slots() as u32 {
-            if !self.he.is_edge_representative(h)
-                || self.he.twin(h) == NONE
-                || self.he.edge_length_sq(h) >= min_sq
-            {
+            if !self.he.is_edge_representative(h) || self.he.twin(h) == NONE || self.he.edge_length_sq(h) >= min_sq {
                 continue;
             }
             if self.try_collapse_edge(h, max_sq, CollapseGuard::Turn(COLLAPSE_MIN_COS)) {
@@ -159,8 +139,7 @@ impl<'s> Work<'s> {
         // (half-edge to collapse, position of the survivor): an interior end moves onto a boundary end; two
         // interior ends meet at the midpoint (projected onto the surface under `OnSurface`), or, under the
         // `Surface` guard, at either end.
-        let candidates: &[(u32, [f32; 3])] = match (self.he.is_boundary(a), self.he.is_boundary(b))
-        {
+        let candidates: &[(u32, [f32; 3])] = match (self.he.is_boundary(a), self.he.is_boundary(b)) {
             (true, true) => return false,
             (true, false) => &[(t, pa)],
             (false, true) => &[(h, pb)],
@@ -179,20 +158,13 @@ impl<'s> Work<'s> {
             return false;
         }
         for &(hh, p) in candidates {
-            let shape = |min_cos| ShapeGuard {
-                min_cross: self.min_cross,
-                min_cos,
-                max_len_sq: max_sq,
-                max_dev: self.max_dev,
-            };
+            let shape =
+                |min_cos| ShapeGuard { min_cross: self.min_cross, min_cos, max_len_sq: max_sq, max_dev: self.max_dev };
             let ok = match guard {
-                CollapseGuard::Turn(min_cos) => {
-                    self.he.collapse_keeps_shape(hh, p, &shape(min_cos))
-                }
+                CollapseGuard::Turn(min_cos) => self.he.collapse_keeps_shape(hh, p, &shape(min_cos)),
                 CollapseGuard::Surface => self.collapse_fits_surface(hh, p, max_sq),
                 CollapseGuard::OnSurface => {
-                    self.he.collapse_keeps_shape(hh, p, &shape(-1.0))
-                        && self.collapse_fits_surface(hh, p, max_sq)
+                    self.he.collapse_keeps_shape(hh, p, &shape(-1.0)) && self.collapse_fits_surface(hh, p, max_sq)
                 }
             };
             if ok {
@@ -222,18 +194,9 @@ impl<'s> Work<'s> {
             if t == NONE {
                 continue;
             }
-            let quad = [
-                self.he.origin(h),
-                self.he.origin(t),
-                self.he.origin(prev(h)),
-                self.he.origin(prev(t)),
-            ];
+            let quad = [self.he.origin(h), self.he.origin(t), self.he.origin(prev(h)), self.he.origin(prev(t))];
             let dev = |v: u32, delta: i32| {
-                let target = if self.he.is_boundary(v) {
-                    BOUNDARY_VALENCE
-                } else {
-                    INTERIOR_VALENCE
-                };
+                let target = if self.he.is_boundary(v) { BOUNDARY_VALENCE } else { INTERIOR_VALENCE };
                 (self.he.valence(v) as i32 + delta - target).abs()
             };
             let before: i32 = quad.iter().map(|&v| dev(v, 0)).sum();
@@ -249,10 +212,7 @@ impl<'s> Work<'s> {
     /// Whether the flip of `h` leaves two non-degenerate triangles that agree with the old pair's normal and
     /// meet at a moderate angle, and the old pair was not a crease.
     fn flip_keeps_shape(&self, h: u32) -> bool {
-        let (m0, m1) = (
-            self.he.face_cross(h / 3),
-            self.he.face_cross(self.he.twin(h) / 3),
-        );
+        let (m0, m1) = (self.he.face_cross(h / 3), self.he.face_cross(self.he.twin(h) / 3));
         let (n0, n1) = self.he.flipped_crosses(h);
         let (l0, l1) = (length(n0), length(n1));
         if l0 < self.min_cross || l1 < self.min_cross {
@@ -272,9 +232,8 @@ impl<'s> Work<'s> {
     /// degenerate or turns over. Returns the number of vertices moved.
     pub(crate) fn relax_and_project(&mut self, relax: bool) -> usize {
         let he = &self.he;
-        let movable: Vec<u32> = (0..he.vertex_slots() as u32)
-            .filter(|&v| he.vertex_alive(v) && !he.is_boundary(v))
-            .collect();
+        let movable: Vec<u32> =
+            (0..he.vertex_slots() as u32).filter(|&v| he.vertex_alive(v) && !he.is_boundary(v)).collect();
         let (targets, hints): (Vec<[f32; 3]>, Vec<u32>) = movable
             .par_iter()
             .map_init(Vec::new, |buf, &v| {
@@ -285,9 +244,7 @@ impl<'s> Work<'s> {
                 }
                 buf.clear();
                 he.neighbors(v, buf);
-                let c = buf
-                    .iter()
-                    .fold([0f32; 3], |c, &u| add(c, he.pos[u as usize]));
+                let c = buf.iter().fold([0f32; 3], |c, &u| add(c, he.pos[u as usize]));
                 let d = sub(scale(c, 1.0 / buf.len().max(1) as f32), p);
                 let n = he.vertex_normal(v);
                 (sub(add(p, d), scale(n, dot(n, d))), hint)
@@ -312,18 +269,11 @@ impl<'s> Work<'s> {
         buf.clear();
         self.he.outgoing(v, buf);
         buf.iter().all(|&h| {
-            let (b, c) = (
-                self.he.pos[self.he.dest(h) as usize],
-                self.he.pos[self.he.origin(prev(h)) as usize],
-            );
+            let (b, c) = (self.he.pos[self.he.dest(h) as usize], self.he.pos[self.he.origin(prev(h)) as usize]);
             let n_new = cross(sub(b, p), sub(c, p));
             let n_old = self.he.face_cross(h / 3);
             let (l_old, l_new) = (length(n_old), length(n_new));
-            if l_old < self.min_cross {
-                l_new >= l_old
-            } else {
-                l_new >= self.min_cross && dot(n_new, n_old) > 0.0
-            }
+            if l_old < self.min_cross { l_new >= l_old } else { l_new >= self.min_cross && dot(n_new, n_old) > 0.0 }
         })
     }
 
@@ -375,11 +325,7 @@ impl<'s> Work<'s> {
 
     fn fix_face(&mut self, f: u32) -> bool {
         let mut edges = [3 * f, 3 * f + 1, 3 * f + 2];
-        edges.sort_by(|&x, &y| {
-            self.he
-                .edge_length_sq(x)
-                .total_cmp(&self.he.edge_length_sq(y))
-        });
+        edges.sort_by(|&x, &y| self.he.edge_length_sq(x).total_cmp(&self.he.edge_length_sq(y)));
         for &h in &edges {
             if self.try_collapse_edge(h, f32::INFINITY, CollapseGuard::Surface) {
                 return true;
@@ -397,11 +343,7 @@ impl<'s> Work<'s> {
             }
             buf.clear();
             self.he.neighbors(v, &mut buf);
-            let c = scale(
-                buf.iter()
-                    .fold([0f32; 3], |c, &u| add(c, self.he.pos[u as usize])),
-                1.0 / buf.len() as f32,
-            );
+            let c = scale(buf.iter().fold([0f32; 3], |c, &u| add(c, self.he.pos[u as usize])), 1.0 / buf.len() as f32);
             let hit = self.surface.project(c, self.hint[v as usize]);
             if self.move_fits_surface(v, &hit) {
                 self.he.pos[v as usize] = hit.point;
@@ -419,9 +361,7 @@ impl<'s> Work<'s> {
         if l < self.min_cross {
             return false;
         }
-        let hit = self
-            .surface
-            .project(scale(add(add(a, b), c), 1.0 / 3.0), hint);
+        let hit = self.surface.project(scale(add(add(a, b), c), 1.0 / 3.0), hint);
         dot(n, self.surface.normal_at(&hit)) > FOLD_COS * l
     }
 
@@ -438,11 +378,7 @@ impl<'s> Work<'s> {
                     continue;
                 }
                 let q = |x: u32| {
-                    if x == a || x == b {
-                        p
-                    } else {
-                        self.he.pos[x as usize]
-                    }
+                    if x == a || x == b { p } else { self.he.pos[x as usize] }
                 };
                 let [i, j, k] = self.he.face(hh / 3);
                 if !self.triangle_fits_surface(q(i), q(j), q(k), self.hint[v as usize]) {
@@ -462,26 +398,17 @@ impl<'s> Work<'s> {
         if t == NONE {
             return false;
         }
-        let [a, b, c, d] = [
-            self.he.origin(h),
-            self.he.origin(t),
-            self.he.origin(prev(h)),
-            self.he.origin(prev(t)),
-        ];
+        let [a, b, c, d] = [self.he.origin(h), self.he.origin(t), self.he.origin(prev(h)), self.he.origin(prev(t))];
         let p = |v: u32| self.he.pos[v as usize];
         let hint = self.hint[a as usize];
-        self.triangle_fits_surface(p(a), p(d), p(c), hint)
-            && self.triangle_fits_surface(p(d), p(b), p(c), hint)
+        self.triangle_fits_surface(p(a), p(d), p(c), hint) && self.triangle_fits_surface(p(d), p(b), p(c), hint)
     }
 
     fn move_fits_surface(&self, v: u32, hit: &Hit) -> bool {
         let mut buf = Vec::new();
         self.he.outgoing(v, &mut buf);
         buf.iter().all(|&h| {
-            let (b, c) = (
-                self.he.pos[self.he.dest(h) as usize],
-                self.he.pos[self.he.origin(prev(h)) as usize],
-            );
+            let (b, c) = (self.he.pos[self.he.dest(h) as usize], self.he.pos[self.he.origin(prev(h)) as usize]);
             self.triangle_fits_surface(hit.point, b, c, hit.slot)
         })
     }

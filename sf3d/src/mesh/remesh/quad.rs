@@ -99,10 +99,7 @@ pub const DEFAULT_QUAD_TARGET: u32 = 1000;
 impl Default for QuadOptions {
     /// [`DEFAULT_QUAD_TARGET`] vertices, [`DEFAULT_SMOOTH_ITERATIONS`] rounds of smoothing.
     fn default() -> Self {
-        Self {
-            target_vertices: DEFAULT_QUAD_TARGET,
-            smooth_iterations: DEFAULT_SMOOTH_ITERATIONS,
-        }
+        Self { target_vertices: DEFAULT_QUAD_TARGET, smooth_iterations: DEFAULT_SMOOTH_ITERATIONS }
     }
 }
 
@@ -122,11 +119,7 @@ impl QuadMesh {
     /// Fraction of the faces that are quads (`quads / (quads + triangles)`; 0 for an empty mesh).
     pub fn quad_ratio(&self) -> f32 {
         let n = self.quads.len() + self.triangles.len();
-        if n == 0 {
-            0.0
-        } else {
-            self.quads.len() as f32 / n as f32
-        }
+        if n == 0 { 0.0 } else { self.quads.len() as f32 / n as f32 }
     }
 
     /// Triangles for export, as the reference's trimesh load does: quad `(a, b, c, d)` → `(a, b, c)`, `(a, c, d)`,
@@ -138,10 +131,7 @@ impl QuadMesh {
             faces.push([a, c, d]);
         }
         faces.extend_from_slice(&self.triangles);
-        TriMesh {
-            positions: self.positions.clone(),
-            faces,
-        }
+        TriMesh { positions: self.positions.clone(), faces }
     }
 }
 
@@ -154,11 +144,7 @@ impl QuadMesh {
 /// and winding, vertices lie on the input surface, boundary vertices of the input are kept (they are never
 /// merged, so open meshes keep their whole boundary polyline). Degenerate and folded triangles are repaired; any
 /// that survive are logged. Deterministic.
-pub fn quad_remesh(
-    mesh: &TriMesh,
-    options: &QuadOptions,
-    progress: &mut dyn Progress,
-) -> Result<QuadMesh> {
+pub fn quad_remesh(mesh: &TriMesh, options: &QuadOptions, progress: &mut dyn Progress) -> Result<QuadMesh> {
     if options.target_vertices == 0 {
         return Err(sf3d_shared::ParamError::new("vertex_count", "must be positive").into());
     }
@@ -169,27 +155,15 @@ pub fn quad_remesh(
     drop(whole);
     let first_spacing = (surface_area(mesh) / f64::from(options.target_vertices)).sqrt() as f32;
     if !(first_spacing.is_finite() && first_spacing > 0.0) {
-        return Err(Error::InvalidMesh(format!(
-            "surface has no extent (lattice spacing {first_spacing})"
-        )));
+        return Err(Error::InvalidMesh(format!("surface has no extent (lattice spacing {first_spacing})")));
     }
     // A quad lattice of spacing s has one vertex per s² of area.
-    let parts = split_small_components(
-        mesh,
-        SMALL_COMPONENT_VERTICES * f64::from(first_spacing).powi(2),
-    );
+    let parts = split_small_components(mesh, SMALL_COMPONENT_VERTICES * f64::from(first_spacing).powi(2));
     if parts.big.faces.is_empty() {
         let small = repair_only(&parts.small, DEGENERATE_AREA_RATIO, REPAIR_ROUNDS)?;
-        return Ok(QuadMesh {
-            positions: small.positions,
-            quads: Vec::new(),
-            triangles: small.faces,
-        });
+        return Ok(QuadMesh { positions: small.positions, quads: Vec::new(), triangles: small.faces });
     }
-    let target = options
-        .target_vertices
-        .saturating_sub(parts.small.vertex_count() as u32)
-        .max(MIN_TARGET);
+    let target = options.target_vertices.saturating_sub(parts.small.vertex_count() as u32).max(MIN_TARGET);
     let he = HalfEdgeMesh::from_trimesh(&parts.big)?;
     let surface = Surface::new(&parts.big);
     let spacing = (surface_area(&parts.big) / f64::from(target)).sqrt() as f32;
@@ -203,12 +177,7 @@ pub fn quad_remesh(
     work.init_hints();
     let fine_target = FINE_VERTICES_PER_TARGET * target as usize;
     if work.he.live_vertex_count() as f32 > FINE_DECIMATE_FACTOR * fine_target as f32 {
-        collapse_shortest_edges(
-            &mut work,
-            fine_target,
-            CollapseGuard::Turn(COLLAPSE_MIN_COS),
-            &mut steps,
-        )?;
+        collapse_shortest_edges(&mut work, fine_target, CollapseGuard::Turn(COLLAPSE_MIN_COS), &mut steps)?;
     }
     work.split_long_edges(FINE_MAX_EDGE_RATIO * spacing);
     steps.step()?;
@@ -219,9 +188,8 @@ pub fn quad_remesh(
             hints[new as usize] = work.hint[old];
         }
     }
-    let he = HalfEdgeMesh::from_trimesh(&fine).map_err(|e| {
-        Error::Internal(format!("working mesh of the quad remesher is broken: {e}"))
-    })?;
+    let he = HalfEdgeMesh::from_trimesh(&fine)
+        .map_err(|e| Error::Internal(format!("working mesh of the quad remesher is broken: {e}")))?;
     let mut work = Work::new(he, &surface, min_cross, max_dev);
     work.hint = hints;
     steps.step()?;
@@ -259,33 +227,22 @@ pub fn quad_remesh(
     }
     let left = work.repair(REPAIR_ROUNDS);
     if left > 0 {
-        tracing::warn!(
-            faces = left,
-            "quad remesh: degenerate or folded triangles survived the repair"
-        );
+        tracing::warn!(faces = left, "quad remesh: degenerate or folded triangles survived the repair");
     }
     let diagonals = lattice_diagonals(&classes, &mut clusters);
     let mut quads = pair_triangles(&work.he, &fields.q, &diagonals);
     steps.step()?;
     let base = quads.positions.len() as u32;
     quads.positions.extend_from_slice(&small.positions);
-    quads
-        .triangles
-        .extend(small.faces.iter().map(|t| t.map(|i| i + base)));
+    quads.triangles.extend(small.faces.iter().map(|t| t.map(|i| i + base)));
     Ok(quads)
 }
 
 /// The working mesh's vertex graph with uniform link weights, area-weighted normals and dual areas.
 fn vertex_graph(he: &HalfEdgeMesh) -> Graph {
     let n = he.vertex_slots();
-    let mut g = Graph {
-        pos: he.pos.clone(),
-        ..Default::default()
-    };
-    g.nrm = (0..n as u32)
-        .into_par_iter()
-        .map(|v| he.vertex_normal(v))
-        .collect();
+    let mut g = Graph { pos: he.pos.clone(), ..Default::default() };
+    g.nrm = (0..n as u32).into_par_iter().map(|v| he.vertex_normal(v)).collect();
     g.area = vec![0.0; n];
     for f in 0..he.face_slots() as u32 {
         if he.face_alive(f) {
@@ -333,9 +290,7 @@ enum Offset {
 /// Classifies every edge by the integer lattice offset between its ends (after aligning their frames).
 fn classify_edges(he: &HalfEdgeMesh, g: &Graph, f: &Fields, spacing: f32) -> EdgeClasses {
     let inv = 1.0 / spacing;
-    let reps: Vec<u32> = (0..he.half_edge_slots() as u32)
-        .filter(|&h| he.is_edge_representative(h))
-        .collect();
+    let reps: Vec<u32> = (0..he.half_edge_slots() as u32).filter(|&h| he.is_edge_representative(h)).collect();
     let classified: Vec<(u32, u32, Offset, f32)> = reps
         .par_iter()
         .map(|&h| {
@@ -372,11 +327,7 @@ fn classify_edges(he: &HalfEdgeMesh, g: &Graph, f: &Fields, spacing: f32) -> Edg
         }
     }
     merge.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
-    EdgeClasses {
-        merge,
-        links,
-        diagonal,
-    }
+    EdgeClasses { merge, links, diagonal }
 }
 
 /// The cluster pairs joined by more diagonal than unit-offset edges, as sorted `(min, max)` surviving vertices.
@@ -399,11 +350,7 @@ fn lattice_diagonals(classes: &EdgeClasses, clusters: &mut Clusters) -> HashSet<
             }
         }
     }
-    votes
-        .into_iter()
-        .filter(|&(_, v)| v > 0)
-        .map(|(k, _)| k)
-        .collect()
+    votes.into_iter().filter(|&(_, v)| v > 0).map(|(k, _)| k).collect()
 }
 
 /// Union-find over the working mesh's vertices; the root of a cluster is its surviving vertex.
@@ -426,9 +373,7 @@ impl Clusters {
 /// a unit-offset link. Returns the clusters.
 fn merge_clusters(he: &mut HalfEdgeMesh, classes: &EdgeClasses) -> Clusters {
     let n = he.vertex_slots();
-    let mut c = Clusters {
-        parent: (0..n as u32).collect(),
-    };
+    let mut c = Clusters { parent: (0..n as u32).collect() };
     let mut size = vec![1u32; n];
     let mut links = classes.links.clone();
     for &(_, i, j) in &classes.merge {
@@ -436,8 +381,8 @@ fn merge_clusters(he: &mut HalfEdgeMesh, classes: &EdgeClasses) -> Clusters {
         if ri == rj {
             continue;
         }
-        let linked = links[ri as usize].iter().any(|&k| c.find(k) == rj)
-            || links[rj as usize].iter().any(|&k| c.find(k) == ri);
+        let linked =
+            links[ri as usize].iter().any(|&k| c.find(k) == rj) || links[rj as usize].iter().any(|&k| c.find(k) == ri);
         if linked {
             continue;
         }
@@ -474,9 +419,7 @@ fn merge_clusters(he: &mut HalfEdgeMesh, classes: &EdgeClasses) -> Clusters {
 /// input surface.
 fn place_vertices(work: &mut Work<'_>, g: &Graph, f: &Fields, clusters: &Clusters, spacing: f32) {
     let n = g.len();
-    let mut clusters = Clusters {
-        parent: clusters.parent.clone(),
-    };
+    let mut clusters = Clusters { parent: clusters.parent.clone() };
     let mut sum = vec![[0f32; 3]; n];
     let mut wsum = vec![0f32; n];
     let inv_sq = 1.0 / (spacing * spacing);
@@ -516,8 +459,7 @@ fn pair_triangles(he: &HalfEdgeMesh, q: &[[f32; 3]], diagonals: &HashSet<(u32, u
         .filter_map(|h| {
             let (a, b) = (he.origin(h), he.dest(h));
             if diagonals.contains(&(a.min(b), a.max(b))) {
-                quad_score(he, q, h, LATTICE_QUAD_MAX_ABS_COS)
-                    .map(|s| (s + LATTICE_DIAGONAL_BONUS, h))
+                quad_score(he, q, h, LATTICE_QUAD_MAX_ABS_COS).map(|s| (s + LATTICE_DIAGONAL_BONUS, h))
             } else {
                 quad_score(he, q, h, QUAD_MAX_ABS_COS).map(|s| (s, h))
             }
@@ -535,35 +477,21 @@ fn pair_triangles(he: &HalfEdgeMesh, q: &[[f32; 3]], diagonals: &HashSet<(u32, u
         paired[f] = true;
         paired[g] = true;
         let t = he.twin(h);
-        let quad = [
-            he.origin(h),
-            he.origin(prev(t)),
-            he.dest(h),
-            he.origin(prev(h)),
-        ];
+        let quad = [he.origin(h), he.origin(prev(t)), he.dest(h), he.origin(prev(h))];
         quads.push(quad.map(|v| map[v as usize]));
     }
     let triangles = (0..he.face_slots() as u32)
         .filter(|&f| he.face_alive(f) && !paired[f as usize])
         .map(|f| he.face(f).map(|v| map[v as usize]))
         .collect();
-    QuadMesh {
-        positions: mesh.positions,
-        quads,
-        triangles,
-    }
+    QuadMesh { positions: mesh.positions, quads, triangles }
 }
 
 /// Score of the quad `(a, d, b, c)` formed by removing the edge of `h` (`a → b`), or `None` if it is not
 /// convex or has a corner whose angle's cosine exceeds `max_abs_cos` in magnitude.
 fn quad_score(he: &HalfEdgeMesh, q: &[[f32; 3]], h: u32, max_abs_cos: f32) -> Option<f32> {
     let t = he.twin(h);
-    let ids = [
-        he.origin(h),
-        he.origin(prev(t)),
-        he.dest(h),
-        he.origin(prev(h)),
-    ];
+    let ids = [he.origin(h), he.origin(prev(t)), he.dest(h), he.origin(prev(h))];
     let n = add(he.face_cross(h / 3), he.face_cross(t / 3));
     if length(n) <= TINY {
         return None;

@@ -51,11 +51,7 @@ impl Surface {
                 + w[1] * self.normals[f[1] as usize][k]
                 + w[2] * self.normals[f[2] as usize][k]
         });
-        if length(n) > NORMAL_CANCEL_EPS {
-            normalize(n, NORMAL_CANCEL_EPS)
-        } else {
-            self.bvh.normal(hit.slot)
-        }
+        if length(n) > NORMAL_CANCEL_EPS { normalize(n, NORMAL_CANCEL_EPS) } else { self.bvh.normal(hit.slot) }
     }
 }
 
@@ -74,11 +70,7 @@ fn barycentric(p: [f32; 3], a: [f32; 3], b: [f32; 3], c: [f32; 3]) -> [f32; 3] {
     let wb = dot(n, cross(sub(c, p), sub(a, p))) / nn;
     let w = [wa.max(0.0), wb.max(0.0), (1.0 - wa - wb).max(0.0)];
     let s = w[0] + w[1] + w[2];
-    if s > 0.0 {
-        scale(w, 1.0 / s)
-    } else {
-        [1.0 / 3.0; 3]
-    }
+    if s > 0.0 { scale(w, 1.0 / s) } else { [1.0 / 3.0; 3] }
 }
 
 #[cfg(test)]

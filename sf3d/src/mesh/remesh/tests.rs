@@ -33,10 +33,7 @@ fn welded(positions: Vec<[f32; 3]>, faces: Vec<[u32; 3]>) -> TriMesh {
             })
         })
         .collect();
-    TriMesh {
-        positions: out,
-        faces: faces.iter().map(|t| t.map(|i| remap[i as usize])).collect(),
-    }
+    TriMesh { positions: out, faces: faces.iter().map(|t| t.map(|i| remap[i as usize])).collect() }
 }
 
 /// Icosphere of radius `r` with `level` 1-to-4 subdivisions: 10·4^level + 2 vertices, outward faces, χ = 2.
@@ -86,27 +83,18 @@ pub(crate) fn icosphere(level: u32, r: f32) -> TriMesh {
         let mut next = Vec::with_capacity(faces.len() * 4);
         let mut midpoint = |a: u32, b: u32, positions: &mut Vec<[f32; 3]>| {
             *mid.entry((a.min(b), a.max(b))).or_insert_with(|| {
-                positions.push(normalize(
-                    scale(add(positions[a as usize], positions[b as usize]), 0.5),
-                    1e-12,
-                ));
+                positions.push(normalize(scale(add(positions[a as usize], positions[b as usize]), 0.5), 1e-12));
                 positions.len() as u32 - 1
             })
         };
         for &[a, b, c] in &faces {
-            let (ab, bc, ca) = (
-                midpoint(a, b, &mut positions),
-                midpoint(b, c, &mut positions),
-                midpoint(c, a, &mut positions),
-            );
+            let (ab, bc, ca) =
+                (midpoint(a, b, &mut positions), midpoint(b, c, &mut positions), midpoint(c, a, &mut positions));
             next.extend_from_slice(&[[a, ab, ca], [b, bc, ab], [c, ca, bc], [ab, bc, ca]]);
         }
         faces = next;
     }
-    TriMesh {
-        positions: positions.iter().map(|p| scale(*p, r)).collect(),
-        faces,
-    }
+    TriMesh { positions: positions.iter().map(|p| scale(*p, r)).collect(), faces }
 }
 
 /// Torus around z with radii `big` and `small`, `nu × nv` quads split in two: outward faces, χ = 0.
@@ -114,15 +102,8 @@ pub(crate) fn torus(big: f32, small: f32, nu: u32, nv: u32) -> TriMesh {
     let mut positions = Vec::new();
     for i in 0..nu {
         for j in 0..nv {
-            let (u, v) = (
-                2.0 * PI * i as f32 / nu as f32,
-                2.0 * PI * j as f32 / nv as f32,
-            );
-            positions.push([
-                (big + small * v.cos()) * u.cos(),
-                (big + small * v.cos()) * u.sin(),
-                small * v.sin(),
-            ]);
+            let (u, v) = (2.0 * PI * i as f32 / nu as f32, 2.0 * PI * j as f32 / nv as f32);
+            positions.push([(big + small * v.cos()) * u.cos(), (big + small * v.cos()) * u.sin(), small * v.sin()]);
         }
     }
     let id = |i: u32, j: u32| (i % nu) * nv + (j % nv);
@@ -142,19 +123,8 @@ pub(crate) fn cube(n: u32) -> TriMesh {
     let mut positions = Vec::new();
     let mut faces = Vec::new();
     // (normal axis, sign): the grid spans the two other axes, ordered so that the winding faces outward.
-    for (axis, sign) in [
-        (0usize, 1.0f32),
-        (0, -1.0),
-        (1, 1.0),
-        (1, -1.0),
-        (2, 1.0),
-        (2, -1.0),
-    ] {
-        let (u, v) = if sign > 0.0 {
-            ((axis + 1) % 3, (axis + 2) % 3)
-        } else {
-            ((axis + 2) % 3, (axis + 1) % 3)
-        };
+    for (axis, sign) in [(0usize, 1.0f32), (0, -1.0), (1, 1.0), (1, -1.0), (2, 1.0), (2, -1.0)] {
+        let (u, v) = if sign > 0.0 { ((axis + 1) % 3, (axis + 2) % 3) } else { ((axis + 2) % 3, (axis + 1) % 3) };
         let base = positions.len() as u32;
         for j in 0..=n {
             for i in 0..=n {
@@ -178,24 +148,14 @@ pub(crate) fn cube(n: u32) -> TriMesh {
 
 /// The same mesh with every face reversed: the inward convention of the marching-tetrahedra output.
 pub(crate) fn inward(m: &TriMesh) -> TriMesh {
-    TriMesh {
-        positions: m.positions.clone(),
-        faces: m.faces.iter().map(|&[a, b, c]| [a, c, b]).collect(),
-    }
+    TriMesh { positions: m.positions.clone(), faces: m.faces.iter().map(|&[a, b, c]| [a, c, b]).collect() }
 }
 
 /// The tiny-a marching-tetrahedra mesh (8778 vertices, 17540 faces, world space, inward faces).
 pub(crate) fn golden_mt() -> TriMesh {
     let g = GoldenSet::open(GoldenSet::default_dir()).unwrap();
     let positions = g.f32("mt_v_pos").unwrap().rows::<3>().unwrap();
-    let faces = g
-        .i32("mt_t_pos_idx")
-        .unwrap()
-        .rows::<3>()
-        .unwrap()
-        .iter()
-        .map(|t| t.map(|i| i as u32))
-        .collect();
+    let faces = g.i32("mt_t_pos_idx").unwrap().rows::<3>().unwrap().iter().map(|t| t.map(|i| i as u32)).collect();
     TriMesh::new(positions, faces).unwrap()
 }
 
@@ -239,19 +199,12 @@ fn one_sided(a: &TriMesh, b: &TriMesh) -> f32 {
     let bvh = TriangleBvh::new(&b.positions, &b.faces);
     let pts = samples(a);
     let hints = vec![bvh::NO_HINT; pts.len()];
-    bvh.closest_many(&pts, &hints)
-        .iter()
-        .map(|h| h.dist_sq.sqrt())
-        .fold(0.0, f32::max)
+    bvh.closest_many(&pts, &hints).iter().map(|h| h.dist_sq.sqrt()).fold(0.0, f32::max)
 }
 
 fn quality(input: &TriMesh, out: &TriMesh) -> Quality {
-    let mut edges: Vec<(u32, u32)> = out
-        .faces
-        .iter()
-        .flat_map(|&[a, b, c]| [(a, b), (b, c), (c, a)])
-        .map(|(a, b)| (a.min(b), a.max(b)))
-        .collect();
+    let mut edges: Vec<(u32, u32)> =
+        out.faces.iter().flat_map(|&[a, b, c]| [(a, b), (b, c), (c, a)]).map(|(a, b)| (a.min(b), a.max(b))).collect();
     edges.sort_unstable();
     let mut counts = HashMap::new();
     for e in &edges {
@@ -284,12 +237,8 @@ fn quality(input: &TriMesh, out: &TriMesh) -> Quality {
 }
 
 fn euler(m: &TriMesh) -> i64 {
-    let mut edges: Vec<(u32, u32)> = m
-        .faces
-        .iter()
-        .flat_map(|&[a, b, c]| [(a, b), (b, c), (c, a)])
-        .map(|(a, b)| (a.min(b), a.max(b)))
-        .collect();
+    let mut edges: Vec<(u32, u32)> =
+        m.faces.iter().flat_map(|&[a, b, c]| [(a, b), (b, c), (c, a)]).map(|(a, b)| (a.min(b), a.max(b))).collect();
     edges.sort_unstable();
     edges.dedup();
     let used = count_referenced(m) as i64;
@@ -311,12 +260,7 @@ fn mean_edge(m: &TriMesh) -> f32 {
         .faces
         .iter()
         .flat_map(|&[a, b, c]| [(a, b), (b, c), (c, a)])
-        .map(|(a, b)| {
-            f64::from(length(sub(
-                m.positions[a as usize],
-                m.positions[b as usize],
-            )))
-        })
+        .map(|(a, b)| f64::from(length(sub(m.positions[a as usize], m.positions[b as usize]))))
         .sum();
     (s / (3 * m.faces.len()) as f64) as f32
 }
@@ -329,55 +273,20 @@ fn check_closed(name: &str, input: &TriMesh, out: &TriMesh, max_hausdorff: f32) 
 
 /// [`check_closed`] with separate bounds on the distance from the input to the output (coverage) and from the
 /// output to the input (fidelity).
-fn check_closed_2(
-    name: &str,
-    input: &TriMesh,
-    out: &TriMesh,
-    max_in_to_out: f32,
-    max_out_to_in: f32,
-) -> Quality {
+fn check_closed_2(name: &str, input: &TriMesh, out: &TriMesh, max_in_to_out: f32, max_out_to_in: f32) -> Quality {
     let q = quality(input, out);
     eprintln!("{name}: {q:?}");
-    HalfEdgeMesh::from_trimesh(out)
-        .unwrap_or_else(|e| panic!("{name}: output is not an oriented manifold: {e}"));
+    HalfEdgeMesh::from_trimesh(out).unwrap_or_else(|e| panic!("{name}: output is not an oriented manifold: {e}"));
     assert_eq!(q.boundary_edges, 0, "{name}: output has holes");
-    assert_eq!(
-        count_referenced(out),
-        out.vertex_count(),
-        "{name}: unreferenced vertices"
-    );
-    assert_eq!(
-        q.euler,
-        euler(input),
-        "{name}: Euler characteristic changed"
-    );
-    assert_eq!(
-        q.signed_volume.signum(),
-        input.signed_volume().signum(),
-        "{name}: winding changed"
-    );
+    assert_eq!(count_referenced(out), out.vertex_count(), "{name}: unreferenced vertices");
+    assert_eq!(q.euler, euler(input), "{name}: Euler characteristic changed");
+    assert_eq!(q.signed_volume.signum(), input.signed_volume().signum(), "{name}: winding changed");
     assert_eq!(q.folded, 0, "{name}: folded triangles");
     // Past 90° (but not folded) happens at the creases of the marching-tets input; keep it rare.
-    assert!(
-        q.past_90 * 100 <= out.face_count(),
-        "{name}: {} triangles turned past 90°",
-        q.past_90
-    );
-    assert!(
-        q.min_area > 1e-9,
-        "{name}: degenerate triangle (area {})",
-        q.min_area
-    );
-    assert!(
-        q.in_to_out <= max_in_to_out,
-        "{name}: input→output distance {} > {max_in_to_out}",
-        q.in_to_out
-    );
-    assert!(
-        q.out_to_in <= max_out_to_in,
-        "{name}: output→input distance {} > {max_out_to_in}",
-        q.out_to_in
-    );
+    assert!(q.past_90 * 100 <= out.face_count(), "{name}: {} triangles turned past 90°", q.past_90);
+    assert!(q.min_area > 1e-9, "{name}: degenerate triangle (area {})", q.min_area);
+    assert!(q.in_to_out <= max_in_to_out, "{name}: input→output distance {} > {max_in_to_out}", q.in_to_out);
+    assert!(q.out_to_in <= max_out_to_in, "{name}: output→input distance {} > {max_out_to_in}", q.out_to_in);
     q
 }
 
@@ -417,17 +326,9 @@ fn triangle_without_target_keeps_density_and_inward_winding() {
     let out = remesh(&input, RemeshOption::Triangle, None, &mut NoProgress).unwrap();
     let q = check_closed("triangle icosphere inward, no target", &input, &out, 0.01);
     let ratio = q.vertices as f32 / input.vertex_count() as f32;
-    assert!(
-        (0.6..=1.4).contains(&ratio),
-        "{} → {} vertices",
-        input.vertex_count(),
-        q.vertices
-    );
+    assert!((0.6..=1.4).contains(&ratio), "{} → {} vertices", input.vertex_count(), q.vertices);
     let (l_in, l_out) = (mean_edge(&input), mean_edge(&out));
-    assert!(
-        (l_out / l_in - 1.0).abs() < 0.25,
-        "mean edge {l_in} → {l_out}"
-    );
+    assert!((l_out / l_in - 1.0).abs() < 0.25, "mean edge {l_in} → {l_out}");
 }
 
 /// A torus (genus 1, χ = 0) keeps its hole. L ≈ 0.1 on a tube of radius 0.4: chords deviate by ≈ L²/(8·0.4).
@@ -467,22 +368,10 @@ fn triangle_golden_marching_tets() {
     assert!(input.signed_volume() < 0.0, "the MT mesh faces inward");
     let out = remesh(&input, RemeshOption::Triangle, None, &mut NoProgress).unwrap();
     let l = mean_edge(&input);
-    check_closed_2(
-        "triangle golden MT, no target",
-        &input,
-        &out,
-        MT_IN_TO_OUT_EDGES * l,
-        MT_OUT_TO_IN_EDGES * l,
-    );
+    check_closed_2("triangle golden MT, no target", &input, &out, MT_IN_TO_OUT_EDGES * l, MT_OUT_TO_IN_EDGES * l);
     let out = remesh(&input, RemeshOption::Triangle, Some(3000), &mut NoProgress).unwrap();
     let l = triangle::edge_length_for(surface_area(&input), 3000.0);
-    let q = check_closed_2(
-        "triangle golden MT 3000",
-        &input,
-        &out,
-        MT_IN_TO_OUT_EDGES * l,
-        MT_OUT_TO_IN_EDGES * l,
-    );
+    let q = check_closed_2("triangle golden MT 3000", &input, &out, MT_IN_TO_OUT_EDGES * l, MT_OUT_TO_IN_EDGES * l);
     assert!(within(q.vertices, 3000, 0.2), "{} vertices", q.vertices);
 }
 
@@ -492,28 +381,11 @@ fn triangle_golden_marching_tets() {
 #[test]
 fn quad_icosphere() {
     let input = icosphere(5, 1.0);
-    let q = quad_remesh(
-        &input,
-        &QuadOptions {
-            target_vertices: 2000,
-            ..Default::default()
-        },
-        &mut NoProgress,
-    )
-    .unwrap();
-    eprintln!(
-        "quad icosphere: {} quads, {} triangles, ratio {}",
-        q.quads.len(),
-        q.triangles.len(),
-        q.quad_ratio()
-    );
+    let q = quad_remesh(&input, &QuadOptions { target_vertices: 2000, ..Default::default() }, &mut NoProgress).unwrap();
+    eprintln!("quad icosphere: {} quads, {} triangles, ratio {}", q.quads.len(), q.triangles.len(), q.quad_ratio());
     let out = q.triangulate();
     let qual = check_closed("quad icosphere 2000", &input, &out, 0.02);
-    assert!(
-        within(qual.vertices, 2000, 0.3),
-        "{} vertices",
-        qual.vertices
-    );
+    assert!(within(qual.vertices, 2000, 0.3), "{} vertices", qual.vertices);
     // Instant Meshes' output on a sphere is ≈ 95 % quads (the 8 valence-3 singularities of a sphere's cross field
     // and their neighbourhoods stay triangles); 0.85 leaves room.
     assert!(q.quad_ratio() > 0.85, "quad ratio {}", q.quad_ratio());
@@ -524,67 +396,24 @@ fn quad_icosphere() {
 #[test]
 fn quad_decimates_dense_input_first() {
     let input = icosphere(5, 1.0);
-    let q = quad_remesh(
-        &input,
-        &QuadOptions {
-            target_vertices: 400,
-            ..Default::default()
-        },
-        &mut NoProgress,
-    )
-    .unwrap();
-    eprintln!(
-        "quad icosphere 400: {} quads, {} triangles, ratio {}",
-        q.quads.len(),
-        q.triangles.len(),
-        q.quad_ratio()
-    );
+    let q = quad_remesh(&input, &QuadOptions { target_vertices: 400, ..Default::default() }, &mut NoProgress).unwrap();
+    eprintln!("quad icosphere 400: {} quads, {} triangles, ratio {}", q.quads.len(), q.triangles.len(), q.quad_ratio());
     let qual = check_closed("quad icosphere 400", &input, &q.triangulate(), 0.03);
-    assert!(
-        within(qual.vertices, 400, 0.3),
-        "{} vertices",
-        qual.vertices
-    );
+    assert!(within(qual.vertices, 400, 0.3), "{} vertices", qual.vertices);
     assert!(q.quad_ratio() > 0.8, "quad ratio {}", q.quad_ratio());
 }
 
 #[test]
 fn quad_torus_and_cube() {
     let input = torus(1.0, 0.4, 96, 48);
-    let q = quad_remesh(
-        &input,
-        &QuadOptions {
-            target_vertices: 1200,
-            ..Default::default()
-        },
-        &mut NoProgress,
-    )
-    .unwrap();
-    eprintln!(
-        "quad torus: {} quads, {} triangles, ratio {}",
-        q.quads.len(),
-        q.triangles.len(),
-        q.quad_ratio()
-    );
+    let q = quad_remesh(&input, &QuadOptions { target_vertices: 1200, ..Default::default() }, &mut NoProgress).unwrap();
+    eprintln!("quad torus: {} quads, {} triangles, ratio {}", q.quads.len(), q.triangles.len(), q.quad_ratio());
     check_closed("quad torus 1200", &input, &q.triangulate(), 0.03);
     // A torus admits a cross field without singularities.
     assert!(q.quad_ratio() > 0.85, "quad ratio {}", q.quad_ratio());
     let input = cube(24);
-    let q = quad_remesh(
-        &input,
-        &QuadOptions {
-            target_vertices: 600,
-            ..Default::default()
-        },
-        &mut NoProgress,
-    )
-    .unwrap();
-    eprintln!(
-        "quad cube: {} quads, {} triangles, ratio {}",
-        q.quads.len(),
-        q.triangles.len(),
-        q.quad_ratio()
-    );
+    let q = quad_remesh(&input, &QuadOptions { target_vertices: 600, ..Default::default() }, &mut NoProgress).unwrap();
+    eprintln!("quad cube: {} quads, {} triangles, ratio {}", q.quads.len(), q.triangles.len(), q.quad_ratio());
     // The cube's cross field is aligned with its edges, so its faces become clean grids: 6 × 10 × 10 quads.
     check_closed("quad cube 600", &input, &q.triangulate(), 0.15);
     assert!(q.quad_ratio() > 0.95, "quad ratio {}", q.quad_ratio());
@@ -596,50 +425,22 @@ fn quad_torus_and_cube() {
 fn quad_golden_marching_tets() {
     let input = golden_mt();
     let area = surface_area(&input);
-    for (target, asked) in [
-        (Some(8000), 2000),
-        (None, quad_target_vertices(None, input.vertex_count())),
-    ] {
+    for (target, asked) in [(Some(8000), 2000), (None, quad_target_vertices(None, input.vertex_count()))] {
         let out = remesh(&input, RemeshOption::Quad, target, &mut NoProgress).unwrap();
-        let quads = quad_remesh(
-            &input,
-            &QuadOptions {
-                target_vertices: asked,
-                ..Default::default()
-            },
-            &mut NoProgress,
-        )
-        .unwrap();
-        assert_eq!(
-            quads.triangulate(),
-            out,
-            "remesh(Quad) is quad_remesh(n / 4) triangulated"
-        );
+        let quads = quad_remesh(&input, &QuadOptions { target_vertices: asked, ..Default::default() }, &mut NoProgress)
+            .unwrap();
+        assert_eq!(quads.triangulate(), out, "remesh(Quad) is quad_remesh(n / 4) triangulated");
         eprintln!(
             "quad golden MT: {} quads, {} triangles, ratio {}",
             quads.quads.len(),
             quads.triangles.len(),
             quads.quad_ratio()
         );
-        assert!(
-            quads.quad_ratio() > 0.7,
-            "quad ratio {}",
-            quads.quad_ratio()
-        );
+        assert!(quads.quad_ratio() > 0.7, "quad ratio {}", quads.quad_ratio());
         let s = (area / f64::from(asked)).sqrt() as f32;
         let name = format!("quad golden MT {target:?} (asks {asked})");
-        let q = check_closed_2(
-            &name,
-            &input,
-            &out,
-            MT_IN_TO_OUT_EDGES * s,
-            MT_OUT_TO_IN_EDGES * s,
-        );
-        assert!(
-            within(q.vertices, asked, 0.3),
-            "{name}: {} vertices",
-            q.vertices
-        );
+        let q = check_closed_2(&name, &input, &out, MT_IN_TO_OUT_EDGES * s, MT_OUT_TO_IN_EDGES * s);
+        assert!(within(q.vertices, asked, 0.3), "{name}: {} vertices", q.vertices);
     }
 }
 
@@ -647,10 +448,7 @@ fn quad_golden_marching_tets() {
 #[test]
 fn quad_is_deterministic() {
     let input = torus(1.0, 0.4, 48, 24);
-    let options = QuadOptions {
-        target_vertices: 300,
-        ..Default::default()
-    };
+    let options = QuadOptions { target_vertices: 300, ..Default::default() };
     let a = quad_remesh(&input, &options, &mut NoProgress).unwrap();
     let b = quad_remesh(&input, &options, &mut NoProgress).unwrap();
     assert_eq!(a, b);
@@ -659,11 +457,7 @@ fn quad_is_deterministic() {
 /// Quads triangulate as (a, b, c), (a, c, d), as trimesh does for the reference.
 #[test]
 fn quad_triangulation_convention() {
-    let q = QuadMesh {
-        positions: vec![[0.0; 3]; 5],
-        quads: vec![[0, 1, 2, 3]],
-        triangles: vec![[0, 3, 4]],
-    };
+    let q = QuadMesh { positions: vec![[0.0; 3]; 5], quads: vec![[0, 1, 2, 3]], triangles: vec![[0, 3, 4]] };
     assert_eq!(q.triangulate().faces, vec![[0, 1, 2], [0, 2, 3], [0, 3, 4]]);
     assert_eq!(q.quad_ratio(), 0.5);
 }
@@ -673,10 +467,7 @@ fn quad_triangulation_convention() {
 #[test]
 fn none_without_count_is_identity() {
     let input = golden_mt();
-    assert_eq!(
-        remesh(&input, RemeshOption::None, None, &mut NoProgress).unwrap(),
-        input
-    );
+    assert_eq!(remesh(&input, RemeshOption::None, None, &mut NoProgress).unwrap(), input);
 }
 
 /// meshoptimizer to 2000 vertices: the count is a soft target (±20 %), topology stays clean.
@@ -700,10 +491,7 @@ fn none_with_count_decimates() {
     assert!(q.min_area > 0.0);
     assert_eq!(q.signed_volume.signum(), -1.0);
     let l = triangle::edge_length_for(surface_area(&input), 3000.0);
-    assert!(
-        q.in_to_out.max(q.out_to_in) < MT_OUT_TO_IN_EDGES * l,
-        "{q:?}"
-    );
+    assert!(q.in_to_out.max(q.out_to_in) < MT_OUT_TO_IN_EDGES * l, "{q:?}");
 }
 
 /// Below ≈ 1500 vertices meshoptimizer pinches a thin neck of tiny-a into an edge with four faces; the
@@ -724,12 +512,7 @@ fn none_with_small_count_stays_manifold() {
         assert_eq!(q.euler, euler(&input));
         assert_eq!(q.folded, 0);
         // Specks of the input too small to decimate keep their slivers; nothing smaller is created.
-        assert!(
-            q.min_area >= min_area(&input),
-            "{} < {}",
-            q.min_area,
-            min_area(&input)
-        );
+        assert!(q.min_area >= min_area(&input), "{} < {}", q.min_area, min_area(&input));
         assert_eq!(q.signed_volume.signum(), -1.0);
         assert!(q.in_to_out.max(q.out_to_in) <= 1.5 * l, "{q:?}");
         assert!(within(q.vertices, target, 0.2), "{} vertices", q.vertices);
@@ -742,11 +525,7 @@ fn none_with_small_count_stays_manifold() {
 fn small_components_are_split_off() {
     let big = icosphere(0, 1.0);
     let small = TriMesh {
-        positions: big
-            .positions
-            .iter()
-            .map(|p| add(scale(*p, 0.01), [5.0, 0.0, 0.0]))
-            .collect(),
+        positions: big.positions.iter().map(|p| add(scale(*p, 0.01), [5.0, 0.0, 0.0])).collect(),
         faces: big.faces.clone(),
     };
     let both = concat(small.clone(), &big);
@@ -759,10 +538,7 @@ fn small_components_are_split_off() {
 #[test]
 fn none_with_large_count_is_identity() {
     let input = icosphere(2, 1.0);
-    assert_eq!(
-        remesh(&input, RemeshOption::None, Some(20000), &mut NoProgress).unwrap(),
-        input
-    );
+    assert_eq!(remesh(&input, RemeshOption::None, Some(20000), &mut NoProgress).unwrap(), input);
 }
 
 // ---- errors, cancellation, edge cases ------------------------------------------------------------------------
@@ -785,15 +561,8 @@ fn non_manifold_input_is_an_error() {
 
 #[test]
 fn out_of_range_index_is_an_error() {
-    let m = TriMesh {
-        positions: vec![[0.0; 3]; 3],
-        faces: vec![[0, 1, 7]],
-    };
-    for option in [
-        RemeshOption::None,
-        RemeshOption::Triangle,
-        RemeshOption::Quad,
-    ] {
+    let m = TriMesh { positions: vec![[0.0; 3]; 3], faces: vec![[0, 1, 7]] };
+    for option in [RemeshOption::None, RemeshOption::Triangle, RemeshOption::Quad] {
         let e = remesh(&m, option, Some(100), &mut NoProgress).unwrap_err();
         assert!(matches!(e, Error::InvalidMesh(_)), "{option:?}: {e}");
     }
@@ -802,20 +571,13 @@ fn out_of_range_index_is_an_error() {
 #[test]
 fn zero_target_is_a_parameter_error() {
     let m = icosphere(1, 1.0);
-    assert!(matches!(
-        remesh(&m, RemeshOption::Triangle, Some(0), &mut NoProgress),
-        Err(Error::Param(_))
-    ));
+    assert!(matches!(remesh(&m, RemeshOption::Triangle, Some(0), &mut NoProgress), Err(Error::Param(_))));
 }
 
 #[test]
 fn empty_mesh_stays_empty() {
     let m = TriMesh::default();
-    for option in [
-        RemeshOption::None,
-        RemeshOption::Triangle,
-        RemeshOption::Quad,
-    ] {
+    for option in [RemeshOption::None, RemeshOption::Triangle, RemeshOption::Quad] {
         let out = remesh(&m, option, Some(100), &mut NoProgress).unwrap();
         assert_eq!(out.face_count(), 0);
     }
@@ -825,19 +587,11 @@ fn empty_mesh_stays_empty() {
 #[test]
 fn cancellation_stops_every_mode() {
     let m = icosphere(3, 1.0);
-    for option in [
-        RemeshOption::None,
-        RemeshOption::Triangle,
-        RemeshOption::Quad,
-    ] {
+    for option in [RemeshOption::None, RemeshOption::Triangle, RemeshOption::Quad] {
         let mut calls = 0;
         let mut cancel_second = |_: u64, _: u64| {
             calls += 1;
-            if calls >= 2 {
-                Err(Error::Cancelled)
-            } else {
-                Ok(())
-            }
+            if calls >= 2 { Err(Error::Cancelled) } else { Ok(()) }
         };
         let r = remesh(&m, option, Some(100), &mut cancel_second);
         assert!(matches!(r, Err(Error::Cancelled)), "{option:?}: {r:?}");
@@ -848,16 +602,9 @@ fn cancellation_stops_every_mode() {
 #[test]
 fn open_mesh_keeps_its_boundary() {
     let sphere = icosphere(4, 1.0);
-    let keep: Vec<[u32; 3]> = sphere
-        .faces
-        .iter()
-        .copied()
-        .filter(|t| t.iter().all(|&i| sphere.positions[i as usize][2] >= -1e-6))
-        .collect();
-    let input = TriMesh {
-        positions: sphere.positions.clone(),
-        faces: keep,
-    };
+    let keep: Vec<[u32; 3]> =
+        sphere.faces.iter().copied().filter(|t| t.iter().all(|&i| sphere.positions[i as usize][2] >= -1e-6)).collect();
+    let input = TriMesh { positions: sphere.positions.clone(), faces: keep };
     let he = HalfEdgeMesh::from_trimesh(&input).unwrap();
     let boundary: Vec<[f32; 3]> = (0..he.vertex_slots() as u32)
         .filter(|&v| he.vertex_alive(v) && he.is_boundary(v))
@@ -868,10 +615,7 @@ fn open_mesh_keeps_its_boundary() {
         let out = remesh(&input, option, Some(600), &mut NoProgress).unwrap();
         HalfEdgeMesh::from_trimesh(&out).unwrap();
         for p in &boundary {
-            assert!(
-                out.positions.contains(p),
-                "{option:?}: boundary vertex {p:?} moved"
-            );
+            assert!(out.positions.contains(p), "{option:?}: boundary vertex {p:?} moved");
         }
         assert_eq!(euler(&out), euler(&input), "{option:?}");
     }
