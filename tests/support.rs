@@ -64,11 +64,13 @@ pub struct Options {
     pub max_upload_bytes: u64,
     pub data: Option<PathBuf>,
     pub dist: Option<PathBuf>,
+    /// Loopback port to listen on (`None`: an ephemeral one).
+    pub port: Option<u16>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { api_key: None, max_queue: 16, max_upload_bytes: 20_000_000, data: None, dist: None }
+        Self { api_key: None, max_queue: 16, max_upload_bytes: 20_000_000, data: None, dist: None, port: None }
     }
 }
 
@@ -76,6 +78,8 @@ impl Default for Options {
 pub struct TestServer {
     /// `http://127.0.0.1:PORT`.
     pub base: String,
+    /// The options it runs with, its port and data folder filled in.
+    options: Options,
     server: Option<Server>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -102,14 +106,21 @@ impl TestServer {
             shutdown_grace: Duration::from_secs(10),
         };
         let server = Server::start(engine, config, opts.max_queue).expect("server");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = bind(opts.port.unwrap_or(0)).await;
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let state = server.state.clone();
         let task = tokio::spawn(sf3d_backend::serve(listener, state, async move {
             let _ = rx.await;
         }));
-        Self { base: format!("http://{addr}"), server: Some(server), stop: Some(tx), task: Some(task) }
+        let options = Options { data: Some(data), port: Some(addr.port()), ..opts };
+        Self { base: format!("http://{addr}"), options, server: Some(server), stop: Some(tx), task: Some(task) }
+    }
+
+    /// Options that start the same server again: same port, same data folder (for a restart after
+    /// [`Self::stop`]).
+    pub fn restart_options(&self) -> Options {
+        self.options.clone()
     }
 
     /// `ws://…/ws` (with `?token=` when given).
@@ -126,11 +137,35 @@ impl TestServer {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
-        if let Some(t) = self.task.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
+        if let Some(mut t) = self.task.take()
+            && tokio::time::timeout(Duration::from_secs(30), &mut t).await.is_err()
+        {
+            // Connections that never closed: drop them, so the port is free for a restart.
+            t.abort();
+            let _ = t.await;
         }
         if let Some(s) = self.server.take() {
             let _ = tokio::task::spawn_blocking(move || s.stop()).await;
+        }
+    }
+}
+
+/// Listens on `127.0.0.1:port` (0: ephemeral); a fixed port that is still held (a server just stopped) is
+/// retried for a few seconds.
+async fn bind(port: u16) -> tokio::net::TcpListener {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut tries = 0;
+    loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => return l,
+            Err(e) if port != 0 && tries < 50 => {
+                if tries == 0 {
+                    eprintln!("bind {addr}: {e}; retrying");
+                }
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("bind {addr}: {e}"),
         }
     }
 }

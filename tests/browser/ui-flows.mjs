@@ -1,46 +1,163 @@
-// The web UI's less common paths, driven in headless Chromium against the protocol mock
-// (tests/browser/mock-server.mjs, started and stopped by this script): preview-then-final, tweak and
-// regenerate with a parent link, the linked-camera comparison, parameter validation and reset, queue position
-// and cancel, a failed job's error and hint, re-attaching to a running job after a reload, and reconnecting
-// after the server went away. Needs only a built dist/ (trunk build); no engine.
+// The web UI's less common paths, driven in headless Chromium against a real `sf3d serve` (the Rust test
+// `browser::ui_flows_…` starts one with the built-in test model): gallery pages, parameter validation and
+// reset, paste and drop, preview then final, tweak and regenerate with cached stages and a parent link, the
+// linked-camera comparison, a failed job's error and hint, queue position and cancel, re-attaching to a running
+// job after a reload, and reconnecting after the server was restarted.
 //
-//   node tests/browser/ui-flows.mjs            # SF3D_ARTIFACTS for screenshots (default tests/artifacts)
+//   SF3D_URL=http://127.0.0.1:9299 SF3D_TEST_IMAGE=cube.png node tests/browser/ui-flows.mjs
+//
+// Environment:
+//   SF3D_URL             base URL of a running `sf3d serve` (required); its gallery is added to (seeded with 14
+//                        entries through POST /api/generate); a fresh data folder is best
+//   SF3D_TEST_IMAGE      an RGBA PNG of an object on a transparent background (required)
+//   SF3D_ARTIFACTS       folder for screenshots (default tests/artifacts)
+//   SF3D_SERVER_CONTROL  "stdio": the harness restarts the server on request (tests/browser.rs): the script
+//                        prints `SF3D-CONTROL stop|start` and reads `SF3D-CONTROL ok …` back on stdin. Without
+//                        it the reconnect step is skipped (and says so).
+//   SF3D_JOB_TIMEOUT_MS  how long one job may take (default 120000)
+//   CHROMIUM             browser binary (default /usr/bin/chromium)
+//
+// Timing assumptions (test model on a CPU): a job at texture 512 takes about a second, one at 2048 several
+// seconds (the bake); the queue, reload and reconnect steps use 2048 jobs so they are still running when the
+// page acts on them.
 //
 // Prints one line per step; exits 0 only when every step passed. Console errors fail the run, except the
 // failed connection attempts while the server is deliberately down.
 
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import readline from 'node:readline';
+import zlib from 'node:zlib';
 import { chromium } from 'playwright-core';
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const ROOT = path.resolve(HERE, '..', '..');
-const ARTIFACTS = path.resolve(process.env.SF3D_ARTIFACTS || path.join(ROOT, 'tests', 'artifacts'));
-const PORT = Number(process.env.SF3D_MOCK_PORT || 18000 + Math.floor(Math.random() * 2000));
-const BASE = `http://127.0.0.1:${PORT}`;
-const PNG = Buffer.from('iVBORw0KGgoAAAANSUhEUgAAACAAAAAgCAYAAABzenr0AAAAmElEQVR42mNgGAUDDBjJ0XQnwOY/NnGVDUcYaeYAXJbiAsQ6hokWlpOih5HaFpMaGky0tpyQWUwDnQuYaO17QmYykmq5j8YCvBZtuZFAUnoYnFEwYA6gRdwTiuLRKBh1wOByADn1OaUV02gUMNKrMsIVxUzUatuR2ygZvGmAmqGAzyyiLCE3TRDjCSZqGUSungHvmIyCAQcAptQ/LiwhSj0AAAAASUVORK5CYII=', 'base64');
+const BASE = (process.env.SF3D_URL || '').replace(/\/$/, '');
+const IMAGE = process.env.SF3D_TEST_IMAGE;
+const ARTIFACTS = path.resolve(process.env.SF3D_ARTIFACTS || 'tests/artifacts');
+const JOB_TIMEOUT = Number(process.env.SF3D_JOB_TIMEOUT_MS || 120000);
+const CONTROLLED = process.env.SF3D_SERVER_CONTROL === 'stdio';
+const CONTROL = 'SF3D-CONTROL ';
+const SEEDS = 14;
+const PAGE = 12; // frontend/src/app.rs GALLERY_PAGE
+// The stages that depend only on the image: `cached` on a regenerate (docs/protocol.md, Stages).
+const ENCODE_STAGES = ['decode', 'remove_background', 'prepare', 'encode_image', 'backbone', 'triplane', 'estimate_material'];
 
+function fail0(msg) {
+  console.error(`ui-flows.mjs: ${msg}`);
+  process.exit(2);
+}
+if (!BASE) fail0('SF3D_URL is not set');
+if (!IMAGE || !fs.existsSync(IMAGE)) fail0(`SF3D_TEST_IMAGE is not a file: ${IMAGE}`);
 fs.mkdirSync(ARTIFACTS, { recursive: true });
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sf3d-ui-'));
-const image = (name) => { const p = path.join(tmp, name); fs.writeFileSync(p, PNG); return p; };
+const IMAGE_BYTES = fs.readFileSync(IMAGE);
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sf3d-ui-flows-'));
+/** The test image under another name (the upload panel's caption tells the uploads apart). */
+const image = (name, bytes = IMAGE_BYTES) => {
+  const p = path.join(tmp, name);
+  fs.writeFileSync(p, bytes);
+  return p;
+};
 
-let mock = null;
-async function startMock() {
-  mock = spawn(process.execPath, [path.join(HERE, 'mock-server.mjs'), '--port', String(PORT), '--dist', path.join(ROOT, 'dist'), '--stage-ms', '120', '--seed', '14'],
-    { stdio: ['ignore', 'pipe', 'inherit'] });
-  await new Promise((resolve, reject) => {
-    mock.stdout.once('data', resolve);
-    mock.once('exit', (c) => reject(new Error(`mock exited with ${c}`)));
+// ---- a PNG encoder (RGBA8), for an image the server refuses ---------------------------------------------
+
+const CRC_TABLE = Array.from({ length: 256 }, (_, n) => {
+  let c = n;
+  for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+  return c >>> 0;
+});
+function crc32(buf) {
+  let c = 0xffffffff;
+  for (const b of buf) c = CRC_TABLE[(c ^ b) & 0xff] ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
+}
+function png(w, h, rgba) {
+  const chunk = (type, data) => {
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(data.length);
+    const body = Buffer.concat([Buffer.from(type, 'latin1'), data]);
+    const crc = Buffer.alloc(4);
+    crc.writeUInt32BE(crc32(body));
+    return Buffer.concat([len, body, crc]);
+  };
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(w, 0);
+  ihdr.writeUInt32BE(h, 4);
+  ihdr.set([8, 6, 0, 0, 0], 8); // 8 bit, RGBA
+  const raw = Buffer.alloc(h * (1 + 4 * w));
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) raw.set(rgba(x, y), y * (1 + 4 * w) + 1 + 4 * x);
+  }
+  return Buffer.concat([Buffer.from('\x89PNG\r\n\x1a\n', 'latin1'), chunk('IHDR', ihdr), chunk('IDAT', zlib.deflateSync(raw)), chunk('IEND', Buffer.alloc(0))]);
+}
+
+// ---- the REST API and the harness ----------------------------------------------------------------------
+
+async function api(route, init) {
+  const res = await fetch(BASE + route, init);
+  if (!res.ok) throw new Error(`${init?.method || 'GET'} ${route}: ${res.status} ${await res.text()}`);
+  return res;
+}
+const getJson = async (route) => (await api(route)).json();
+
+/** `POST /api/generate` (multipart); resolves with the new mesh id once the job is done. */
+async function restGenerate(name, params = {}) {
+  const form = new FormData();
+  form.append('image', new Blob([IMAGE_BYTES], { type: 'image/png' }), name);
+  for (const [k, v] of Object.entries(params)) form.append(k, String(v));
+  const res = await api('/api/generate', { method: 'POST', body: form });
+  const head = Buffer.from(await res.arrayBuffer()).subarray(0, 4).toString('latin1');
+  if (head !== 'glTF') throw new Error(`POST /api/generate ${name}: not a GLB (${JSON.stringify(head)})`);
+  return res.headers.get('x-mesh-id');
+}
+
+/** Every listed gallery entry, newest first. */
+async function listAll() {
+  const items = [];
+  let cursor = null;
+  do {
+    const page = await getJson(`/api/meshes?limit=50${cursor ? `&cursor=${cursor}` : ''}`);
+    items.push(...page.items);
+    cursor = page.next_cursor;
+  } while (cursor);
+  return items;
+}
+
+async function waitQueue(pred, what) {
+  const until = Date.now() + JOB_TIMEOUT;
+  for (;;) {
+    const { queue } = await getJson('/api/health');
+    if (pred(queue)) return queue;
+    if (Date.now() > until) throw new Error(`the server's queue never had ${what}: ${JSON.stringify(queue)}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Asks the harness to `stop` or `start` the server (same port and data folder); resolves once it has. */
+const control = CONTROLLED ? harness() : null;
+function harness() {
+  const answers = [];
+  const waiting = [];
+  readline.createInterface({ input: process.stdin }).on('line', (line) => {
+    if (!line.startsWith(CONTROL)) return;
+    const answer = line.slice(CONTROL.length);
+    const w = waiting.shift();
+    if (w) w(answer);
+    else answers.push(answer);
   });
+  return async (request) => {
+    const answer = new Promise((resolve) => (answers.length ? resolve(answers.shift()) : waiting.push(resolve)));
+    process.stdout.write(`${CONTROL}${request}\n`);
+    let timer;
+    const timeout = new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no answer from the harness to ${request}`)), JOB_TIMEOUT);
+    });
+    const got = await Promise.race([answer, timeout]).finally(() => clearTimeout(timer));
+    if (!got.startsWith('ok')) throw new Error(`the harness could not ${request} the server: ${got}`);
+    return got;
+  };
 }
-async function stopMock() {
-  if (!mock) return;
-  const m = mock; mock = null;
-  await new Promise((r) => { m.once('exit', r); m.kill(); });
-}
+
+// ---- the browser ---------------------------------------------------------------------------------------
 
 const problems = [];
 let serverDown = false;
@@ -58,11 +175,32 @@ page.on('console', (m) => {
   problems.push(`console error: ${m.text()}`);
 });
 page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+// Every value the progress panel's data-phase takes, in order (a fast job passes through phases quicker than
+// a locator polls), and whether the preview badge was ever on screen.
+await page.addInitScript(() => {
+  window.__phases = [];
+  window.__sawPreviewBadge = false;
+  document.addEventListener('DOMContentLoaded', () => {
+    new MutationObserver((records) => {
+      const phase = records.filter((r) => r.attributeName === 'data-phase' && r.target.dataset.testid === 'progress');
+      if (phase.length) {
+        for (const r of phase.slice(1)) window.__phases.push(r.oldValue);
+        window.__phases.push(phase[phase.length - 1].target.dataset.phase);
+      }
+      if (document.querySelector('[data-testid="preview-badge"]')) window.__sawPreviewBadge = true;
+    }).observe(document.body, { subtree: true, childList: true, attributes: true, attributeOldValue: true, attributeFilter: ['data-phase'] });
+  });
+});
 
 let failed = false;
 let n = 0;
-async function step(name, fn) {
-  if (failed) { console.log(`skip ${++n} - ${name}`); return; }
+let skipped = 0;
+async function step(name, fn, skipWhy = null) {
+  if (failed || skipWhy) {
+    console.log(`skip ${++n} - ${name}${skipWhy ? ` (${skipWhy})` : ''}`);
+    skipped += skipWhy ? 1 : 0;
+    return;
+  }
   const t0 = Date.now();
   try {
     const note = await fn();
@@ -77,8 +215,39 @@ async function step(name, fn) {
 
 const $ = (id) => page.locator(`[data-testid="${id}"]`);
 const phase = () => $('progress').getAttribute('data-phase');
-const waitPhase = (...phases) => page.locator(phases.map((p) => `[data-testid="progress"][data-phase="${p}"]`).join(', ')).waitFor({ timeout: 60000 });
 const connected = () => page.locator('[data-testid="conn-state"][data-state="connected"]').waitFor({ timeout: 30000 });
+const sessionJob = () => page.evaluate(() => sessionStorage.getItem('sf3d.job_id'));
+const newestCard = () => page.locator('[data-testid="gallery-item"]').first();
+
+/** How many phase changes were seen so far (a mark for `phaseSince`). */
+const phaseMark = () => page.evaluate(() => window.__phases.length);
+/** Waits until the progress panel took one of `phases` after `mark`; returns the phase. */
+async function phaseSince(mark, phases, timeout = JOB_TIMEOUT) {
+  const h = await page.waitForFunction(({ mark, phases }) => window.__phases.slice(mark).find((p) => phases.includes(p)),
+    { mark, phases }, { timeout, polling: 50 });
+  return h.jsonValue();
+}
+/** Waits for one of the terminal phases after `mark` and checks it is `want` (else shows the job error). */
+async function expectOutcome(mark, want) {
+  const got = await phaseSince(mark, ['succeeded', 'failed', 'cancelled']);
+  if (got !== want) {
+    const err = (await $('job-error').count()) ? (await $('job-error').innerText()).replace(/\n+/g, ' / ') : '';
+    throw new Error(`the job ${got}, expected ${want}${err ? `: ${err}` : ''}`);
+  }
+}
+
+/** Picks `file` with the file input and waits until the panel shows it. */
+async function pick(file) {
+  await page.setInputFiles('[data-testid="file-input"]', file);
+  await page.locator('figcaption', { hasText: path.basename(file) }).waitFor();
+  if (await $('upload-error').count()) throw new Error(await $('upload-error').innerText());
+}
+/** Clicks the start button; returns the phase mark taken just before. */
+async function start() {
+  const mark = await phaseMark();
+  await page.locator('[data-testid="generate"]:not([disabled])').click();
+  return mark;
+}
 
 async function canvasSignature(testid) {
   return page.evaluate((sel) => {
@@ -91,37 +260,42 @@ async function canvasSignature(testid) {
   }, `[data-testid="${testid}"]`);
 }
 
-async function generate(file) {
-  await page.setInputFiles('[data-testid="file-input"]', file);
-  await $('input-preview').waitFor();
-  await page.locator('[data-testid="generate"]:not([disabled])').click();
-}
+// ---- the steps ------------------------------------------------------------------------------------------
 
-await startMock();
+await step(`seed the gallery through POST /api/generate (${SEEDS} entries, texture 512)`, async () => {
+  const t0 = Date.now();
+  for (let i = 0; i < SEEDS; i++) await restGenerate(`seed-${String(i).padStart(2, '0')}.png`, { texture_resolution: 512 });
+  return `${((Date.now() - t0) / SEEDS).toFixed(0)} ms per entry`;
+});
 
 await step('open the page', async () => {
   await page.goto(BASE + '/');
   await connected();
 });
 
-await step('the gallery pages with next_cursor (14 seeded entries, 12 per page)', async () => {
+await step(`the gallery pages with next_cursor (${PAGE} per page)`, async () => {
+  const total = (await listAll()).length;
   await page.locator('[data-testid="gallery-item"]').first().waitFor();
   const first = await page.locator('[data-testid="gallery-item"]').count();
+  if (first !== Math.min(PAGE, total)) throw new Error(`first page has ${first} entries of ${total}`);
   await $('gallery-more').click();
-  await page.waitForFunction(() => document.querySelectorAll('[data-testid="gallery-item"]').length === 14);
-  await $('gallery-more').waitFor({ state: 'detached' });
+  const second = Math.min(2 * PAGE, total);
+  await page.waitForFunction((k) => document.querySelectorAll('[data-testid="gallery-item"]').length === k, second);
+  if (total <= 2 * PAGE) await $('gallery-more').waitFor({ state: 'detached' });
   const names = await page.$$eval('[data-testid="gallery-item"] .mesh-title', (h) => h.map((e) => e.textContent.trim()));
-  if (names[0] !== 'seed-13.png' || names[13] !== 'seed-00.png') throw new Error(`order: ${names.join(', ')}`);
-  return `${first} then ${names.length}`;
+  const want = Array.from({ length: SEEDS }, (_, i) => `seed-${String(SEEDS - 1 - i).padStart(2, '0')}.png`);
+  if (names.slice(0, SEEDS).join() !== want.join()) throw new Error(`order: ${names.join(', ')}`);
+  return `${first} then ${names.length} of ${total}`;
 });
 
 await step('validation: an out-of-range vertex count is refused next to the field, reset restores defaults', async () => {
-  await page.setInputFiles('[data-testid="file-input"]', image('cube.png'));
+  await pick(image('product.png'));
   await $('param-vertex_count').fill('50');
+  const mark = await phaseMark();
   await $('generate').click();
   await $('error-vertex_count').waitFor({ state: 'visible' });
   const msg = await $('error-vertex_count').innerText();
-  if (await phase() !== 'idle') throw new Error('a job started with invalid parameters');
+  if (await phase() !== 'idle' || (await phaseMark()) !== mark) throw new Error('a job started with invalid parameters');
   await $('reset-params').click();
   await $('error-vertex_count').waitFor({ state: 'hidden' });
   const v = await $('param-vertex_count').inputValue();
@@ -130,7 +304,7 @@ await step('validation: an out-of-range vertex count is refused next to the fiel
 });
 
 await step('paste and drag-and-drop pick an image too', async () => {
-  const b64 = PNG.toString('base64');
+  const b64 = IMAGE_BYTES.toString('base64');
   for (const [how, name] of [['paste', 'pasted.png'], ['drop', 'dropped.png']]) {
     await page.evaluate(({ how, name, b64 }) => {
       const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
@@ -152,14 +326,21 @@ await step('preview first, then the final mesh replaces it', async () => {
     Object.defineProperty(window, '__sf3dViewer', { configurable: true, get: () => cur, set: (v) => { cur = v; window.__hookLog.push(v); } });
   });
   await $('param-preview').check();
-  await generate(image('cube.png'));
-  await $('preview-badge').waitFor({ timeout: 30000 });
-  const previewId = await page.waitForFunction(() => window.__hookLog[0]?.mesh_id).then((h) => h.jsonValue());
-  await waitPhase('succeeded');
+  await pick(image('preview.png'));
+  const mark = await start();
+  await expectOutcome(mark, 'succeeded');
+  if (!(await page.evaluate(() => window.__sawPreviewBadge))) throw new Error('the preview badge never showed');
   await $('preview-badge').waitFor({ state: 'detached' });
+  const previewId = await page.evaluate(() => window.__hookLog.find((h) => h.mesh_id)?.mesh_id);
   const finalId = await page.waitForFunction((prev) => window.__sf3dViewer?.ready && window.__sf3dViewer.mesh_id !== prev && window.__sf3dViewer.mesh_id, previewId).then((h) => h.jsonValue());
-  const newest = await page.locator('[data-testid="gallery-item"]').first().getAttribute('data-mesh-id');
-  if (newest !== finalId) throw new Error(`viewer shows ${finalId}, newest gallery entry is ${newest}`);
+  // The server's view: the preview is a quick entry (reachable, not listed), the final one is the newest.
+  const preview = await getJson(`/api/meshes/${previewId}`);
+  const final = await getJson(`/api/meshes/${finalId}`);
+  if (!preview.metadata.preview || preview.metadata.params.texture_resolution !== 512) throw new Error(`not a preview: ${JSON.stringify(preview.metadata.params)}`);
+  if (final.metadata.preview) throw new Error('the final mesh is marked as a preview');
+  await page.waitForFunction((id) => document.querySelector('[data-testid="gallery-item"]')?.dataset.meshId === id, finalId)
+    .catch(async () => { throw new Error(`viewer shows ${finalId}, newest gallery entry is ${await newestCard().getAttribute('data-mesh-id')}`); });
+  if (await page.locator(`[data-testid="gallery-item"][data-mesh-id="${previewId}"]`).count()) throw new Error('the preview is listed in the gallery');
   const drawn = await page.evaluate((id) => window.__hookLog.some((h) => h.ready && h.mesh_id === id), previewId);
   await $('param-preview').uncheck();
   return `preview ${previewId} (${drawn ? 'drawn' : 'superseded before drawn'}) → final ${finalId}`;
@@ -167,27 +348,38 @@ await step('preview first, then the final mesh replaces it', async () => {
 
 let parentId = null;
 await step('tweak: parameters reload, regenerate skips the network (cached stages), the new entry links its parent', async () => {
-  const card = page.locator('[data-testid="gallery-item"]').first();
+  const card = newestCard();
   await card.waitFor();
   parentId = await card.getAttribute('data-mesh-id');
   await card.locator('[data-testid="gallery-tweak"]').click();
   await $('tweak-banner').waitFor();
-  await $('param-remesh').selectOption('triangle');
+  // A parameter of the extraction only (not foreground ratio or background): the scene codes are re-used. Not
+  // remeshing: sf3d/src/mesh/remesh is a placeholder on this branch that fails every remesh with `internal`.
+  const parentRes = await $('param-texture_resolution').inputValue();
+  await $('param-texture_resolution').fill('512');
+  await page.locator('[data-testid="value-texture_resolution"]', { hasText: '512 px' }).waitFor();
   const label = await $('generate').innerText();
   if (!/Regenerate/.test(label)) throw new Error(`start button says ${label}`);
-  await $('generate').click();
-  await waitPhase('succeeded', 'failed');
-  if (await phase() !== 'succeeded') throw new Error(await $('job-error').innerText());
-  const cached = await page.$$eval('[data-testid="stage-list"] > li[data-state="cached"]', (l) => l.length);
-  if (cached === 0) throw new Error('no stage reported cached');
-  const child = page.locator('[data-testid="gallery-item"]').first();
+  const mark = await start();
+  await expectOutcome(mark, 'succeeded');
+  const cached = await page.$$eval('[data-testid="stage-list"] > li[data-state="cached"]', (l) => l.map((li) => li.dataset.testid.replace('stage-', '')));
+  if (cached.join() !== ENCODE_STAGES.join()) throw new Error(`cached stages: ${cached.join(', ') || 'none'}`);
+  const rest = await page.$$eval('[data-testid="stage-list"] > li', (l) => l.slice(7).map((li) => li.dataset.state));
+  if (rest.join() !== 'done,skipped,done,done,done') throw new Error(`extraction stages: ${rest.join(', ')}`);
+  // The gallery is re-read after `done`.
+  await page.waitForFunction((p) => document.querySelector('[data-testid="gallery-item"]')?.dataset.meshId !== p, parentId)
+    .catch(() => { throw new Error('newest entry is still the parent'); });
+  const child = newestCard();
+  const childId = await child.getAttribute('data-mesh-id');
   await child.locator('[data-testid="gallery-parent"]').waitFor();
-  if (await child.getAttribute('data-mesh-id') === parentId) throw new Error('newest entry is still the parent');
-  return `${cached} stages cached`;
+  const meta = (await getJson(`/api/meshes/${childId}`)).metadata;
+  if (meta.parent_id !== parentId || meta.params.texture_resolution !== 512) throw new Error(`child metadata: parent ${meta.parent_id}, texture ${meta.params.texture_resolution}`);
+  await $('reset-params').click();
+  return `texture ${parentRes} → 512, ${cached.length} stages cached, ${childId} ← ${parentId}`;
 });
 
 await step('compare with the parent: two viewers draw, their cameras move together', async () => {
-  await page.locator('[data-testid="gallery-item"]').first().locator('[data-testid="gallery-compare-parent"]').click();
+  await newestCard().locator('[data-testid="gallery-compare-parent"]').click();
   await $('compare').waitFor();
   await page.locator('[data-testid="compare-a"][data-status="ready"]').waitFor({ timeout: 60000 });
   await page.locator('[data-testid="compare-b"][data-status="ready"]').waitFor({ timeout: 60000 });
@@ -205,54 +397,97 @@ await step('compare with the parent: two viewers draw, their cameras move togeth
   await $('compare').waitFor({ state: 'detached' });
 });
 
-await step('a failing job shows the error in words with what to do', async () => {
-  await $('tweak-clear').click().catch(() => {});
-  await generate(image('fail.png'));
-  await waitPhase('failed');
+await step('a failing job (a fully transparent PNG) shows the error in words with what to do', async () => {
+  // A valid PNG passes the page's own check (it only reads the signature); the server finds no object in it.
+  await pick(image('empty.png', png(64, 64, () => [0, 0, 0, 0])));
+  if (await $('tweak-banner').count()) throw new Error('still tweaking after picking a new image');
+  const mark = await start();
+  await expectOutcome(mark, 'failed');
   const t = await $('job-error').innerText();
-  if (!/no surface/i.test(t) || !/try another picture/i.test(t)) throw new Error(`error text: ${t}`);
+  if (!/transparent/i.test(t) || !/No object was found/i.test(t) || !/no_foreground/.test(t)) throw new Error(`error text: ${t}`);
   return t.replace(/\n+/g, ' / ');
 });
 
-await step('queue position while waiting, then cancel', async () => {
-  await generate(image('slow.png'));
-  await $('queue-position').waitFor();
+await step('queue position while waiting (behind two 2048 px REST jobs), the position moves up, then cancel', async () => {
+  // Two jobs from another client: the first runs, the second waits; the page's job is third.
+  const a = restGenerate('queue-a.png', { texture_resolution: 2048 });
+  await waitQueue((q) => q.running === 1 && q.waiting === 0, 'one job running');
+  const b = restGenerate('queue-b.png', { texture_resolution: 2048 });
+  await waitQueue((q) => q.waiting === 1, 'one job waiting');
+  await pick(image('queued.png'));
+  const mark = await start();
+  await page.locator('[data-testid="queue-position"][data-position="1"]').waitFor({ timeout: JOB_TIMEOUT });
   const pos = await $('queue-position').innerText();
+  const jobId = await sessionJob();
+  // The first job ends, the second starts: the server pushes the new position.
+  await page.locator('[data-testid="queue-position"][data-position="0"]').waitFor({ timeout: JOB_TIMEOUT });
+  const moved = await $('queue-position').innerText();
   await page.locator('[data-testid="cancel"]:not([disabled])').click();
-  await waitPhase('cancelled');
-  return pos;
+  await expectOutcome(mark, 'cancelled');
+  if (await sessionJob()) throw new Error('the cancelled job is still in the session');
+  const [, bId] = await Promise.all([a, b]);
+  const newest = (await getJson('/api/meshes?limit=1')).items[0];
+  if (newest.id !== bId) throw new Error(`newest entry ${newest.id} (${newest.metadata.source_name}), expected queue-b ${bId}: did the cancelled job ${jobId} run?`);
+  return `${pos} → ${moved} → cancelled (job ${jobId})`;
 });
 
 await step('a reload re-attaches to the running job (job id in sessionStorage)', async () => {
-  await generate(image('slow.png'));
-  await page.waitForFunction(() => sessionStorage.getItem('sf3d.job_id'));
+  await $('param-texture_resolution').fill('2048');
+  await page.locator('[data-testid="value-texture_resolution"]', { hasText: '2048 px' }).waitFor();
+  await pick(image('reload.png'));
+  const mark = await start();
+  await phaseSince(mark, ['running']);
+  const jobId = await sessionJob();
+  if (!jobId) throw new Error('no job id in the session');
   await page.reload();
   await connected();
-  await waitPhase('queued', 'running', 'succeeded');
-  await waitPhase('succeeded');
-  const left = await page.evaluate(() => sessionStorage.getItem('sf3d.job_id'));
+  // The stage list comes back from the server's `status` snapshot while the job still runs.
+  const resumed = await phaseSince(0, ['running', 'succeeded', 'failed', 'cancelled']);
+  if (resumed !== 'running') throw new Error(`after the reload the job is ${resumed}, expected still running`);
+  const shown = await page.$$eval('[data-testid="stage-list"] > li', (l) => l.filter((li) => li.dataset.state !== 'pending').length);
+  if (shown === 0) throw new Error('no stage shown after re-attaching');
+  await expectOutcome(0, 'succeeded');
+  const left = await sessionJob();
   if (left) throw new Error(`job id still in the session: ${left}`);
-  const done = await page.$$eval('[data-testid="stage-list"] > li', (l) => l.filter((li) => li.dataset.state !== 'pending').length);
-  return `${done}/12 stages shown after re-attaching`;
+  const meshId = await page.waitForFunction(() => window.__sf3dViewer?.ready && window.__sf3dViewer.mesh_id).then((h) => h.jsonValue());
+  const meta = (await getJson(`/api/meshes/${meshId}`)).metadata;
+  if (meta.source_name !== 'reload.png' || meta.params.texture_resolution !== 2048) throw new Error(`viewer shows ${meshId} (${meta.source_name})`);
+  return `${shown}/12 stages shown on re-attaching to ${jobId}, then done: ${meshId}`;
 });
 
-await step('the socket reconnects after the server went away, and the lost job is reported', async () => {
-  await generate(image('slow.png'));
-  await page.waitForFunction(() => sessionStorage.getItem('sf3d.job_id'));
+await step('the socket reconnects after the server restarted (same port and data), and the lost job is reported', async () => {
+  const before = await listAll();
+  await $('param-texture_resolution').fill('2048');
+  await pick(image('restart.png'));
+  const mark = await start();
+  await phaseSince(mark, ['running']);
+  const jobId = await sessionJob();
   serverDown = true;
-  await stopMock();
+  // The harness stops the server gracefully: sockets close at once, the running job may finish (grace period).
+  await control('stop');
   await page.locator('[data-testid="conn-state"][data-state="retrying"], [data-testid="conn-state"][data-state="connecting"]').first().waitFor();
-  await startMock();
+  if (await phase() !== 'running') throw new Error(`while the server is away the job shows ${await phase()}`);
+  await page.screenshot({ path: path.join(ARTIFACTS, 'flows-server-down.png'), fullPage: true });
+  await control('start');
   await connected();
   serverDown = false;
-  // The mock forgot its jobs: the re-subscription is answered with not_found.
-  await waitPhase('failed');
+  // The new server does not know the job: the re-subscription is answered with not_found.
+  await expectOutcome(mark, 'failed');
   const t = await $('job-error').innerText();
-  return t.split('\n')[0];
-});
+  if (!/not_found/.test(t)) throw new Error(`error text: ${t}`);
+  const after = await listAll();
+  const kept = before.every((e) => after.some((a) => a.id === e.id));
+  if (!kept) throw new Error('gallery entries are missing after the restart (another data folder?)');
+  const landed = after.filter((e) => !before.some((b) => b.id === e.id)).map((e) => `${e.id} (${e.metadata.source_name})`);
+  await $('param-texture_resolution').fill('1024');
+  return `${t.split('\n')[0]} (job ${jobId}); ${after.length} entries kept; finished during the shutdown: ${landed.join(', ') || 'none'}`;
+}, control ? null : 'SF3D_SERVER_CONTROL is not "stdio": nobody can restart the server');
 
 await browser.close();
-await stopMock();
 fs.rmSync(tmp, { recursive: true, force: true });
-console.log(failed ? 'ui-flows.mjs: FAILED' : 'ui-flows.mjs: all steps passed');
+if (problems.length) {
+  console.log(`FAIL - errors after the last step:\n  ${problems.join('\n  ')}`);
+  failed = true;
+}
+console.log(failed ? 'ui-flows.mjs: FAILED' : `ui-flows.mjs: all steps passed${skipped ? ` (${skipped} skipped)` : ''}`);
 process.exit(failed ? 1 : 0);
