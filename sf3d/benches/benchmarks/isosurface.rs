@@ -37,7 +37,9 @@ fn bench(c: &mut Criterion) {
     };
     let (sdf, def) = field(&grid);
     g.throughput(Throughput::Elements(grid.tets.len() as u64));
-    g.bench_function("marching_tetrahedra_160", |b| b.iter(|| marching_tetrahedra(&grid, &sdf, &def, RESOLUTION, 0.87)));
+    g.bench_function("marching_tetrahedra_160", |b| {
+        b.iter(|| marching_tetrahedra(&grid, &sdf, &def, RESOLUTION, 0.87))
+    });
     g.finish();
 }
 

@@ -32,7 +32,8 @@ impl TriplaneSampler {
             candle_core::bail!("scene codes have {np} planes, expected 3");
         }
         let planes = scene_codes.to_dtype(DType::F32)?.permute((0, 2, 3, 1))?.reshape((3, h * w, c))?.contiguous()?;
-        let host = if planes.device().is_cpu() { Some(Arc::new(planes.flatten_all()?.to_vec1::<f32>()?)) } else { None };
+        let host =
+            if planes.device().is_cpu() { Some(Arc::new(planes.flatten_all()?.to_vec1::<f32>()?)) } else { None };
         Ok(Self { planes, height: h, width: w, channels: c, radius: radius as f64, host })
     }
 
@@ -56,7 +57,11 @@ impl TriplaneSampler {
         let mut out = vec![0f32; n * 3 * c];
         out.par_chunks_mut(3 * c).zip(pts.par_chunks(3)).for_each(|(row, p)| {
             // The reference's scale_tensor from [-r, r] to [-1, 1], in f32 like the tensor path.
-            let q = [(p[0] + r) / (2.0 * r) * 2.0 - 1.0, (p[1] + r) / (2.0 * r) * 2.0 - 1.0, (p[2] + r) / (2.0 * r) * 2.0 - 1.0];
+            let q = [
+                (p[0] + r) / (2.0 * r) * 2.0 - 1.0,
+                (p[1] + r) / (2.0 * r) * 2.0 - 1.0,
+                (p[2] + r) / (2.0 * r) * 2.0 - 1.0,
+            ];
             for (plane, (gx, gy)) in [(q[0], q[1]), (q[0], q[2]), (q[1], q[2])].into_iter().enumerate() {
                 let col = (gx + 1.0) * ((w - 1) as f32 / 2.0);
                 let rowf = (gy + 1.0) * ((h - 1) as f32 / 2.0);
