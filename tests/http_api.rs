@@ -212,19 +212,29 @@ async fn regenerate_uses_cached_scene_codes() {
     assert_eq!(r.status(), 422);
     srv.stop().await;
 
-    // After a restart the memory cache is empty: the disk copy serves; a corrupt one is recomputed.
-    std::fs::write(data.join("meshes").join(&child).join("scene_codes.safetensors"), b"garbage").unwrap();
+    // After a restart the memory cache is empty. The parent's damaged cache file is recomputed (with a warning);
+    // the child's intact one serves from disk without running the network.
+    std::fs::write(data.join("meshes").join(&parent).join("scene_codes.safetensors"), b"garbage").unwrap();
+    let srv = TestServer::start(Options { data: Some(data.clone()), ..Default::default() }).await;
+    let regen_timings = |id: String| {
+        let url = format!("{}/api/meshes/{id}/regenerate", srv.base);
+        async move {
+            let r = reqwest::Client::new()
+                .post(url)
+                .json(&serde_json::json!({"params": {"texture_resolution": 512}}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            serde_json::from_str::<Vec<StageTiming>>(r.headers()[HEADER_STAGE_TIMINGS].to_str().unwrap()).unwrap()
+        }
+    };
+    let timings = regen_timings(child.clone()).await;
+    assert!(timings.iter().filter(|t| t.stage.is_encode()).all(|t| t.state == StageState::Cached), "{timings:?}");
+    // (The child's disk cache loaded the encode into memory; forget it by restarting once more.)
+    srv.stop().await;
     let srv = TestServer::start(Options { data: Some(data.clone()), ..Default::default() }).await;
     let url = format!("{}/api/meshes/{parent}/regenerate", srv.base);
-    let r = reqwest::Client::new()
-        .post(url)
-        .json(&serde_json::json!({"params": {"texture_resolution": 512}}))
-        .send()
-        .await
-        .unwrap();
-    let timings: Vec<StageTiming> = serde_json::from_str(r.headers()[HEADER_STAGE_TIMINGS].to_str().unwrap()).unwrap();
-    assert!(timings.iter().filter(|t| t.stage.is_encode()).all(|t| t.state == StageState::Cached), "{timings:?}");
-    let url = format!("{}/api/meshes/{child}/regenerate", srv.base);
     let r = reqwest::Client::new()
         .post(url)
         .json(&serde_json::json!({"params": {"texture_resolution": 512}}))
@@ -235,7 +245,7 @@ async fn regenerate_uses_cached_scene_codes() {
     let timings: Vec<StageTiming> = serde_json::from_str(r.headers()[HEADER_STAGE_TIMINGS].to_str().unwrap()).unwrap();
     assert!(
         timings.iter().any(|t| t.stage == sf3d_shared::Stage::Backbone && t.state == StageState::Finished),
-        "corrupt cache → recomputed"
+        "corrupt cache → recomputed: {timings:?}"
     );
     srv.stop().await;
 }

@@ -86,8 +86,12 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// Starts a server with the built-in test model.
+    /// Starts a server with the built-in test model. Server logs (warnings and errors) go to the test output.
     pub async fn start(opts: Options) -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .with_test_writer()
+            .try_init();
         let data = opts.data.clone().unwrap_or_else(|| temp_dir("data"));
         let d = data.clone();
         let engine = tokio::task::spawn_blocking(move || {

@@ -224,10 +224,21 @@ impl JobManager {
 
     /// Queues a request; the job's `accepted` message is already published when this returns.
     pub fn submit(&self, request: JobRequest, request_id: Option<String>) -> Result<Arc<Job>, SubmitError> {
+        self.submit_subscribed(request, request_id).map(|(job, _)| job)
+    }
+
+    /// Like [`Self::submit`], with a receiver subscribed before the job is queued: it sees every message of the
+    /// job from `accepted` on, whenever the worker picks it up.
+    pub fn submit_subscribed(
+        &self,
+        request: JobRequest,
+        request_id: Option<String>,
+    ) -> Result<(Arc<Job>, broadcast::Receiver<ServerMessage>), SubmitError> {
         if self.closed.load(Ordering::SeqCst) {
             return Err(SubmitError::ShuttingDown);
         }
         let job = Arc::new(Job::new(request));
+        let rx = job.tx.subscribe();
         let position = {
             let mut q = lock(&self.queue);
             if q.len() as u32 >= self.capacity {
@@ -240,7 +251,7 @@ impl JobManager {
         lock(&self.jobs).insert(job.id.clone(), job.clone());
         job.publish(ServerMessage::Accepted { job_id: job.id.clone(), request_id, position });
         self.ready.notify_one();
-        Ok(job)
+        Ok((job, rx))
     }
 
     /// A job by id (queued, running, or finished within the retention window).

@@ -59,25 +59,26 @@ fn is_terminal(m: &ServerMessage) -> bool {
 }
 
 /// Streams a job's events into the connection's outbox until the job ends or the connection goes away.
-/// `accepted` turns the snapshot into an `accepted` message (new job) instead of a `status` (subscribe).
-fn attach(job: Arc<Job>, out: mpsc::Sender<Out>, accepted: Option<Option<String>>) {
+/// `rx` is a receiver subscribed before the job was queued (a new job: everything from `accepted` on); without it
+/// the job is re-attached (`subscribe`): a `status` snapshot first, then what it missed and the live events.
+fn attach(job: Arc<Job>, out: mpsc::Sender<Out>, rx: Option<broadcast::Receiver<ServerMessage>>) {
     tokio::spawn(async move {
-        let (status, replay, mut rx) = job.subscribe();
-        let first = match (accepted, &status) {
-            (Some(request_id), ServerMessage::Status { position, .. }) => {
-                ServerMessage::Accepted { job_id: job.id.clone(), request_id, position: position.unwrap_or(0) }
+        let mut rx = match rx {
+            Some(rx) => rx,
+            None => {
+                let (status, replay, rx) = job.subscribe();
+                if out.send(Out::Msg(status)).await.is_err() {
+                    return;
+                }
+                for m in replay {
+                    let end = is_terminal(&m);
+                    if out.send(Out::Msg(m)).await.is_err() || end {
+                        return;
+                    }
+                }
+                rx
             }
-            _ => status,
         };
-        if out.send(Out::Msg(first)).await.is_err() {
-            return;
-        }
-        for m in replay {
-            let end = is_terminal(&m);
-            if out.send(Out::Msg(m)).await.is_err() || end {
-                return;
-            }
-        }
         loop {
             match rx.recv().await {
                 Ok(m) => {
@@ -367,8 +368,8 @@ async fn submit<F, Fut>(
     F: Fn(ServerMessage) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    match state.jobs.submit(req, request_id.clone()) {
-        Ok(job) => attach(job, out.clone(), Some(request_id)),
+    match state.jobs.submit_subscribed(req, request_id) {
+        Ok((job, rx)) => attach(job, out.clone(), Some(rx)),
         Err(e) => send(ApiError::from(e).to_message(None)).await,
     }
 }
@@ -392,12 +393,10 @@ fn submit_upload(state: &AppState, p: PendingUpload, bytes: Vec<u8>, out: &mpsc:
         Ok(params) => params,
         Err(e) => return Some(e.to_message(None)),
     };
-    match state
-        .jobs
-        .submit(JobRequest { input: JobInput::Image { bytes, filename: p.filename }, params }, p.request_id.clone())
-    {
-        Ok(job) => {
-            attach(job, out.clone(), Some(p.request_id));
+    let request = JobRequest { input: JobInput::Image { bytes, filename: p.filename }, params };
+    match state.jobs.submit_subscribed(request, p.request_id) {
+        Ok((job, rx)) => {
+            attach(job, out.clone(), Some(rx));
             None
         }
         Err(e) => Some(ApiError::from(e).to_message(None)),
