@@ -7,6 +7,7 @@
 //! * the triplane embeddings are sums of two low-frequency cosines per channel and plane (+ 5 % noise);
 //! * `backbone.proj_out` is scaled by 0.05, so the image changes the result, but only a little;
 //! * the 16 sub-pixel filters of every output channel of the last post-processor conv are made equal;
+//! * the density head's first layer reads only the first channel of each plane;
 //! * the density head's last Linear is scaled and shifted so that its pre-activation has a standard deviation of
 //!   1.5 on the grid and 12 % of the grid lies inside, calibrated on a fixed synthetic image.
 
@@ -154,6 +155,15 @@ pub fn shaped_random_model(cfg: ModelConfig, seed: u64, device: &Device, dtype: 
     t.insert(wk, w.reshape((out, cin, k1, k2))?.contiguous()?);
     let b = b.reshape((out / r2, r2))?.narrow(1, 0, 1)?.broadcast_as((out / r2, r2))?;
     t.insert(bk, b.reshape(out)?.contiguous()?);
+    // The density head reads only the first channel of each plane: a sum over all 3·C' random-signed channels is
+    // a rough field (a sponge with 10⁶ triangles at the release size); three smooth channels give compact blobs.
+    let dk = "decoder.heads.density.0.weight";
+    let w = take(&t, dk)?;
+    let (hidden, inputs) = w.dims2()?;
+    let per_plane = cfg.sf3d.post_processor.out_channels;
+    let keep: Vec<f32> = (0..inputs).map(|i| if i % per_plane == 0 { 1.0 } else { 0.0 }).collect();
+    let keep = Tensor::from_vec(keep, (1, inputs), w.device())?;
+    t.insert(dk.into(), w.broadcast_mul(&keep)?.reshape((hidden, inputs))?);
     Sf3dNetwork::new(cfg, VarBuilder::from_tensors(t, dtype, device))
 }
 

@@ -181,7 +181,13 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
     let mut tweaked = params.clone();
     tweaked.remesh = if params.remesh == RemeshOption::Triangle { RemeshOption::None } else { RemeshOption::Triangle };
     let t = Instant::now();
-    let tweak = pipeline.extract(&enc, &tweaked, &mut NoEvents).ok().map(|_| t.elapsed().as_secs_f64() * 1e3);
+    let tweak = match pipeline.extract(&enc, &tweaked, &mut NoEvents) {
+        Ok(_) => Some(t.elapsed().as_secs_f64() * 1e3),
+        Err(e) => {
+            eprintln!("re-extract with remesh {} failed: {e}", tweaked.remesh);
+            None
+        }
+    };
 
     let stages: Vec<StageStat> = per_stage
         .into_iter()
