@@ -77,10 +77,46 @@ fn unreachable(err: JsValue) -> ApiError {
     ApiError::Unreachable(js_error_text(&err))
 }
 
+/// Where the API key of a keyed server is kept (this browser only).
+const API_KEY_STORAGE: &str = "sf3d.api_key";
+
+fn storage() -> Option<web_sys::Storage> {
+    web_sys::window().and_then(|w| w.local_storage().ok().flatten())
+}
+
+/// The API key the user entered for this server, if any.
+pub fn api_key() -> Option<String> {
+    storage().and_then(|s| s.get_item(API_KEY_STORAGE).ok().flatten()).filter(|k| !k.is_empty())
+}
+
+/// Stores (or, with `None`, forgets) the API key.
+pub fn set_api_key(key: Option<&str>) {
+    if let Some(s) = storage() {
+        let _ = match key.map(str::trim).filter(|k| !k.is_empty()) {
+            Some(k) => s.set_item(API_KEY_STORAGE, k),
+            None => s.remove_item(API_KEY_STORAGE),
+        };
+    }
+}
+
+/// `url` with the API key as a `token` query parameter, for the places a header cannot be sent (`<img>`,
+/// download links, the WebSocket); `url` unchanged without a key.
+pub fn authed_url(url: &str) -> String {
+    match api_key() {
+        Some(k) => format!("{url}{}token={}", if url.contains('?') { '&' } else { '?' }, encode_query_value(&k)),
+        None => url.to_owned(),
+    }
+}
+
 /// Sends one request and returns the response when its status is 2xx, the decoded error otherwise.
 async fn send(method: &str, url: &str) -> Result<Response, ApiError> {
     let init = RequestInit::new();
     init.set_method(method);
+    if let Some(key) = api_key() {
+        let headers = web_sys::Headers::new().map_err(unreachable)?;
+        headers.set("Authorization", &format!("Bearer {key}")).map_err(unreachable)?;
+        init.set_headers(&headers);
+    }
     let request = Request::new_with_str_and_init(url, &init).map_err(unreachable)?;
     let window = web_sys::window().ok_or_else(|| ApiError::Unreachable("no window".into()))?;
     let value = JsFuture::from(window.fetch_with_request(&request)).await.map_err(unreachable)?;

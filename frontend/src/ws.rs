@@ -114,6 +114,16 @@ pub fn start(handler: impl Fn(SocketEvent) + 'static) {
     open();
 }
 
+/// Drops the current connection so that the loop reconnects at once (e.g. with a new API key).
+pub fn reconnect() {
+    ATTEMPT.with(|a| a.set(0));
+    LIVE.with(|l| {
+        if let Some(live) = l.borrow().as_ref() {
+            let _ = live.ws.close();
+        }
+    });
+}
+
 /// Closes the socket for good (after a protocol mismatch): no further reconnects.
 pub fn stop() {
     STOPPED.with(|s| s.set(true));
@@ -133,6 +143,7 @@ fn open() {
     let url = web_sys::window()
         .map(|w| w.location())
         .map(|l| socket_url(&l.protocol().unwrap_or_default(), &l.host().unwrap_or_default()))
+        .map(|u| crate::api::authed_url(&u))
         .unwrap_or_default();
     let ws = match WebSocket::new(&url) {
         Ok(ws) => ws,

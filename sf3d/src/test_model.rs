@@ -5,7 +5,8 @@
 //! golden set's generator does) so that the field is smooth and crosses the iso-level, i.e. marching tetrahedra
 //! finds a compact surface instead of noise or nothing:
 //! * the triplane embeddings are sums of two low-frequency cosines per channel and plane (+ 5 % noise);
-//! * `backbone.proj_out` is scaled by 0.05, so the image changes the result, but only a little;
+//! * `backbone.proj_out` is scaled by 0.05 and the triplane stream's residual branches by 0.02, so the image
+//!   changes the result, but only a little;
 //! * the 16 sub-pixel filters of every output channel of the last post-processor conv are made equal;
 //! * the density head's first layer reads only the first channel of each plane;
 //! * the density head's last Linear is scaled and shifted so that its pre-activation has a standard deviation of
@@ -33,6 +34,9 @@ const INSIDE_FRACTION: f64 = 0.12;
 const DENSITY_PREACT_STD: f64 = 1.5;
 /// Scale of `backbone.proj_out`.
 const PROJ_OUT_SCALE: f64 = 0.05;
+/// Scale of the triplane stream's residual branches (`fuse_block_out` attention and feed-forward outputs): random
+/// residuals grow the stream block after block, which would drown the smooth embeddings in noise.
+const TRIPLANE_RESIDUAL_SCALE: f64 = 0.02;
 /// Weight of the random init kept in the shaped triplane embeddings.
 const EMBEDDING_NOISE: f32 = 0.05;
 /// Amplitude of the smooth triplane field.
@@ -146,6 +150,15 @@ pub fn shaped_random_model(cfg: ModelConfig, seed: u64, device: &Device, dtype: 
     t.insert("tokenizer.embeddings".into(), smooth_embeddings(emb.dims(), &emb, seed)?);
     let w = take(&t, "backbone.proj_out.weight")?;
     t.insert("backbone.proj_out.weight".into(), (w * PROJ_OUT_SCALE)?);
+    for b in 0..cfg.sf3d.backbone.num_blocks {
+        for k in [
+            format!("backbone.main_blocks.{b}.fuse_block_out.attn.proj.weight"),
+            format!("backbone.main_blocks.{b}.fuse_block_out.ff.net.2.weight"),
+        ] {
+            let w = take(&t, &k)?;
+            t.insert(k, (w * TRIPLANE_RESIDUAL_SCALE)?);
+        }
+    }
     let last = 2 * (cfg.sf3d.post_processor.conv_layers - 1);
     let (wk, bk) = (format!("post_processor.upsample.{last}.weight"), format!("post_processor.upsample.{last}.bias"));
     let r2 = cfg.sf3d.post_processor.scale_factor.pow(2);

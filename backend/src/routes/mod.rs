@@ -64,13 +64,18 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn require_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let token = req
+    let bearer = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim);
-    if state.authorized(token) {
+    // `?token=` too, for what browsers cannot send headers with (`<img>`, download links), as on `/ws`.
+    let query = req
+        .uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")).map(|t| percent_decode(t)));
+    if state.authorized(bearer) || (query.is_some() && state.authorized(query.as_deref())) {
         next.run(req).await
     } else {
         let mut resp =
@@ -79,6 +84,26 @@ async fn require_key(State(state): State<AppState>, req: Request, next: Next) ->
         resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         resp
     }
+}
+
+/// Decodes `%XX` escapes of a query value.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Ok(v) = u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16)
+        {
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(if b[i] == b'+' { b' ' } else { b[i] });
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 async fn api_health(State(state): State<AppState>) -> impl IntoResponse {

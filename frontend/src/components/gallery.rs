@@ -76,7 +76,7 @@ fn MeshCard(
                 on:click=move |_| studio.open(e_open.clone())
                 aria-label=format!("Open {name} in the viewer")
             >
-                <img src=entry.urls.preprocessed.clone() alt="" loading="lazy" />
+                <img src=crate::api::authed_url(&entry.urls.preprocessed) alt="" loading="lazy" />
             </button>
             <div class="mesh-body">
                 <h3 class="mesh-title" title=id.clone()>

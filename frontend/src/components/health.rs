@@ -148,20 +148,56 @@ pub fn HealthBanner() -> impl IntoView {
         <div class="health" data-testid="health">
             <ConnBadge />
             {body}
-            {move || {
-                auth_required()
-                    .then(|| {
-                        view! {
-                            <p class="warning" role="alert" data-testid="auth-required">
-                                "This server requires an API key, which the web UI cannot send yet. Start "
-                                <code>"sf3d serve"</code>
-                                " without "
-                                <code>"--api-key"</code>
-                                " to use it from the browser."
-                            </p>
-                        }
-                    })
-            }}
+            {move || auth_required().then(|| view! { <ApiKeyForm /> })}
         </div>
+    }
+}
+
+/// Asks for the API key of a keyed server and keeps it in this browser (localStorage); REST calls send it as a
+/// bearer token, the WebSocket and image URLs as a `token` parameter.
+#[component]
+fn ApiKeyForm() -> impl IntoView {
+    let studio = Studio::get();
+    let (draft, set_draft) = signal(String::new());
+    let (saved, set_saved) = signal(crate::api::api_key().is_some());
+    let save = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        crate::api::set_api_key(Some(&draft.get_untracked()));
+        set_saved.set(crate::api::api_key().is_some());
+        crate::ws::reconnect();
+        studio.refresh_health();
+        studio.refresh_gallery();
+    };
+    let forget = move |_| {
+        crate::api::set_api_key(None);
+        set_saved.set(false);
+        crate::ws::reconnect();
+    };
+    view! {
+        <form class="api-key" on:submit=save data-testid="api-key-form">
+            {move || {
+                if saved.get() {
+                    view! {
+                        <span class="muted">"This server requires an API key; one is saved in this browser. "</span>
+                        <button type="button" on:click=forget data-testid="api-key-forget">"Forget key"</button>
+                    }
+                        .into_any()
+                } else {
+                    view! {
+                        <label for="api-key">"This server requires an API key: "</label>
+                        <input
+                            id="api-key"
+                            type="password"
+                            autocomplete="off"
+                            data-testid="api-key-input"
+                            prop:value=draft
+                            on:input=move |ev| set_draft.set(event_target_value(&ev))
+                        />
+                        <button type="submit" data-testid="api-key-save">"Save"</button>
+                    }
+                        .into_any()
+                }
+            }}
+        </form>
     }
 }

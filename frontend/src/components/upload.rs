@@ -61,7 +61,7 @@ pub fn UploadPanel() -> impl IntoView {
     let source = move || {
         if let Some(t) = studio.tweak.get() {
             let name = t.metadata.source_name.clone().unwrap_or_else(|| t.id.clone());
-            return Some((t.urls.input.clone(), format!("{name} (from the gallery)")));
+            return Some((crate::api::authed_url(&t.urls.input), format!("{name} (from the gallery)")));
         }
         studio.upload.with(|u| u.as_ref().map(|u| (u.url.clone(), format!("{} · {}", u.name, human_bytes(u.size)))))
     };
@@ -155,7 +155,7 @@ pub fn UploadPanel() -> impl IntoView {
                         Some(url) => {
                             view! {
                                 <img
-                                    src=url
+                                    src=crate::api::authed_url(&url)
                                     alt="The input after background removal and cropping"
                                     data-testid="preprocessed-preview"
                                 />

@@ -216,7 +216,7 @@ pub fn Viewer(
         }
     });
 
-    let download = move || mesh.with(|m| m.as_ref().map(|m| (m.urls.glb.clone(), download_name(m))));
+    let download = move || mesh.with(|m| m.as_ref().map(|m| (crate::api::authed_url(&m.urls.glb), download_name(m))));
     view! {
         <div class="viewer" data-testid=testid data-status=move || match status.get() {
             ViewerStatus::Empty => "empty",
