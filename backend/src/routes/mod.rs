@@ -74,7 +74,7 @@ async fn require_key(State(state): State<AppState>, req: Request, next: Next) ->
     let query = req
         .uri()
         .query()
-        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")).map(|t| percent_decode(t)));
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")).map(percent_decode));
     if state.authorized(bearer) || (query.is_some() && state.authorized(query.as_deref())) {
         next.run(req).await
     } else {
