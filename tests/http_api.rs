@@ -124,6 +124,9 @@ async fn api_key_is_required_when_set() {
     assert_eq!((s, e.error.code), (401, ErrorCode::Unauthorized));
     assert_eq!(get(&srv.base, "/api/meshes", Some("wrong")).await.status(), 401);
     assert_eq!(get(&srv.base, "/api/meshes", Some("k3y")).await.status(), 200);
+    // `?token=` works where browsers cannot send headers (images, downloads); a wrong one does not.
+    assert_eq!(get(&srv.base, "/api/meshes?limit=1&token=k3y", None).await.status(), 200);
+    assert_eq!(get(&srv.base, "/api/meshes?token=k3y%21", None).await.status(), 401);
     assert_eq!(post_form(&srv.base, "/generate", form(test_png()), None).await.status(), 401);
     assert_eq!(
         post_form(&srv.base, "/api/generate", form(test_png()).text("texture_resolution", "512"), Some("k3y"))

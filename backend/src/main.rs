@@ -8,6 +8,13 @@
 
 mod cli;
 
+/// jemalloc keeps freed pages for re-use: the network allocates and frees hundred-megabyte score and activation
+/// buffers in a loop, which glibc's malloc maps and unmaps afresh each time (a fifth of the CPU time went to page
+/// faults in `sf3d bench --full-size` before this).
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::process::ExitCode;
 
 use clap::Parser;

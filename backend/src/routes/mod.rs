@@ -71,10 +71,8 @@ async fn require_key(State(state): State<AppState>, req: Request, next: Next) ->
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim);
     // `?token=` too, for what browsers cannot send headers with (`<img>`, download links), as on `/ws`.
-    let query = req
-        .uri()
-        .query()
-        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")).map(percent_decode));
+    let query =
+        req.uri().query().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")).map(percent_decode));
     if state.authorized(bearer) || (query.is_some() && state.authorized(query.as_deref())) {
         next.run(req).await
     } else {

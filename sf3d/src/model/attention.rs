@@ -36,25 +36,27 @@ impl AttentionOptions {
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, opts: &AttentionOptions) -> Result<Tensor> {
     let (b, h, nq, _d) = q.dims4()?;
     let nk = k.dim(2)?;
+    // Scale the queries, not the scores: `Nq·D` multiplications instead of `Nq·Nk`.
+    let q = (q * scale)?;
     let kt = k.transpose(2, 3)?.contiguous()?; // [B, H, D, Nk]
     let v = v.contiguous()?;
     let chunk = opts.query_chunk(b * h, nk);
     if chunk >= nq {
-        return attend(q, &kt, &v, scale);
+        return attend(&q, &kt, &v);
     }
     let mut outs = Vec::with_capacity(nq.div_ceil(chunk));
     let mut start = 0;
     while start < nq {
         let len = chunk.min(nq - start);
         let qc = q.narrow(2, start, len)?.contiguous()?;
-        outs.push(attend(&qc, &kt, &v, scale)?);
+        outs.push(attend(&qc, &kt, &v)?);
         start += len;
     }
     Tensor::cat(&outs, 2)
 }
 
-fn attend(q: &Tensor, kt: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
-    let scores = (q.matmul(kt)? * scale)?; // [B, H, n, Nk]
+fn attend(q: &Tensor, kt: &Tensor, v: &Tensor) -> Result<Tensor> {
+    let scores = q.matmul(kt)?; // [B, H, n, Nk], queries already scaled
     let p = candle_nn::ops::softmax_last_dim(&scores)?;
     p.matmul(v)
 }

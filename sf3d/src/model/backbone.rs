@@ -103,10 +103,7 @@ impl Module for FeedForward {
 impl FeedForward {
     fn forward_rows(&self, x: &Tensor) -> Result<Tensor> {
         let u = self.proj_in.forward(x)?;
-        let inner = u.dim(candle_core::D::Minus1)? / 2;
-        let hid = u.narrow(candle_core::D::Minus1, 0, inner)?;
-        let gate = u.narrow(candle_core::D::Minus1, inner, inner)?;
-        self.proj_out.forward(&(hid * gate.gelu_erf()?)?)
+        self.proj_out.forward(&crate::model::ops::geglu(&u)?)
     }
 }
 

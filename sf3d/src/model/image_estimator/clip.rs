@@ -69,7 +69,7 @@ impl ResidualAttentionBlock {
     /// `x += attn(ln_1(x)); x += mlp(ln_2(x))` (exact GELU: the laion2b ViT-B-32 is not QuickGELU).
     pub fn forward(&self, x: &Tensor, opts: &AttentionOptions) -> Result<Tensor> {
         let x = (x + self.attn.forward(&self.ln_1.forward(x)?, opts)?)?;
-        let m = self.c_proj.forward(&self.c_fc.forward(&self.ln_2.forward(&x)?)?.gelu_erf()?)?;
+        let m = self.c_proj.forward(&crate::model::ops::gelu_erf(&self.c_fc.forward(&self.ln_2.forward(&x)?)?)?)?;
         x + m
     }
 }

@@ -133,7 +133,7 @@ impl Dinov2Mlp {
 
 impl Module for Dinov2Mlp {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.fc2.forward(&self.fc1.forward(x)?.gelu_erf()?)
+        self.fc2.forward(&crate::model::ops::gelu_erf(&self.fc1.forward(x)?)?)
     }
 }
 
