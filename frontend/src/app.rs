@@ -292,10 +292,14 @@ impl Studio {
                 self.shown.set(Some(Shown { entry, preview: false }));
                 self.refresh_gallery();
             }
-            ServerMessage::Error { field, message, .. } => {
+            ServerMessage::Error { field, message, code, .. } => {
                 set_session_job(None);
                 if let Some(field) = field {
                     self.param_error.set(Some(ParamError::new(field, message)));
+                }
+                if code == sf3d_shared::ErrorCode::NotFound {
+                    // A job lost in a restart may have finished first: show what the gallery has.
+                    self.refresh_gallery();
                 }
             }
             ServerMessage::Cancelled { .. } => set_session_job(None),

@@ -280,7 +280,19 @@ impl JobView {
             ServerMessage::Error { code, message, field, .. } => {
                 self.phase = Phase::Failed;
                 self.position = None;
-                self.error = Some(Problem::server(*code, message.clone(), field.clone()));
+                self.error = Some(if *code == ErrorCode::NotFound {
+                    // Only a re-attach can get `not_found` for our job: the server restarted and forgot it.
+                    Problem {
+                        code: Some(ErrorCode::NotFound),
+                        message: "The server restarted and no longer knows this job.".into(),
+                        hint: "If it had finished before the restart, its mesh is in the gallery; otherwise start it \
+                               again."
+                            .into(),
+                        field: None,
+                    }
+                } else {
+                    Problem::server(*code, message.clone(), field.clone())
+                });
             }
         }
         true
