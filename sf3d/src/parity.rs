@@ -109,10 +109,62 @@ fn row(name: &str, tol: Tolerance, f: impl FnOnce() -> Result<Comparison>) -> Co
     f().unwrap_or_else(|e| Comparison::failed(name, tol, format!("stage error: {e}")))
 }
 
-/// Checks every implemented stage against the golden set in `dir`.
+/// Checks every implemented stage against the golden set in `dir` with the network in f32.
 pub fn check_golden(dir: &Path, device: &Device) -> Result<ParityReport> {
+    check_golden_with(dir, device, DType::F32)
+}
+
+/// Tolerances of the stages that run in a 16-bit compute dtype (bf16 where the reference autocasts: DINOv2,
+/// backbone, post-processor, and everything fed from them when chained). bf16 keeps 8 significant bits, so a
+/// value of magnitude m moves by about m·2⁻⁸ per operation; these bounds were measured on tiny-a (CPU bf16) with
+/// a ×2 margin. The camera, CLIP, decoder, marching tetrahedra and everything after stay f32 and keep their
+/// f32 tolerances when fed golden inputs.
+pub fn reduced_precision_tolerance(name: &str, chained: bool) -> Option<Tolerance> {
+    let t = match name {
+        "dino_embeddings" | "dino_pos_embed_interp" => Tolerance::AbsOrRel(2e-2),
+        "dino_layer0_out" | "dino_layer1_out" | "image_tokens" => Tolerance::AbsOrRel(1e-1),
+        "triplane_tokens" => Tolerance::AbsOrRel(2e-2),
+        "backbone_block0_latent" | "backbone_block0_triplane" | "backbone_out" | "direct_codes" => {
+            Tolerance::AbsOrRel(1e-1)
+        }
+        "scene_codes" => Tolerance::AbsOrRel(2e-2),
+        "global_estimator_sg_amplitudes" => Tolerance::AbsOrRel(5e-2),
+        // Downstream of the 16-bit stack the field moves by more than the sign margin of a few grid points, so
+        // topology-exact comparisons are reported, not judged.
+        _ if chained && (name.starts_with("mt_") || name.starts_with("grid_")) => Tolerance::AbsOrRel(f32::INFINITY),
+        "mesh.glb faces" | "mesh.glb face corners" => Tolerance::AbsOrRel(f32::INFINITY),
+        _ => return None,
+    };
+    Some(t)
+}
+
+/// Checks every implemented stage with the transformer stack in `dtype` (f32, or bf16/f16 as on CUDA); 16-bit
+/// runs are judged with [`reduced_precision_tolerance`] where it applies.
+pub fn check_golden_with(dir: &Path, device: &Device, dtype: DType) -> Result<ParityReport> {
+    let mut report = check_golden_inner(dir, device, dtype)?;
+    if dtype != DType::F32 {
+        for row in report.sections.iter_mut().flat_map(|s| s.rows.iter_mut()) {
+            let chained = row.note.contains("chained");
+            if let Some(t) = reduced_precision_tolerance(&row.name, chained) {
+                row.tolerance = t;
+                row.pass = match t {
+                    Tolerance::AbsOrRel(x) if x.is_infinite() => !row.note.contains("stage error"),
+                    // Judge by the larger of absolute and relative error against the stated bound.
+                    Tolerance::AbsOrRel(x) | Tolerance::Abs(x) => row.max_abs <= x as f64 || row.max_rel <= x as f64,
+                    Tolerance::Exact => row.max_abs == 0.0,
+                };
+                if row.note.is_empty() {
+                    row.note = format!("{dtype:?} compute");
+                }
+            }
+        }
+    }
+    Ok(report)
+}
+
+fn check_golden_inner(dir: &Path, device: &Device, dtype: DType) -> Result<ParityReport> {
     let set = GoldenSet::open(dir)?;
-    let (net, _report) = Sf3dNetwork::load(dir, device, DType::F32)?;
+    let (net, _report) = Sf3dNetwork::load(dir, device, dtype)?;
     let mut report = ParityReport { dir: dir.display().to_string(), sections: Vec::new() };
     prepare_side(&set, &net, &mut report);
     image_side(&set, &net, &mut report)?;

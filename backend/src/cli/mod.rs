@@ -116,6 +116,10 @@ struct CheckGoldenArgs {
     /// Device: auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Compute dtype of the transformer stack: f32 (tolerance 1e-4) or bf16 (the CUDA default; stated
+    /// per-tensor tolerances).
+    #[arg(long, default_value = "f32")]
+    dtype: String,
 }
 
 pub fn init_tracing(verbose: u8) {
@@ -142,7 +146,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 fn check_golden(a: CheckGoldenArgs) -> anyhow::Result<ExitCode> {
     let (device, info) = sf3d_backend::model_source::open_device(a.device.parse()?)?;
     eprintln!("checking {} on {}", a.dir.display(), info.name);
-    let report = sf3d::parity::check_golden(&a.dir, &device)?;
+    let dtype = match a.dtype.as_str() {
+        "f32" => candle_core::DType::F32,
+        "bf16" => candle_core::DType::BF16,
+        "f16" => candle_core::DType::F16,
+        other => anyhow::bail!("unknown dtype {other:?}: use f32, bf16 or f16"),
+    };
+    let report = sf3d::parity::check_golden_with(&a.dir, &device, dtype)?;
     println!("{report}");
     Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

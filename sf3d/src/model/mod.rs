@@ -221,12 +221,13 @@ impl Sf3dNetwork {
         on_block: &mut dyn FnMut(usize) -> Result<()>,
     ) -> Result<Tensor> {
         let tokens = self.tokenizer.forward(image_tokens.dim(0)?)?.to_dtype(self.dtype)?;
-        self.backbone.forward(&tokens, image_tokens, &self.attention, trace, on_block)
+        let image_tokens = image_tokens.to_dtype(self.dtype)?;
+        self.backbone.forward(&tokens, &image_tokens, &self.attention, trace, on_block)
     }
 
     /// `[B, C_tri, 3P²]` → `(direct_codes [B, 3, C, P, P], scene_codes [B, 3, C', rP, rP])`.
     pub fn triplanes(&self, backbone_out: &Tensor) -> Result<(Tensor, Tensor)> {
-        let direct = self.tokenizer.detokenize(backbone_out)?;
+        let direct = self.tokenizer.detokenize(&backbone_out.to_dtype(self.dtype)?)?;
         let scene = self.post_processor.forward(&direct)?;
         Ok((direct, scene))
     }

@@ -32,7 +32,8 @@ impl PixelShuffleUpsampleNetwork {
     /// im2col buffer of one plane is already 340 MB at the release size).
     pub fn forward(&self, planes: &Tensor) -> Result<Tensor> {
         let (b, np, c, h, w) = planes.dims5()?;
-        let flat = planes.reshape((b * np, c, h, w))?;
+        let dtype = self.convs.first().map(|c| c.weight().dtype()).unwrap_or(planes.dtype());
+        let flat = planes.to_dtype(dtype)?.reshape((b * np, c, h, w))?;
         let outs = (0..b * np)
             .map(|i| {
                 let mut x = flat.narrow(0, i, 1)?;
