@@ -219,38 +219,29 @@ async fn regenerate_uses_cached_scene_codes() {
     // the child's intact one serves from disk without running the network.
     std::fs::write(data.join("meshes").join(&parent).join("scene_codes.safetensors"), b"garbage").unwrap();
     let srv = TestServer::start(Options { data: Some(data.clone()), ..Default::default() }).await;
-    let regen_timings = |id: String| {
-        let url = format!("{}/api/meshes/{id}/regenerate", srv.base);
-        async move {
-            let r = reqwest::Client::new()
-                .post(url)
-                .json(&serde_json::json!({"params": {"texture_resolution": 512}}))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 200);
-            serde_json::from_str::<Vec<StageTiming>>(r.headers()[HEADER_STAGE_TIMINGS].to_str().unwrap()).unwrap()
-        }
-    };
-    let timings = regen_timings(child.clone()).await;
+    let timings = regenerate_at_512(&srv.base, &child).await;
     assert!(timings.iter().filter(|t| t.stage.is_encode()).all(|t| t.state == StageState::Cached), "{timings:?}");
     // (The child's disk cache loaded the encode into memory; forget it by restarting once more.)
     srv.stop().await;
     let srv = TestServer::start(Options { data: Some(data.clone()), ..Default::default() }).await;
-    let url = format!("{}/api/meshes/{parent}/regenerate", srv.base);
-    let r = reqwest::Client::new()
-        .post(url)
-        .json(&serde_json::json!({"params": {"texture_resolution": 512}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let timings: Vec<StageTiming> = serde_json::from_str(r.headers()[HEADER_STAGE_TIMINGS].to_str().unwrap()).unwrap();
+    let timings = regenerate_at_512(&srv.base, &parent).await;
     assert!(
         timings.iter().any(|t| t.stage == sf3d_shared::Stage::Backbone && t.state == StageState::Finished),
         "corrupt cache → recomputed: {timings:?}"
     );
     srv.stop().await;
+}
+
+/// `POST /api/meshes/{id}/regenerate` at texture 512; the stage timings of the new entry.
+async fn regenerate_at_512(base: &str, id: &str) -> Vec<StageTiming> {
+    let r = reqwest::Client::new()
+        .post(format!("{base}/api/meshes/{id}/regenerate"))
+        .json(&serde_json::json!({"params": {"texture_resolution": 512}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    serde_json::from_str(r.headers()[HEADER_STAGE_TIMINGS].to_str().unwrap()).unwrap()
 }
 
 /// A full queue answers 429 with Retry-After.
