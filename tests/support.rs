@@ -66,11 +66,21 @@ pub struct Options {
     pub dist: Option<PathBuf>,
     /// Loopback port to listen on (`None`: an ephemeral one).
     pub port: Option<u16>,
+    /// WebSocket `(ping interval, client timeout)`; the server's defaults when `None`.
+    pub heartbeat: Option<(Duration, Duration)>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { api_key: None, max_queue: 16, max_upload_bytes: 20_000_000, data: None, dist: None, port: None }
+        Self {
+            api_key: None,
+            max_queue: 16,
+            max_upload_bytes: 20_000_000,
+            data: None,
+            dist: None,
+            port: None,
+            heartbeat: None,
+        }
     }
 }
 
@@ -108,6 +118,8 @@ impl TestServer {
             cors_origins: vec![],
             dist: opts.dist.clone(),
             shutdown_grace: Duration::from_secs(10),
+            ping_interval: opts.heartbeat.map_or(sf3d_backend::PING_INTERVAL, |h| h.0),
+            client_timeout: opts.heartbeat.map_or(sf3d_backend::CLIENT_TIMEOUT, |h| h.1),
         };
         let server = Server::start(engine, config, opts.max_queue).expect("server");
         let listener = bind(opts.port.unwrap_or(0)).await;

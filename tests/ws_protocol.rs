@@ -257,3 +257,26 @@ async fn websocket_auth() {
     assert!(matches!(wrong.next().await.unwrap(), ServerMessage::Error { code: ErrorCode::Unauthorized, .. }));
     srv.stop().await;
 }
+
+/// The server pings; a client that never answers (it stops reading, so its library sends no pongs) is dropped
+/// after the timeout, while one that keeps reading stays connected.
+#[tokio::test]
+async fn silent_clients_are_dropped_after_the_heartbeat_timeout() {
+    use std::time::Duration;
+    let heartbeat = Some((Duration::from_millis(300), Duration::from_millis(1200)));
+    let srv = TestServer::start(Options { heartbeat, ..Default::default() }).await;
+    let mut silent = WsClient::connect(&srv.ws_url(None)).await.unwrap();
+    let mut lively = WsClient::connect(&srv.ws_url(None)).await.unwrap();
+    // The lively client reads (and so answers pings) for a while.
+    let keep = tokio::spawn(async move {
+        let _ = tokio::time::timeout(Duration::from_secs(3), lively.next()).await;
+        lively
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let err = silent.next().await.unwrap_err().to_string();
+    assert!(err.contains("closed") || err.contains("ended") || err.contains("error"), "{err}");
+    let mut lively = keep.await.unwrap();
+    lively.send(&ClientMessage::Subscribe { job_id: "01JDQ40A3G7ZC1T5PHXW2N9M6B".into() }).await.unwrap();
+    assert!(matches!(lively.next().await.unwrap(), ServerMessage::Error { code: ErrorCode::NotFound, .. }));
+    srv.stop().await;
+}

@@ -30,9 +30,9 @@ use crate::worker::Engine;
 
 /// `Retry-After` seconds sent with `queue_full`.
 pub const RETRY_AFTER_SECS: u64 = 5;
-/// Server → client WebSocket ping interval.
+/// Default server → client WebSocket ping interval.
 pub const PING_INTERVAL: Duration = Duration::from_secs(15);
-/// A WebSocket silent for this long (no message, no pong) is closed.
+/// Default silence after which a WebSocket is closed.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(45);
 
 /// Settings of the HTTP layer.
@@ -48,6 +48,10 @@ pub struct ServerConfig {
     pub dist: Option<PathBuf>,
     /// How long a running job may take to finish at shutdown before it is cancelled.
     pub shutdown_grace: Duration,
+    /// WebSocket ping interval.
+    pub ping_interval: Duration,
+    /// A WebSocket silent this long (no message, no pong) is closed.
+    pub client_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -58,6 +62,8 @@ impl Default for ServerConfig {
             cors_origins: Vec::new(),
             dist: None,
             shutdown_grace: Duration::from_secs(30),
+            ping_interval: PING_INTERVAL,
+            client_timeout: CLIENT_TIMEOUT,
         }
     }
 }

@@ -79,6 +79,7 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         cors_origins: a.cors_origin,
         dist: a.dist,
         shutdown_grace: Duration::from_secs(a.shutdown_grace),
+        ..ServerConfig::default()
     };
     let server = Server::start(engine, config, a.max_queue)?;
     let addr = SocketAddr::new(a.host, a.port);

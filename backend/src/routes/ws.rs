@@ -2,7 +2,7 @@
 //!
 //! One task reads the socket, one writes it; job events reach the writer through an mpsc channel fed by one
 //! forwarding task per attached job, so several jobs (and several clients per job) work at once. The server
-//! pings every [`crate::PING_INTERVAL`] and drops a connection silent for [`crate::CLIENT_TIMEOUT`]. Closing the
+//! pings every `ping_interval` (15 s) and drops a connection silent for `client_timeout` (45 s). Closing the
 //! socket never cancels a job.
 
 use std::sync::Arc;
@@ -155,7 +155,7 @@ async fn connection(socket: WebSocket, state: AppState, mut authed: bool) {
     send(hello).await;
 
     let mut shutdown = state.shutdown.clone();
-    let mut ping = tokio::time::interval(crate::PING_INTERVAL);
+    let mut ping = tokio::time::interval(state.config.ping_interval);
     ping.tick().await;
     let mut last_seen = Instant::now();
     let mut pending: Option<PendingUpload> = None;
@@ -195,7 +195,7 @@ async fn connection(socket: WebSocket, state: AppState, mut authed: bool) {
                 }
             }
             _ = ping.tick() => {
-                if last_seen.elapsed() > crate::CLIENT_TIMEOUT {
+                if last_seen.elapsed() > state.config.client_timeout {
                     tracing::debug!("websocket client timed out");
                     let _ = out_tx.send(Out::Close(CLOSE_GOING_AWAY, "no answer to pings")).await;
                     break;
