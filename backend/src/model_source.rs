@@ -128,8 +128,14 @@ pub fn open_device(choice: DeviceChoice) -> anyhow::Result<(Device, DeviceInfo)>
 #[cfg(feature = "cuda")]
 fn cuda_device(n: usize) -> anyhow::Result<(Device, DeviceInfo)> {
     let dev = Device::new_cuda(n).with_context(|| format!("cannot open CUDA device {n}"))?;
-    let name = std::env::var("SF3D_GPU_NAME").unwrap_or_else(|_| "NVIDIA GPU".into());
-    Ok((dev, DeviceInfo { kind: DeviceKind::Cuda, name: format!("cuda:{n} {name}"), memory_total_bytes: None }))
+    let (name, memory) = match &dev {
+        Device::Cuda(c) => {
+            let ctx = c.cuda_stream().context().clone();
+            (ctx.name().unwrap_or_else(|_| "NVIDIA GPU".into()), ctx.total_mem().ok().map(|m| m as u64))
+        }
+        _ => ("NVIDIA GPU".into(), None),
+    };
+    Ok((dev, DeviceInfo { kind: DeviceKind::Cuda, name: format!("cuda:{n} {name}"), memory_total_bytes: memory }))
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -137,6 +143,17 @@ fn cuda_device(n: usize) -> anyhow::Result<(Device, DeviceInfo)> {
     bail!(
         "device cuda:{n} requested, but this binary was built without CUDA (rebuild with --features cuda, see scripts/build-cuda.sh)"
     )
+}
+
+/// Device memory in use right now (all processes), for peak tracking in benchmarks; `None` off CUDA.
+pub fn gpu_used_bytes(device: &Device) -> Option<u64> {
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(c) = device {
+        let ctx = c.cuda_stream().context().clone();
+        return ctx.mem_get_info().ok().map(|(free, total)| (total - free) as u64);
+    }
+    let _ = device;
+    None
 }
 
 fn rayon_threads() -> usize {

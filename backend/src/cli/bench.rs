@@ -13,7 +13,8 @@ use clap::Args;
 use serde::Serialize;
 use sf3d::config::ModelConfig;
 use sf3d::pipeline::{Encoded, NoEvents, Pipeline, PipelineOptions, png_bytes};
-use sf3d_backend::model_source::{grid_cells_for, load_pipeline, open_device};
+use sf3d::pipeline::{Events, StageEvent};
+use sf3d_backend::model_source::{gpu_used_bytes, grid_cells_for, load_pipeline, open_device};
 use sf3d_shared::{ModelInfo, RemeshOption, Stage, StageState};
 
 use super::{ModelArgs, ParamArgs};
@@ -76,7 +77,23 @@ struct Report {
     vertices: usize,
     faces: usize,
     peak_rss_bytes: Option<u64>,
+    /// Peak device memory in use, sampled at every stage event (CUDA only).
+    gpu_peak_bytes: Option<u64>,
     tweak: Option<Tweak>,
+}
+
+/// Samples device memory at every stage event (GPU peak); discards the events otherwise.
+struct GpuSampler<'a> {
+    device: &'a candle_core::Device,
+    peak: Option<u64>,
+}
+
+impl Events for GpuSampler<'_> {
+    fn emit(&mut self, _event: StageEvent) {
+        if let Some(used) = gpu_used_bytes(self.device) {
+            self.peak = Some(self.peak.map_or(used, |p| p.max(used)));
+        }
+    }
 }
 
 /// Peak resident set size of this process (Linux `VmHWM`).
@@ -142,13 +159,16 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
     // Random full-size weights need their density head calibrated on this image's scene codes before the
     // mesh stages have a surface; that happens once, between the first encode and extract, untimed.
     let mut calibrated = !a.full_size;
+    let mut gpu_peak: Option<u64> = None;
     let mut per_stage: Vec<(Stage, Vec<f64>, StageState)> = Vec::new();
     let mut totals = Vec::new();
     let mut last: Option<(Encoded, usize, usize)> = None;
     for run in 0..a.warmup + a.runs.max(1) {
         let timed = run >= a.warmup;
         let t = Instant::now();
-        let enc = pipeline.encode(&bytes, &params, &mut NoEvents)?;
+        let device = pipeline.network().device().clone();
+        let mut sampler = GpuSampler { device: &device, peak: gpu_peak };
+        let enc = pipeline.encode(&bytes, &params, &mut sampler)?;
         let encode_ms = t.elapsed().as_secs_f64() * 1e3;
         if !calibrated {
             let grid = pipeline.grid().clone();
@@ -156,8 +176,9 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
             calibrated = true;
         }
         let t = Instant::now();
-        let ext = pipeline.extract(&enc, &params, &mut NoEvents)?;
+        let ext = pipeline.extract(&enc, &params, &mut sampler)?;
         let total = encode_ms + t.elapsed().as_secs_f64() * 1e3;
+        gpu_peak = sampler.peak;
         eprintln!(
             "{} {}: {total:.0} ms (peak RSS so far {:.2} GB)",
             if timed { "run" } else { "warm-up" },
@@ -213,6 +234,7 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
         vertices,
         faces,
         peak_rss_bytes: peak_rss_bytes(),
+        gpu_peak_bytes: gpu_peak,
         tweak: tweak.map(|ms| Tweak {
             full_run_ms: total_median,
             reextract_ms: ms,
@@ -256,6 +278,9 @@ fn print_table(r: &Report) {
     println!("mesh: {} vertices, {} faces", r.vertices, r.faces);
     if let Some(p) = r.peak_rss_bytes {
         println!("peak RSS {:.2} GB", p as f64 / 1e9);
+    }
+    if let Some(p) = r.gpu_peak_bytes {
+        println!("peak GPU memory in use {:.2} GB", p as f64 / 1e9);
     }
     if let Some(t) = &r.tweak {
         println!(
