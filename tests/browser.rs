@@ -32,7 +32,7 @@ const SCRIPT_TIMEOUT: Duration = Duration::from_secs(900);
 static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    crate::support::manifest_dir().parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
 fn dist() -> PathBuf {

@@ -1,13 +1,11 @@
 //! Every snippet of `docs/clients.md` runs against a real server: the Python WebSocket and REST clients, curl,
 //! and the JavaScript `fetch` client. (`cargo xtask setup` installs the pinned Python packages they import.)
 
-use std::path::Path;
-
 use crate::support::{Options, TestServer, temp_dir, test_png};
 
 /// `(language, code)` of every fenced block; the `sf3d remote` examples name a real lab host and are skipped.
 fn snippets() -> Vec<(String, String)> {
-    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/clients.md")).unwrap();
+    let doc = std::fs::read_to_string(crate::support::manifest_dir().join("../docs/clients.md")).unwrap();
     let mut out = Vec::new();
     let mut lines = doc.lines();
     while let Some(line) = lines.next() {

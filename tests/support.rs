@@ -1,7 +1,7 @@
 //! Test support: a real `sf3d serve` (the backend library, built-in test model) on an ephemeral loopback port,
 //! a WebSocket client speaking the protocol, and a few fixtures.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -295,7 +295,13 @@ pub fn check_glb(name: &str, bytes: &[u8]) -> (usize, usize) {
 
 /// Where the browser test writes screenshots.
 pub fn artifacts_dir() -> PathBuf {
-    std::env::var_os("SF3D_ARTIFACTS")
+    std::env::var_os("SF3D_ARTIFACTS").map(PathBuf::from).unwrap_or_else(|| manifest_dir().join("artifacts"))
+}
+
+/// This crate's folder, read at run time (cargo sets it for tests): builds are shared between checkouts
+/// through one target dir, so a path baked in at compile time may name another checkout.
+pub fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("artifacts"))
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }

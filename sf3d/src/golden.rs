@@ -56,8 +56,13 @@ impl GoldenSet {
         if let Some(dir) = std::env::var_os(GOLDEN_ENV) {
             return PathBuf::from(dir);
         }
-        // CARGO_MANIFEST_DIR is `<workspace>/sf3d`; the shared folder sits beside the workspace.
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("..").join("shared").join("golden").join("tiny-a")
+        // `<workspace>/sf3d` → the shared folder beside the workspace. The manifest dir is read at run time first
+        // (cargo sets it for tests and `cargo run`): builds are shared between checkouts through one target
+        // dir, so a path baked in at compile time may name another checkout.
+        let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+        manifest.join("..").join("..").join("shared").join("golden").join("tiny-a")
     }
 
     /// Opens `dir/golden.safetensors`.

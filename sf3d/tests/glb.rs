@@ -156,7 +156,10 @@ fn golden_glb_matches_reference_mesh_glb() -> Result<()> {
 }
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())
+        .join("..")
 }
 
 /// Runs `node scripts/validate-glb.mjs PATHS…`. `Ok(None)` (after printing why) when node or the validator

@@ -15,7 +15,9 @@ use sf3d_shared::{
 };
 
 fn protocol_doc() -> String {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/protocol.md");
+    // The manifest dir at run time (builds may be shared between checkouts; see sf3d::golden::GoldenSet).
+    let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
+    let path = format!("{dir}/../docs/protocol.md");
     std::fs::read_to_string(path).expect("docs/protocol.md")
 }
 

@@ -67,8 +67,12 @@ fn main() -> ExitCode {
 }
 
 fn root() -> PathBuf {
-    // xtask/ lives in the workspace root.
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+    // xtask/ lives in the workspace root. `cargo xtask` (cargo run) sets CARGO_MANIFEST_DIR at run time; prefer it
+    // over the compile-time value, which may name another checkout sharing the target dir.
+    let manifest = env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
 }
 
 fn home() -> PathBuf {
