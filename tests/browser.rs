@@ -5,7 +5,10 @@
 //!   delete, and a bad upload;
 //! * `tests/browser/ui-flows.mjs`: the less common paths: gallery pages, validation and reset, paste and drop,
 //!   preview then final, tweak/regenerate with cached stages, the linked-camera comparison, a failing job,
-//!   queue position and cancel, re-attaching after a reload, and reconnecting after a server restart.
+//!   queue position and cancel, re-attaching after a reload, and reconnecting after a server restart;
+//! * `tests/browser/ui-auth.mjs`: a server with an API key: the key form, refusals without the key or with a
+//!   wrong one, and with the saved key the gallery, a job, the download link and thumbnails (`?token=`), a
+//!   reload, and forgetting the key.
 //!
 //! Screenshots land in `SF3D_ARTIFACTS` (default `tests/artifacts`). Needs the frontend built into `dist/`
 //! (`SF3D_DIST`), `node_modules` and `/usr/bin/chromium`; `cargo xtask test` provides all three and runs these
@@ -48,12 +51,17 @@ fn test_image() -> PathBuf {
     image
 }
 
-/// Runs `tests/browser/<script>` with node against `srv` (`SF3D_URL`, `SF3D_ARTIFACTS`, `SF3D_TEST_IMAGE`),
+/// Runs `tests/browser/<script>` with node against `srv` (`SF3D_URL`, `SF3D_ARTIFACTS`, `SF3D_TEST_IMAGE`, and
+/// `SF3D_API_KEY` when the server has one),
 /// echoing its output and answering its control requests; stops the server at the end.
 async fn run_script(script: &str, srv: TestServer) -> ExitStatus {
     let artifacts = artifacts_dir();
     std::fs::create_dir_all(&artifacts).unwrap();
-    let mut child = tokio::process::Command::new("node")
+    let mut node = tokio::process::Command::new("node");
+    if let Some(key) = &srv.restart_options().api_key {
+        node.env("SF3D_API_KEY", key);
+    }
+    let mut child = node
         .arg(repo_root().join("tests").join("browser").join(script))
         .current_dir(repo_root())
         .env("SF3D_URL", &srv.base)
@@ -123,4 +131,16 @@ async fn ui_flows_pages_previews_tweaks_cancels_and_reconnects() {
     // A fresh data folder: the script seeds the gallery itself and checks its order.
     let data = temp_dir("flows-data");
     run_with_server("ui-flows.mjs", Options { dist: Some(dist()), data: Some(data), ..Default::default() }).await;
+}
+
+#[tokio::test]
+#[ignore = "needs Chromium, node_modules and the built UI: run by `cargo xtask test`"]
+async fn ui_with_an_api_key_asks_for_it_and_uses_it_everywhere() {
+    let opts = Options {
+        dist: Some(dist()),
+        data: Some(temp_dir("auth-data")),
+        api_key: Some("browser key/with+odd&chars".into()),
+        ..Default::default()
+    };
+    run_with_server("ui-auth.mjs", opts).await;
 }
