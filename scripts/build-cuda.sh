@@ -18,8 +18,9 @@
 # * candle enables cudarc's `dynamic-linking`, which links `-lcuda`, the driver library that no wheel ships. We
 #   build a link stub `libcuda.so` whose SONAME is `libcuda.so.1`, exporting every `cu*` entry point cudarc
 #   declares; at run time the host driver's real `libcuda.so.1` is loaded instead (the stub is never shipped).
-# * candle-kernels always compiles its MoE/GGUF kernels (15 heavy files, 40–50 min on 2 cores cold). The build
-#   is cached in the CUDA target dir, so only the first build pays for it; run it in the background.
+# * candle-kernels always compiles its MoE/GGUF kernels too (15 heavy files into libmoe.a; toolchain.md estimated
+#   40–50 min). Measured on 2 cores from a fresh machine, wheels included: 13.5 min for the whole cold build. The
+#   build is cached in the CUDA target dir, so only the first build pays for it; run it in the background.
 set -euo pipefail
 
 CAP=${CUDA_COMPUTE_CAP:-90}
@@ -47,8 +48,13 @@ for lib in cudart cublas cublasLt curand nvrtc; do
 done
 
 echo "== libcuda.so link stub (SONAME libcuda.so.1)"
-CUDARC=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.19.* 2>/dev/null | sort | tail -1)
-if [ -z "$CUDARC" ]; then (cd "$ROOT" && cargo fetch --quiet); CUDARC=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.19.* | sort | tail -1); fi
+# (`|| true`: on a fresh machine cudarc is not unpacked yet, and ls failing must not end the script under pipefail)
+CUDARC=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.19.* 2>/dev/null | sort | tail -1 || true)
+if [ -z "$CUDARC" ]; then
+    (cd "$ROOT" && cargo fetch --quiet)
+    CUDARC=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.19.* 2>/dev/null | sort | tail -1 || true)
+    [ -n "$CUDARC" ] || { echo "cudarc 0.19 sources not found under ${CARGO_HOME:-$HOME/.cargo}/registry/src" >&2; exit 1; }
+fi
 grep -rhoE '\bcu[A-Z][A-Za-z0-9_]*\b' "$CUDARC/src/driver/sys" | sort -u > "$LINKS/cuda-symbols.txt"
 {
     echo "/* Link-time stand-in for the NVIDIA driver library; never loaded at run time (SONAME libcuda.so.1). */"

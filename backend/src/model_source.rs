@@ -78,7 +78,7 @@ impl std::fmt::Display for ModelSource {
 /// Device selection: `auto`, `cpu`, `cuda` or `cuda:N`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DeviceChoice {
-    /// CUDA when the binary has it and a GPU is present, else CPU.
+    /// CUDA when the binary has it and a GPU is present and opens, else CPU (with a warning when a GPU failed).
     #[default]
     Auto,
     /// The CPU.
@@ -115,9 +115,16 @@ pub fn open_device(choice: DeviceChoice) -> anyhow::Result<(Device, DeviceInfo)>
     match choice {
         DeviceChoice::Cpu => Ok(cpu()),
         DeviceChoice::Auto => {
+            // A GPU that is present but cannot be opened (driver/library mismatch, a busy or broken device) is
+            // worth a warning, not a dead server: `auto` means "the best that works". `--device cuda` stays strict.
             #[cfg(feature = "cuda")]
             if candle_core::utils::cuda_is_available() {
-                return open_device(DeviceChoice::Cuda(0));
+                match cuda_device(0) {
+                    Ok(opened) => return Ok(opened),
+                    Err(e) => tracing::warn!(
+                        "--device auto: found a CUDA device but could not use it ({e:#}); running on the CPU"
+                    ),
+                }
             }
             Ok(cpu())
         }
