@@ -8,7 +8,8 @@
 //!   queue position and cancel, re-attaching after a reload, and reconnecting after a server restart;
 //! * `tests/browser/ui-auth.mjs`: a server with an API key: the key form, refusals without the key or with a
 //!   wrong one, and with the saved key the gallery, a job, the download link and thumbnails (`?token=`), a
-//!   reload, and forgetting the key.
+//!   reload, and forgetting the key;
+//! * `tests/browser/harness.mjs`: what the three share: Chromium with its flags, the console watch, the step runner.
 //!
 //! Screenshots land in `SF3D_ARTIFACTS` (default `tests/artifacts`). Needs the frontend built into `dist/`
 //! (`SF3D_DIST`), `node_modules` and `/usr/bin/chromium`; `cargo xtask test` provides all three and runs these

@@ -18,7 +18,7 @@
 
 import fs from 'node:fs';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
+import { fail0 as fail0In, openBrowser, steps } from './harness.mjs';
 
 const BASE = (process.env.SF3D_URL || '').replace(/\/$/, '');
 const KEY = process.env.SF3D_API_KEY || '';
@@ -26,56 +26,26 @@ const IMAGE = process.env.SF3D_TEST_IMAGE;
 const ARTIFACTS = path.resolve(process.env.SF3D_ARTIFACTS || 'tests/artifacts');
 const JOB_TIMEOUT = Number(process.env.SF3D_JOB_TIMEOUT_MS || 120000);
 
-function fail0(msg) {
-  console.error(`ui-auth.mjs: ${msg}`);
-  process.exit(2);
-}
+const fail0 = (msg) => fail0In('ui-auth.mjs', msg);
 if (!BASE) fail0('SF3D_URL is not set');
 if (!KEY) fail0('SF3D_API_KEY is not set');
 if (!IMAGE || !fs.existsSync(IMAGE)) fail0(`SF3D_TEST_IMAGE is not a file: ${IMAGE}`);
 fs.mkdirSync(ARTIFACTS, { recursive: true });
 
-const problems = [];
 // While no right key is saved, the browser logs each refused request itself; that is the expected answer.
 let keyless = true;
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync', '--enable-unsafe-swiftshader'],
+const { browser, page, problems } = await openBrowser({
+  expected: (text) => keyless && /status of 401/.test(text),
+  acceptDownloads: true,
 });
-const context = await browser.newContext({ viewport: { width: 1366, height: 900 }, acceptDownloads: true });
-const page = await context.newPage();
-page.setDefaultTimeout(30000);
-page.on('console', (m) => {
-  if (m.type() !== 'error') return;
-  const text = m.text();
-  if (keyless && /status of 401/.test(text)) return;
-  problems.push(`console error: ${text}`);
-});
-page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
 // Every request the page makes, to check what carried the key.
 const requests = [];
 page.on('request', (r) => requests.push({ url: r.url(), auth: r.headers().authorization || '' }));
+/** The gallery/mesh API requests among `requests` that carried the key neither as a header nor as `?token=`. */
+const withoutKey = () => requests.filter((r) => new URL(r.url).pathname.startsWith('/api/meshes')
+  && !r.auth.includes(KEY) && !r.url.includes(`token=${encodeURIComponent(KEY)}`));
 
-let failed = false;
-let n = 0;
-async function step(name, fn) {
-  if (failed) {
-    console.log(`skip ${++n} - ${name}`);
-    return;
-  }
-  const t0 = Date.now();
-  try {
-    const note = await fn();
-    if (problems.length) throw new Error(problems.splice(0).join('\n  '));
-    console.log(`ok   ${++n} - ${name} (${Date.now() - t0} ms)${note ? `: ${note}` : ''}`);
-  } catch (e) {
-    failed = true;
-    console.log(`FAIL ${++n} - ${name} (${Date.now() - t0} ms)\n  ${String(e && e.stack ? e.message : e)}`);
-    await page.screenshot({ path: path.join(ARTIFACTS, `auth-failure-${n}.png`), fullPage: true }).catch(() => {});
-  }
-}
+const { step, finish } = steps({ script: 'ui-auth.mjs', page, problems, artifacts: ARTIFACTS, failurePrefix: 'auth-' });
 const text = async (sel) => (await page.locator(sel).first().innerText()).trim();
 const connected = () => page.locator('[data-testid="conn-state"][data-state="connected"]').waitFor();
 
@@ -172,8 +142,8 @@ await step('the gallery thumbnail loads through the key', async () => {
     return i && i.complete && i.naturalWidth > 0;
   }, meshId);
   const apiCalls = requests.filter((r) => new URL(r.url).pathname.startsWith('/api/meshes'));
-  const bareCalls = apiCalls.filter((r) => !r.auth.includes(KEY) && !r.url.includes(`token=${encodeURIComponent(KEY)}`));
-  if (bareCalls.length) throw new Error(`requests without the key: ${bareCalls.map((r) => r.url).join(', ')}`);
+  const bare = withoutKey();
+  if (bare.length) throw new Error(`requests without the key: ${bare.map((r) => r.url).join(', ')}`);
   return `${apiCalls.length} gallery/mesh requests carried the key`;
 });
 
@@ -183,8 +153,7 @@ await step('the key survives a reload', async () => {
   await connected();
   await page.locator('[data-testid="api-key-forget"]').waitFor();
   await page.locator(`[data-testid="gallery-item"][data-mesh-id="${meshId}"]`).waitFor();
-  const bare = requests.filter((r) => new URL(r.url).pathname.startsWith('/api/meshes')
-    && !r.auth.includes(KEY) && !r.url.includes(`token=${encodeURIComponent(KEY)}`));
+  const bare = withoutKey();
   if (bare.length) throw new Error(`requests without the key: ${bare.map((r) => r.url).join(', ')}`);
   await page.screenshot({ path: path.join(ARTIFACTS, 'auth-unlocked.png'), fullPage: true });
 });
@@ -202,10 +171,4 @@ await step('forgetting the key locks the page again', async () => {
   await page.screenshot({ path: path.join(ARTIFACTS, 'auth-locked.png'), fullPage: true });
 });
 
-await browser.close();
-if (problems.length) {
-  console.log(`FAIL - errors after the last step:\n  ${problems.join('\n  ')}`);
-  failed = true;
-}
-console.log(failed ? 'ui-auth.mjs: FAILED' : 'ui-auth.mjs: all steps passed');
-process.exit(failed ? 1 : 0);
+await finish(browser);

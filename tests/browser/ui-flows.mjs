@@ -29,7 +29,7 @@ import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
 import zlib from 'node:zlib';
-import { chromium } from 'playwright-core';
+import { fail0 as fail0In, openBrowser, steps } from './harness.mjs';
 
 const BASE = (process.env.SF3D_URL || '').replace(/\/$/, '');
 const IMAGE = process.env.SF3D_TEST_IMAGE;
@@ -42,10 +42,7 @@ const PAGE = 12; // frontend/src/app.rs GALLERY_PAGE
 // The stages that depend only on the image: `cached` on a regenerate (docs/protocol.md, Stages).
 const ENCODE_STAGES = ['decode', 'remove_background', 'prepare', 'encode_image', 'backbone', 'triplane', 'estimate_material'];
 
-function fail0(msg) {
-  console.error(`ui-flows.mjs: ${msg}`);
-  process.exit(2);
-}
+const fail0 = (msg) => fail0In('ui-flows.mjs', msg);
 if (!BASE) fail0('SF3D_URL is not set');
 if (!IMAGE || !fs.existsSync(IMAGE)) fail0(`SF3D_TEST_IMAGE is not a file: ${IMAGE}`);
 fs.mkdirSync(ARTIFACTS, { recursive: true });
@@ -159,22 +156,10 @@ function harness() {
 
 // ---- the browser ---------------------------------------------------------------------------------------
 
-const problems = [];
 let serverDown = false;
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync', '--enable-unsafe-swiftshader'],
+const { browser, page, problems } = await openBrowser({
+  expected: (text) => serverDown && /ERR_CONNECTION_REFUSED|WebSocket connection to .* failed|Failed to load resource/.test(text),
 });
-const page = await browser.newPage({ viewport: { width: 1366, height: 900 } });
-page.setDefaultTimeout(30000);
-page.on('console', (m) => {
-  if (m.type() !== 'error') return;
-  if (serverDown && /ERR_CONNECTION_REFUSED|WebSocket connection to .* failed|Failed to load resource/.test(m.text())) return;
-  problems.push(`console error: ${m.text()}`);
-});
-page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
 // Every value the progress panel's data-phase takes, in order (a fast job passes through phases quicker than
 // a locator polls), and whether the preview badge was ever on screen.
 await page.addInitScript(() => {
@@ -192,26 +177,7 @@ await page.addInitScript(() => {
   });
 });
 
-let failed = false;
-let n = 0;
-let skipped = 0;
-async function step(name, fn, skipWhy = null) {
-  if (failed || skipWhy) {
-    console.log(`skip ${++n} - ${name}${skipWhy ? ` (${skipWhy})` : ''}`);
-    skipped += skipWhy ? 1 : 0;
-    return;
-  }
-  const t0 = Date.now();
-  try {
-    const note = await fn();
-    if (problems.length) throw new Error(problems.splice(0).join('\n  '));
-    console.log(`ok   ${++n} - ${name} (${Date.now() - t0} ms)${note ? `: ${note}` : ''}`);
-  } catch (e) {
-    failed = true;
-    console.log(`FAIL ${++n} - ${name} (${Date.now() - t0} ms)\n  ${e && e.message ? e.message : e}`);
-    await page.screenshot({ path: path.join(ARTIFACTS, `flows-failure-${n}.png`), fullPage: true }).catch(() => {});
-  }
-}
+const { step, finish } = steps({ script: 'ui-flows.mjs', page, problems, artifacts: ARTIFACTS, failurePrefix: 'flows-' });
 
 const $ = (id) => page.locator(`[data-testid="${id}"]`);
 const phase = () => $('progress').getAttribute('data-phase');
@@ -483,11 +449,5 @@ await step('the socket reconnects after the server restarted (same port and data
   return `${t.split('\n')[0]} (job ${jobId}); ${after.length} entries kept; finished during the shutdown: ${landed.join(', ') || 'none'}`;
 }, control ? null : 'SF3D_SERVER_CONTROL is not "stdio": nobody can restart the server');
 
-await browser.close();
 fs.rmSync(tmp, { recursive: true, force: true });
-if (problems.length) {
-  console.log(`FAIL - errors after the last step:\n  ${problems.join('\n  ')}`);
-  failed = true;
-}
-console.log(failed ? 'ui-flows.mjs: FAILED' : `ui-flows.mjs: all steps passed${skipped ? ` (${skipped} skipped)` : ''}`);
-process.exit(failed ? 1 : 0);
+await finish(browser);

@@ -19,7 +19,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
+import { fail0 as fail0In, openBrowser, steps } from './harness.mjs';
 
 const BASE = (process.env.SF3D_URL || '').replace(/\/$/, '');
 const ARTIFACTS = path.resolve(process.env.SF3D_ARTIFACTS || 'tests/artifacts');
@@ -37,50 +37,18 @@ if (!STATIC_ONLY && (!IMAGE || !fs.existsSync(IMAGE))) fail0(`SF3D_TEST_IMAGE is
 fs.mkdirSync(ARTIFACTS, { recursive: true });
 
 function fail0(msg) {
-  console.error(`ui.mjs: ${msg}`);
-  process.exit(2);
+  fail0In('ui.mjs', msg);
 }
 
-const problems = [];
 const allowed = STATIC_ONLY
   ? [/Failed to load resource/i, /WebSocket connection to .* failed/i]
   : [];
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync', '--enable-unsafe-swiftshader'],
+const { browser, page, problems } = await openBrowser({
+  expected: (text) => allowed.some((re) => re.test(text)),
+  acceptDownloads: true,
 });
-const context = await browser.newContext({ viewport: { width: 1366, height: 900 }, acceptDownloads: true });
-const page = await context.newPage();
 page.setDefaultTimeout(STEP_TIMEOUT);
-page.on('console', (m) => {
-  if (m.type() !== 'error') return;
-  const text = m.text();
-  if (allowed.some((re) => re.test(text))) return;
-  problems.push(`console error: ${text}`);
-});
-page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
-
-let failed = false;
-let n = 0;
-async function step(name, fn) {
-  if (failed) {
-    console.log(`skip ${++n} - ${name}`);
-    return;
-  }
-  const t0 = Date.now();
-  try {
-    const note = await fn();
-    if (problems.length) throw new Error(problems.splice(0).join('\n  '));
-    console.log(`ok   ${++n} - ${name} (${Date.now() - t0} ms)${note ? `: ${note}` : ''}`);
-  } catch (e) {
-    failed = true;
-    console.log(`FAIL ${++n} - ${name} (${Date.now() - t0} ms)\n  ${String(e && e.stack ? e.message : e)}`);
-    await page.screenshot({ path: path.join(ARTIFACTS, `failure-${n}.png`), fullPage: true }).catch(() => {});
-  }
-}
+const { step, finish } = steps({ script: 'ui.mjs', page, problems, artifacts: ARTIFACTS });
 
 const text = async (sel) => (await page.locator(sel).first().innerText()).trim();
 
@@ -272,10 +240,4 @@ if (STATIC_ONLY) {
   });
 }
 
-await browser.close();
-if (problems.length) {
-  console.log(`FAIL - errors after the last step:\n  ${problems.join('\n  ')}`);
-  failed = true;
-}
-console.log(failed ? 'ui.mjs: FAILED' : 'ui.mjs: all steps passed');
-process.exit(failed ? 1 : 0);
+await finish(browser);
