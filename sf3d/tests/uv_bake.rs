@@ -276,33 +276,7 @@ fn golden_mesh_unwraps_without_overlap() {
 /// overlap, and its layers 6…12 are populated.
 #[test]
 fn bumpy_sphere_unwraps_without_overlap() {
-    let (rings, segments) = (48u32, 96u32);
-    let mut positions = vec![[0.0, 0.0, 1.0]];
-    for r in 1..rings {
-        let theta = std::f32::consts::PI * r as f32 / rings as f32;
-        for s in 0..segments {
-            let phi = 2.0 * std::f32::consts::PI * s as f32 / segments as f32;
-            let rad = 1.0 + 0.15 * (5.0 * phi).sin() * (4.0 * theta).sin();
-            positions.push([
-                1.3 * rad * theta.sin() * phi.cos(),
-                rad * theta.sin() * phi.sin(),
-                0.8 * rad * theta.cos(),
-            ]);
-        }
-    }
-    positions.push([0.0, 0.0, -0.8]);
-    let south = positions.len() as u32 - 1;
-    let ring = |r: u32, s: u32| 1 + (r - 1) * segments + s % segments;
-    let mut faces = Vec::new();
-    for s in 0..segments {
-        faces.push([0, ring(1, s), ring(1, s + 1)]);
-        faces.push([south, ring(rings - 1, s + 1), ring(rings - 1, s)]);
-        for r in 1..rings - 1 {
-            faces.push([ring(r, s), ring(r + 1, s), ring(r + 1, s + 1)]);
-            faces.push([ring(r, s), ring(r + 1, s + 1), ring(r, s + 1)]);
-        }
-    }
-    let mesh = TriMesh::new(positions, faces).unwrap();
+    let mesh = sf3d::mesh::shapes::bumpy_ellipsoid(48, 96).unwrap();
     let normals = mesh.vertex_normals();
     let out = unwrap_uv(&mesh, &normals, ISLAND_PADDING, &mut NoProgress).unwrap();
     let claimed = assert_atlas_without_overlap(&out.uvs, &out.faces, 4096);

@@ -3,7 +3,6 @@
 //!
 //! Run with `cargo bench -p sf3d -- remesh`.
 
-use std::f32::consts::PI;
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -11,6 +10,7 @@ use criterion::{BenchmarkId, Criterion};
 use sf3d::NoProgress;
 use sf3d::mesh::TriMesh;
 use sf3d::mesh::remesh::remesh;
+use sf3d::mesh::shapes;
 use sf3d_shared::RemeshOption;
 
 /// Segments around the torus' axis and around its tube: 2 · 320 · 160 = 102 400 faces, 51 200 vertices.
@@ -22,27 +22,14 @@ const WOBBLE: f32 = 0.05;
 const SAMPLES: usize = 10;
 const MEASUREMENT_SECS: u64 = 10;
 
-/// The benchmark mesh: a wobbly torus with radii 1 and 0.35, inward faces.
+/// The benchmark mesh: a wobbly torus with radii 1 and 0.35, faces reversed to face inward like the
+/// marching-tetrahedra mesh.
 fn torus() -> TriMesh {
-    let mut positions = Vec::with_capacity((AROUND * TUBE) as usize);
-    for i in 0..AROUND {
-        for j in 0..TUBE {
-            let (u, v) = (2.0 * PI * i as f32 / AROUND as f32, 2.0 * PI * j as f32 / TUBE as f32);
-            let r = 0.35 * (1.0 + WOBBLE * (5.0 * u).sin() * (3.0 * v).cos());
-            positions.push([(1.0 + r * v.cos()) * u.cos(), (1.0 + r * v.cos()) * u.sin(), r * v.sin()]);
-        }
+    let mut mesh = shapes::torus(1.0, 0.35, AROUND, TUBE, WOBBLE);
+    for [_, b, c] in &mut mesh.faces {
+        std::mem::swap(b, c);
     }
-    let id = |i: u32, j: u32| (i % AROUND) * TUBE + (j % TUBE);
-    let mut faces = Vec::with_capacity((2 * AROUND * TUBE) as usize);
-    for i in 0..AROUND {
-        for j in 0..TUBE {
-            let (a, b, c, d) = (id(i, j), id(i + 1, j), id(i + 1, j + 1), id(i, j + 1));
-            // Reversed winding: the marching-tetrahedra mesh faces inward.
-            faces.push([a, c, b]);
-            faces.push([a, d, c]);
-        }
-    }
-    TriMesh { positions, faces }
+    mesh
 }
 
 fn bench(c: &mut Criterion) {

@@ -3,38 +3,12 @@
 
 use criterion::{Criterion, Throughput};
 use sf3d::NoProgress;
-use sf3d::mesh::TriMesh;
 use sf3d::mesh::uv_unwrap::{ISLAND_PADDING, unwrap_uv};
+use sf3d::mesh::{TriMesh, shapes};
 
-/// A rippled ellipsoid with `2·segments·(rings − 1)` faces; the ripple folds the cube charts so the overlap layers
-/// are exercised, as on real marching-tetrahedra output.
+/// The rippled ellipsoid of `sf3d::mesh::shapes` (`2·segments·(rings − 1)` faces).
 pub fn bumpy_ellipsoid(rings: u32, segments: u32) -> TriMesh {
-    let mut positions = vec![[0.0, 0.0, 0.8]];
-    for r in 1..rings {
-        let theta = std::f32::consts::PI * r as f32 / rings as f32;
-        for s in 0..segments {
-            let phi = 2.0 * std::f32::consts::PI * s as f32 / segments as f32;
-            let rad = 1.0 + 0.15 * (5.0 * phi).sin() * (4.0 * theta).sin();
-            positions.push([
-                1.3 * rad * theta.sin() * phi.cos(),
-                rad * theta.sin() * phi.sin(),
-                0.8 * rad * theta.cos(),
-            ]);
-        }
-    }
-    positions.push([0.0, 0.0, -0.8]);
-    let south = positions.len() as u32 - 1;
-    let ring = |r: u32, s: u32| 1 + (r - 1) * segments + s % segments;
-    let mut faces = Vec::new();
-    for s in 0..segments {
-        faces.push([0, ring(1, s), ring(1, s + 1)]);
-        faces.push([south, ring(rings - 1, s + 1), ring(rings - 1, s)]);
-        for r in 1..rings - 1 {
-            faces.push([ring(r, s), ring(r + 1, s), ring(r + 1, s + 1)]);
-            faces.push([ring(r, s), ring(r + 1, s + 1), ring(r, s + 1)]);
-        }
-    }
-    match TriMesh::new(positions, faces) {
+    match shapes::bumpy_ellipsoid(rings, segments) {
         Ok(m) => m,
         Err(e) => panic!("bench mesh: {e}"),
     }

@@ -13,6 +13,8 @@ pub mod bake;
 pub mod glb;
 pub mod isosurface;
 pub mod remesh;
+#[doc(hidden)]
+pub mod shapes;
 pub mod tets;
 pub mod uv_unwrap;
 

@@ -4,7 +4,6 @@
 //! Hausdorff distance under a stated bound, vertex count within tolerance.
 
 use std::collections::HashMap;
-use std::f32::consts::PI;
 
 use sf3d_shared::RemeshOption;
 
@@ -99,23 +98,7 @@ pub(crate) fn icosphere(level: u32, r: f32) -> TriMesh {
 
 /// Torus around z with radii `big` and `small`, `nu × nv` quads split in two: outward faces, χ = 0.
 pub(crate) fn torus(big: f32, small: f32, nu: u32, nv: u32) -> TriMesh {
-    let mut positions = Vec::new();
-    for i in 0..nu {
-        for j in 0..nv {
-            let (u, v) = (2.0 * PI * i as f32 / nu as f32, 2.0 * PI * j as f32 / nv as f32);
-            positions.push([(big + small * v.cos()) * u.cos(), (big + small * v.cos()) * u.sin(), small * v.sin()]);
-        }
-    }
-    let id = |i: u32, j: u32| (i % nu) * nv + (j % nv);
-    let mut faces = Vec::new();
-    for i in 0..nu {
-        for j in 0..nv {
-            let (a, b, c, d) = (id(i, j), id(i + 1, j), id(i + 1, j + 1), id(i, j + 1));
-            faces.push([a, b, c]);
-            faces.push([a, c, d]);
-        }
-    }
-    TriMesh { positions, faces }
+    crate::mesh::shapes::torus(big, small, nu, nv, 0.0)
 }
 
 /// Axis-aligned cube `[-1, 1]³` with an `n × n` grid on every side: outward faces, χ = 2, sharp edges.
