@@ -279,38 +279,16 @@ mod tests {
     #[test]
     fn random_weights_are_deterministic_per_name() {
         let dev = Device::Cpu;
-        let a = random_tensor(
-            7,
-            "x.weight",
-            &Shape::from((4, 5)),
-            candle_nn::init::DEFAULT_KAIMING_NORMAL,
-            DType::F32,
-            &dev,
-        )
-        .unwrap();
-        let b = random_tensor(
-            7,
-            "x.weight",
-            &Shape::from((4, 5)),
-            candle_nn::init::DEFAULT_KAIMING_NORMAL,
-            DType::F32,
-            &dev,
-        )
-        .unwrap();
-        let c = random_tensor(
-            7,
-            "y.weight",
-            &Shape::from((4, 5)),
-            candle_nn::init::DEFAULT_KAIMING_NORMAL,
-            DType::F32,
-            &dev,
-        )
-        .unwrap();
-        let (a, b, c) = (
-            a.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-            b.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-            c.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-        );
+        let values = |name: &str| {
+            let shape = Shape::from((4, 5));
+            random_tensor(7, name, &shape, candle_nn::init::DEFAULT_KAIMING_NORMAL, DType::F32, &dev)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
+        let (a, b, c) = (values("x.weight"), values("x.weight"), values("y.weight"));
         assert_eq!(a, b);
         assert_ne!(a, c);
     }
