@@ -4,6 +4,9 @@
 //! `--full-size` builds the release architecture with seeded random weights (shaped like the test model's, and
 //! the density head calibrated on the bench image's scene codes during the warm-up, so that the mesh stages have
 //! a surface to work on; the calibration is not timed).
+//!
+//! Beside each stage's wall time the bench prints the CPU time the whole process spent in it (all threads),
+//! and their ratio: how many cores the stage kept busy.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,6 +54,8 @@ struct StageStat {
     stage: Stage,
     min_ms: f64,
     median_ms: f64,
+    /// Process CPU time (user + system, all threads) during the stage, median over the timed runs.
+    cpu_median_ms: f64,
     state: StageState,
 }
 
@@ -82,18 +87,42 @@ struct Report {
     tweak: Option<Tweak>,
 }
 
-/// Samples device memory at every stage event (GPU peak); discards the events otherwise.
-struct GpuSampler<'a> {
+/// Samples device memory at every stage event (GPU peak) and the process CPU time at each stage's start and
+/// end; discards the events otherwise.
+struct StageSampler<'a> {
     device: &'a candle_core::Device,
     peak: Option<u64>,
+    started_cpu_ms: Option<f64>,
+    cpu_ms: Vec<(Stage, f64)>,
 }
 
-impl Events for GpuSampler<'_> {
-    fn emit(&mut self, _event: StageEvent) {
+impl Events for StageSampler<'_> {
+    fn emit(&mut self, event: StageEvent) {
         if let Some(used) = gpu_used_bytes(self.device) {
             self.peak = Some(self.peak.map_or(used, |p| p.max(used)));
         }
+        match event.state {
+            StageState::Started => self.started_cpu_ms = process_cpu_ms(),
+            StageState::Finished => {
+                if let (Some(start), Some(now)) = (self.started_cpu_ms.take(), process_cpu_ms()) {
+                    self.cpu_ms.push((event.stage, now - start));
+                }
+            }
+            _ => {}
+        }
     }
+}
+
+/// CPU time of this process so far (user + system, every thread), from `/proc/self/stat` (Linux; clock ticks
+/// of 1/100 s, the fixed `USER_HZ` of the proc interface).
+fn process_cpu_ms() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: f64 = fields.next()?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) * 10.0)
 }
 
 /// Peak resident set size of this process (Linux `VmHWM`).
@@ -161,13 +190,14 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
     let mut calibrated = !a.full_size;
     let mut gpu_peak: Option<u64> = None;
     let mut per_stage: Vec<(Stage, Vec<f64>, StageState)> = Vec::new();
+    let mut cpu_per_stage: Vec<(Stage, Vec<f64>)> = Vec::new();
     let mut totals = Vec::new();
     let mut last: Option<(Encoded, usize, usize)> = None;
     for run in 0..a.warmup + a.runs.max(1) {
         let timed = run >= a.warmup;
         let t = Instant::now();
         let device = pipeline.network().device().clone();
-        let mut sampler = GpuSampler { device: &device, peak: gpu_peak };
+        let mut sampler = StageSampler { device: &device, peak: gpu_peak, started_cpu_ms: None, cpu_ms: Vec::new() };
         let enc = pipeline.encode(&bytes, &params, &mut sampler)?;
         let encode_ms = t.elapsed().as_secs_f64() * 1e3;
         if !calibrated {
@@ -193,6 +223,12 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
                     None => per_stage.push((timing.stage, vec![timing.ms], timing.state)),
                 }
             }
+            for &(stage, ms) in &sampler.cpu_ms {
+                match cpu_per_stage.iter_mut().find(|(s, _)| *s == stage) {
+                    Some((_, v)) => v.push(ms),
+                    None => cpu_per_stage.push((stage, vec![ms])),
+                }
+            }
         }
         last = Some((enc, ext.vertex_count, ext.face_count));
     }
@@ -214,7 +250,8 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
         .into_iter()
         .map(|(stage, mut v, state)| {
             let min = v.iter().copied().fold(f64::INFINITY, f64::min);
-            StageStat { stage, min_ms: min, median_ms: median(&mut v), state }
+            let cpu = cpu_per_stage.iter_mut().find(|(s, _)| *s == stage).map_or(0.0, |(_, c)| median(c));
+            StageStat { stage, min_ms: min, median_ms: median(&mut v), cpu_median_ms: cpu, state }
         })
         .collect();
     let network: f64 = stages.iter().filter(|s| network_stage(s.stage)).map(|s| s.median_ms).sum();
@@ -261,14 +298,22 @@ fn print_table(r: &Report) {
         r.texture_resolution,
         r.attention_budget
     );
-    println!("{:<20} {:>12} {:>12}", "stage", "min ms", "median ms");
+    println!("{:<20} {:>12} {:>12} {:>12} {:>6}", "stage", "min ms", "median ms", "CPU ms", "cores");
     for s in &r.stages {
         let note = match s.state {
             StageState::Skipped => " (skipped)",
             StageState::Cached => " (cached)",
             _ => "",
         };
-        println!("{:<20} {:>12.1} {:>12.1}{note}", s.stage.as_str(), s.min_ms, s.median_ms);
+        let cores = if s.median_ms > 0.0 { s.cpu_median_ms / s.median_ms } else { 0.0 };
+        println!(
+            "{:<20} {:>12.1} {:>12.1} {:>12.0} {:>6.2}{note}",
+            s.stage.as_str(),
+            s.min_ms,
+            s.median_ms,
+            s.cpu_median_ms,
+            cores
+        );
     }
     println!("{:<20} {:>12.1} {:>12.1}", "total", r.total_min_ms, r.total_median_ms);
     println!(
