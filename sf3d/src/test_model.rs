@@ -12,13 +12,12 @@
 //! * the density head's last Linear is scaled and shifted so that its pre-activation has a standard deviation of
 //!   1.5 on the grid and 12 % of the grid lies inside, calibrated on a fixed synthetic image.
 
-use std::collections::HashMap;
-
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
+use candle_nn::var_builder::SimpleBackend;
 
 use crate::config::{ClipConfig, ClipTextConfig, ClipVisionConfig, Dinov2Config, ModelConfig, Sf3dConfig};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::mesh::tets::TetGrid;
 use crate::model::Sf3dNetwork;
 use crate::preprocess::prepare_conditioning;
@@ -136,48 +135,80 @@ fn smooth_embeddings(shape: &[usize], noise: &Tensor, seed: u64) -> Result<Tenso
 }
 
 /// Random weights for any config, shaped so that the density field is smooth and compact (see the module docs;
-/// everything but the density calibration, which needs scene codes: [`calibrate_density`]).
+/// everything but the density calibration, which needs scene codes: [`calibrate_density`]). Each tensor is
+/// generated and shaped when the network asks for it, so no second copy of the weights ever exists.
 pub fn shaped_random_model(cfg: ModelConfig, seed: u64, device: &Device, dtype: DType) -> Result<Sf3dNetwork> {
-    let (source, captured) = WeightSource::random_capturing(seed);
-    // Generate every tensor once (on the CPU: the edits below are cheap there).
-    Sf3dNetwork::new(cfg.clone(), source.into_var_builder(DType::F32, &Device::Cpu))?;
-    let mut t: HashMap<String, Tensor> =
-        std::mem::take(&mut *captured.lock().map_err(|_| Error::Internal("weight capture lock poisoned".into()))?);
-    let take =
-        |t: &HashMap<String, Tensor>, k: &str| t.get(k).cloned().ok_or_else(|| Error::MissingTensor { key: k.into() });
+    let source = ShapedRandom { inner: WeightSource::random(seed), cfg: cfg.sf3d.clone(), seed };
+    Sf3dNetwork::new(cfg, VarBuilder::from_backend(Box::new(source), dtype, device.clone()))
+}
 
-    let emb = take(&t, "tokenizer.embeddings")?;
-    t.insert("tokenizer.embeddings".into(), smooth_embeddings(emb.dims(), &emb, seed)?);
-    let w = take(&t, "backbone.proj_out.weight")?;
-    t.insert("backbone.proj_out.weight".into(), (w * PROJ_OUT_SCALE)?);
-    for b in 0..cfg.sf3d.backbone.num_blocks {
-        for k in [
-            format!("backbone.main_blocks.{b}.fuse_block_out.attn.proj.weight"),
-            format!("backbone.main_blocks.{b}.fuse_block_out.ff.net.2.weight"),
-        ] {
-            let w = take(&t, &k)?;
-            t.insert(k, (w * TRIPLANE_RESIDUAL_SCALE)?);
-        }
+/// [`WeightSource::random`] with the shaping edits of the module docs applied per tensor.
+struct ShapedRandom {
+    inner: WeightSource,
+    cfg: Sf3dConfig,
+    seed: u64,
+}
+
+impl ShapedRandom {
+    /// The edit of the tensor `name` (generated in f32 on the CPU), if it has one.
+    fn shape(&self, name: &str, t: Tensor) -> Result<Tensor> {
+        let blocks = self.cfg.backbone.num_blocks;
+        let triplane_residual = (0..blocks).any(|b| {
+            name == format!("backbone.main_blocks.{b}.fuse_block_out.attn.proj.weight")
+                || name == format!("backbone.main_blocks.{b}.fuse_block_out.ff.net.2.weight")
+        });
+        let pp = &self.cfg.post_processor;
+        let last = format!("post_processor.upsample.{}", 2 * (pp.conv_layers - 1));
+        let r2 = pp.scale_factor.pow(2);
+        Ok(match name {
+            "tokenizer.embeddings" => smooth_embeddings(t.dims(), &t, self.seed)?,
+            "backbone.proj_out.weight" => (t * PROJ_OUT_SCALE)?,
+            _ if triplane_residual => (t * TRIPLANE_RESIDUAL_SCALE)?,
+            n if n == format!("{last}.weight") => {
+                let (out, cin, k1, k2) = t.dims4()?;
+                let w = t.reshape((out / r2, r2, cin, k1, k2))?.narrow(1, 0, 1)?;
+                w.broadcast_as((out / r2, r2, cin, k1, k2))?.reshape((out, cin, k1, k2))?.contiguous()?
+            }
+            n if n == format!("{last}.bias") => {
+                let out = t.dim(0)?;
+                let b = t.reshape((out / r2, r2))?.narrow(1, 0, 1)?.broadcast_as((out / r2, r2))?;
+                b.reshape(out)?.contiguous()?
+            }
+            // The density head reads only the first channel of each plane: a sum over all 3·C' random-signed
+            // channels is a rough field (a sponge with 10⁶ triangles at the release size); three smooth channels
+            // give compact blobs.
+            "decoder.heads.density.0.weight" => {
+                let (hidden, inputs) = t.dims2()?;
+                let keep: Vec<f32> = (0..inputs).map(|i| if i % pp.out_channels == 0 { 1.0 } else { 0.0 }).collect();
+                let keep = Tensor::from_vec(keep, (1, inputs), t.device())?;
+                t.broadcast_mul(&keep)?.reshape((hidden, inputs))?
+            }
+            _ => t,
+        })
     }
-    let last = 2 * (cfg.sf3d.post_processor.conv_layers - 1);
-    let (wk, bk) = (format!("post_processor.upsample.{last}.weight"), format!("post_processor.upsample.{last}.bias"));
-    let r2 = cfg.sf3d.post_processor.scale_factor.pow(2);
-    let (w, b) = (take(&t, &wk)?, take(&t, &bk)?);
-    let (out, cin, k1, k2) = w.dims4()?;
-    let w = w.reshape((out / r2, r2, cin, k1, k2))?.narrow(1, 0, 1)?.broadcast_as((out / r2, r2, cin, k1, k2))?;
-    t.insert(wk, w.reshape((out, cin, k1, k2))?.contiguous()?);
-    let b = b.reshape((out / r2, r2))?.narrow(1, 0, 1)?.broadcast_as((out / r2, r2))?;
-    t.insert(bk, b.reshape(out)?.contiguous()?);
-    // The density head reads only the first channel of each plane: a sum over all 3·C' random-signed channels is
-    // a rough field (a sponge with 10⁶ triangles at the release size); three smooth channels give compact blobs.
-    let dk = "decoder.heads.density.0.weight";
-    let w = take(&t, dk)?;
-    let (hidden, inputs) = w.dims2()?;
-    let per_plane = cfg.sf3d.post_processor.out_channels;
-    let keep: Vec<f32> = (0..inputs).map(|i| if i % per_plane == 0 { 1.0 } else { 0.0 }).collect();
-    let keep = Tensor::from_vec(keep, (1, inputs), w.device())?;
-    t.insert(dk.into(), w.broadcast_mul(&keep)?.reshape((hidden, inputs))?);
-    Sf3dNetwork::new(cfg, VarBuilder::from_tensors(t, dtype, device))
+}
+
+impl SimpleBackend for ShapedRandom {
+    fn get(
+        &self,
+        s: candle_core::Shape,
+        name: &str,
+        h: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let t = self.inner.get(s, name, h, DType::F32, &Device::Cpu)?;
+        let t = self.shape(name, t).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        t.to_dtype(dtype)?.to_device(dev)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        self.inner.get_unchecked(name, dtype, dev)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.inner.contains_tensor(name)
+    }
 }
 
 /// Rescales the density head so that on `grid`, for these scene codes (`[3, C', R, R]`), its pre-activation has
