@@ -10,6 +10,7 @@
 pub mod config;
 pub mod error;
 pub mod golden;
+pub mod kernels;
 pub mod mesh;
 pub mod model;
 pub mod parity;
