@@ -3,9 +3,11 @@
 //!
 //! | kernel | what |
 //! |---|---|
-//! | [`gemm`] | a bounds-checked entry to the `gemm` crate, strided operands |
+//! | [`attention`] | fused multi-head attention on token-major `[B, N, heads·D]` data, blocked online softmax |
+//! | [`gemm`] | a bounds-checked single-threaded entry to the `gemm` crate, strided operands |
 //! | [`math`] | vectorisable `exp`, `erf`, GELU and the vector steps of a softmax |
 
+pub mod attention;
 pub mod gemm;
 pub mod math;
 

@@ -1,12 +1,17 @@
-//! The one attention kernel every block calls: `softmax(q·kᵀ·scale)·v`, computed over query chunks so that the
-//! score matrix never exceeds a budget.
+//! The one attention every block calls: `softmax(q·kᵀ·scale)·v`, never with the full score matrix.
 //!
 //! SF3D's backbone attends between 27,648 triplane tokens and 3,089 latents with 16 heads: a full score matrix
-//! would be 16 × 27,648 × 3,089 floats ≈ 5.5 GB. Chunking the query axis is exact (each query row's softmax only
-//! needs its own scores), and peak memory becomes `batch · heads · chunk · keys` elements. This is the single
-//! place a fused/flash kernel would be swapped in for CUDA.
+//! would be 16 × 27,648 × 3,089 floats ≈ 5.5 GB. The blocks call [`multi_head_attention`] on token-major
+//! `[B, N, heads·D]` tensors. Contiguous f32 on the CPU goes to the fused kernel
+//! [`crate::kernels::attention`] (query × key blocks with an online softmax, no head split copies). Every other
+//! device and dtype splits the heads and runs [`attention`], which chunks the query axis: exact (each query
+//! row's softmax only needs its own scores), with peak memory `batch · heads · chunk · keys` elements. That is
+//! the place a fused kernel for CUDA would go.
 
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Device, Result, Tensor};
+
+use crate::kernels::attention::AttentionDims;
+use crate::model::ops::with_cpu_f32_all;
 
 /// Default budget of score-matrix elements per chunk (64 Mi elements = 256 MiB in f32).
 pub const DEFAULT_MAX_SCORE_ELEMENTS: usize = 1 << 26;
@@ -29,6 +34,42 @@ impl AttentionOptions {
     pub fn query_chunk(&self, batch_heads: usize, keys: usize) -> usize {
         (self.max_score_elements / (batch_heads * keys).max(1)).max(1)
     }
+}
+
+/// Multi-head attention on token-major tensors: `q [B, Nq, H·D]`, `k`/`v [B, Nk, H·D]` → `[B, Nq, H·D]`,
+/// `heads` heads of width `D`.
+pub fn multi_head_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: usize,
+    scale: f64,
+    opts: &AttentionOptions,
+) -> Result<Tensor> {
+    let (b, nq, width) = q.dims3()?;
+    let nk = k.dim(1)?;
+    if width % heads != 0 || k.dims3()? != (b, nk, width) || v.dims3()? != (b, nk, width) {
+        candle_core::bail!(
+            "attention: q {:?}, k {:?}, v {:?} do not split into {heads} heads",
+            q.dims(),
+            k.dims(),
+            v.dims()
+        );
+    }
+    let dims = AttentionDims { batch: b, queries: nq, keys: nk, heads, head_dim: width / heads };
+    if q.device().is_cpu() && q.dtype() == DType::F32 {
+        let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
+        let out = with_cpu_f32_all(&[&q, &k, &v], |s| {
+            crate::kernels::attention::attention(s[0], s[1], s[2], dims, scale as f32)
+        })?;
+        if let Some(out) = out {
+            return Tensor::from_vec(out, (b, nq, width), &Device::Cpu);
+        }
+    }
+    // [B, N, H·D] → [B, H, N, D] and back.
+    let split = |t: &Tensor, n: usize| t.reshape((b, n, heads, dims.head_dim))?.transpose(1, 2)?.contiguous();
+    let o = attention(&split(q, nq)?, &split(k, nk)?, &split(v, nk)?, scale, opts)?;
+    o.transpose(1, 2)?.reshape((b, nq, width))
 }
 
 /// `softmax(q·kᵀ·scale)·v` for `q [B, H, Nq, D]`, `k`/`v [B, H, Nk, D]` → `[B, H, Nq, D]`, in query chunks
@@ -94,6 +135,30 @@ mod tests {
                 .unwrap();
             assert!(diff < 1e-5, "budget {budget}: {diff}");
         }
+    }
+
+    /// The fused CPU kernel and the chunked tensor path agree on token-major input.
+    #[test]
+    fn fused_cpu_kernel_equals_the_tensor_path() {
+        let dev = Device::Cpu;
+        let q = Tensor::randn(0f32, 1., (2, 37, 24), &dev).unwrap();
+        let k = Tensor::randn(0f32, 1., (2, 600, 24), &dev).unwrap();
+        let v = Tensor::randn(0f32, 1., (2, 600, 24), &dev).unwrap();
+        let opts = AttentionOptions::default();
+        let fused = multi_head_attention(&q, &k, &v, 3, 0.35, &opts).unwrap();
+        // The same computation through the tensor path (f64 forces it off the fused kernel).
+        let as64 = |t: &Tensor| t.to_dtype(DType::F64).unwrap();
+        let tensor = multi_head_attention(&as64(&q), &as64(&k), &as64(&v), 3, 0.35, &opts).unwrap();
+        let diff = (fused.to_dtype(DType::F64).unwrap() - tensor)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
+        assert!(diff < 1e-5, "{diff}");
+        assert!(multi_head_attention(&q, &k, &v, 5, 0.35, &opts).is_err());
     }
 
     #[test]

@@ -4,13 +4,13 @@
 //!
 //! Structs mirror the reference classes: [`Attention`], [`FeedForward`] (GEGLU), [`BasicTransformerBlock`],
 //! [`FuseBlock`], [`TwoStreamBlock`] (`main_blocks.N`), [`TwoStreamInterleaveTransformer`]. Every attention goes
-//! through [`crate::model::attention::attention`], which bounds the score matrix.
+//! through [`crate::model::attention::multi_head_attention`], which bounds the score matrix.
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{GroupNorm, LayerNorm, Linear, VarBuilder, group_norm, layer_norm, linear, linear_b};
 
 use crate::config::BackboneConfig;
-use crate::model::attention::{AttentionOptions, attention};
+use crate::model::attention::{AttentionOptions, multi_head_attention};
 
 /// LayerNorm eps of every backbone LayerNorm (PyTorch default).
 const LN_EPS: f64 = 1e-5;
@@ -51,15 +51,8 @@ impl Attention {
 
     /// `z [B, Nq, query_dim]` attends to `x [B, Nk, kv_dim]`.
     pub fn forward(&self, z: &Tensor, x: &Tensor, opts: &AttentionOptions) -> Result<Tensor> {
-        let (b, nq, _) = z.dims3()?;
-        let nk = x.dim(1)?;
-        // [B, N, heads·hd] → [B, heads, N, hd]
-        let split = |y: Tensor, n: usize| y.reshape((b, n, self.heads, self.head_dim))?.transpose(1, 2)?.contiguous();
-        let q = split(self.wq.forward(z)?, nq)?;
-        let k = split(self.wk.forward(x)?, nk)?;
-        let v = split(self.wv.forward(x)?, nk)?;
-        let o = attention(&q, &k, &v, (self.head_dim as f64).powf(-0.5), opts)?;
-        let o = o.transpose(1, 2)?.reshape((b, nq, self.heads * self.head_dim))?;
+        let (q, k, v) = (self.wq.forward(z)?, self.wk.forward(x)?, self.wv.forward(x)?);
+        let o = multi_head_attention(&q, &k, &v, self.heads, (self.head_dim as f64).powf(-0.5), opts)?;
         self.proj.forward(&o)
     }
 }

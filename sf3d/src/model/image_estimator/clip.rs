@@ -6,7 +6,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, LayerNorm, Linear, VarBuilder, conv2d_no_bias, layer_norm, linear};
 
 use crate::config::ClipConfig;
-use crate::model::attention::{AttentionOptions, attention};
+use crate::model::attention::{AttentionOptions, multi_head_attention};
 
 const LN_EPS: f64 = 1e-5;
 
@@ -33,12 +33,12 @@ impl ClipAttention {
 
     /// Self-attention of `x [N, T, W]`.
     pub fn forward(&self, x: &Tensor, opts: &AttentionOptions) -> Result<Tensor> {
-        let (n, t, w) = x.dims3()?;
+        let w = x.dim(2)?;
         let hd = w / self.heads;
         let qkv = x.broadcast_matmul(&self.in_proj_weight.t()?)?.broadcast_add(&self.in_proj_bias)?; // [N, T, 3W]
-        let split = |i: usize| qkv.narrow(2, i * w, w)?.reshape((n, t, self.heads, hd))?.transpose(1, 2)?.contiguous();
-        let o = attention(&split(0)?, &split(1)?, &split(2)?, (hd as f64).powf(-0.5), opts)?;
-        self.out_proj.forward(&o.transpose(1, 2)?.reshape((n, t, w))?)
+        let part = |i: usize| qkv.narrow(2, i * w, w);
+        let o = multi_head_attention(&part(0)?, &part(1)?, &part(2)?, self.heads, (hd as f64).powf(-0.5), opts)?;
+        self.out_proj.forward(&o)
     }
 }
 

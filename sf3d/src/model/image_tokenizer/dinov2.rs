@@ -9,7 +9,7 @@ use candle_nn::{Conv2d, Conv2dConfig, LayerNorm, Linear, VarBuilder, conv2d, lay
 
 use super::modulation::Modulation;
 use crate::config::Dinov2Config;
-use crate::model::attention::{AttentionOptions, attention};
+use crate::model::attention::{AttentionOptions, multi_head_attention};
 use crate::model::interpolate::{bicubic_matrix, resize_separable};
 
 /// `Dinov2Embeddings`: patch projection, CLS token and the interpolated position table.
@@ -101,15 +101,9 @@ impl Dinov2Attention {
 
     /// Multi-head self-attention of `x [N, T, C]`.
     pub fn forward(&self, x: &Tensor, opts: &AttentionOptions) -> Result<Tensor> {
-        let (n, t, c) = x.dims3()?;
-        let hd = c / self.num_heads;
-        // [N, T, C] → [N, heads, T, hd]
-        let split = |y: Tensor| y.reshape((n, t, self.num_heads, hd))?.transpose(1, 2)?.contiguous();
-        let q = split(self.query.forward(x)?)?;
-        let k = split(self.key.forward(x)?)?;
-        let v = split(self.value.forward(x)?)?;
-        let o = attention(&q, &k, &v, (hd as f64).powf(-0.5), opts)?; // [N, heads, T, hd]
-        let o = o.transpose(1, 2)?.reshape((n, t, c))?;
+        let hd = x.dim(2)? / self.num_heads;
+        let (q, k, v) = (self.query.forward(x)?, self.key.forward(x)?, self.value.forward(x)?);
+        let o = multi_head_attention(&q, &k, &v, self.num_heads, (hd as f64).powf(-0.5), opts)?;
         self.dense.forward(&o)
     }
 }
