@@ -7,10 +7,11 @@
 //! through [`crate::model::attention::multi_head_attention`], which bounds the score matrix.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{GroupNorm, LayerNorm, Linear, VarBuilder, group_norm, layer_norm, linear, linear_b};
+use candle_nn::{GroupNorm, LayerNorm, VarBuilder, group_norm, layer_norm};
 
 use crate::config::BackboneConfig;
 use crate::model::attention::{AttentionOptions, multi_head_attention};
+use crate::model::linear::{Linear, linear, linear_b};
 
 /// LayerNorm eps of every backbone LayerNorm (PyTorch default).
 const LN_EPS: f64 = 1e-5;

@@ -14,6 +14,7 @@ pub mod global_estimator;
 pub mod image_estimator;
 pub mod image_tokenizer;
 pub mod interpolate;
+pub mod linear;
 pub mod ops;
 pub mod post_processor;
 pub mod tokenizer;

@@ -5,12 +5,13 @@
 //! bicubic "+0.1" semantics (spec §3.2; the candle zoo's nearest-neighbour resize is not used).
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, LayerNorm, Linear, VarBuilder, conv2d, layer_norm, linear_b};
+use candle_nn::{Conv2d, Conv2dConfig, LayerNorm, VarBuilder, conv2d, layer_norm};
 
 use super::modulation::Modulation;
 use crate::config::Dinov2Config;
 use crate::model::attention::{AttentionOptions, multi_head_attention};
 use crate::model::interpolate::{bicubic_matrix, resize_separable};
+use crate::model::linear::{Linear, linear, linear_b};
 
 /// `Dinov2Embeddings`: patch projection, CLS token and the interpolated position table.
 #[derive(Debug, Clone)]
@@ -94,7 +95,7 @@ impl Dinov2Attention {
             query: linear_b(h, h, cfg.qkv_bias, a.pp("query"))?,
             key: linear_b(h, h, cfg.qkv_bias, a.pp("key"))?,
             value: linear_b(h, h, cfg.qkv_bias, a.pp("value"))?,
-            dense: candle_nn::linear(h, h, vb.pp("output").pp("dense"))?,
+            dense: linear(h, h, vb.pp("output").pp("dense"))?,
             num_heads: cfg.num_attention_heads,
         })
     }
@@ -119,8 +120,8 @@ impl Dinov2Mlp {
     /// Loads `mlp.fc1`, `mlp.fc2`.
     pub fn new(cfg: &Dinov2Config, vb: VarBuilder<'_>) -> Result<Self> {
         Ok(Self {
-            fc1: candle_nn::linear(cfg.hidden_size, cfg.mlp_hidden(), vb.pp("fc1"))?,
-            fc2: candle_nn::linear(cfg.mlp_hidden(), cfg.hidden_size, vb.pp("fc2"))?,
+            fc1: linear(cfg.hidden_size, cfg.mlp_hidden(), vb.pp("fc1"))?,
+            fc2: linear(cfg.mlp_hidden(), cfg.hidden_size, vb.pp("fc2"))?,
         })
     }
 }
