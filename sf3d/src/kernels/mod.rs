@@ -4,11 +4,13 @@
 //! | kernel | what |
 //! |---|---|
 //! | [`attention`] | fused multi-head attention on token-major `[B, N, heads·D]` data, blocked online softmax |
+//! | [`conv`] | same-padded `k×k` convolution as `k` products (one per kernel row) on a bordered channel-last image |
 //! | [`linear`] | `x·W + b` on a pre-transposed weight, the bias as the product's starting value |
 //! | [`gemm`] | a bounds-checked single-threaded entry to the `gemm` crate, strided operands |
 //! | [`math`] | vectorisable `exp`, `erf`, GELU and the vector steps of a softmax |
 
 pub mod attention;
+pub mod conv;
 pub mod gemm;
 pub mod linear;
 pub mod math;
