@@ -5,6 +5,7 @@ mod benchmarks;
 
 criterion::criterion_main! {
     benchmarks::isosurface::benches,
+    benchmarks::network::benches,
     benchmarks::remesh::benches,
     benchmarks::uv_unwrap::benches,
     benchmarks::bake::benches,

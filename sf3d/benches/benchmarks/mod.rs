@@ -2,5 +2,6 @@
 
 pub mod bake;
 pub mod isosurface;
+pub mod network;
 pub mod remesh;
 pub mod uv_unwrap;
