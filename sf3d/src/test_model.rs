@@ -152,24 +152,25 @@ struct ShapedRandom {
 impl ShapedRandom {
     /// The edit of the tensor `name` (generated in f32 on the CPU), if it has one.
     fn shape(&self, name: &str, t: Tensor) -> Result<Tensor> {
-        let blocks = self.cfg.backbone.num_blocks;
-        let triplane_residual = (0..blocks).any(|b| {
-            name == format!("backbone.main_blocks.{b}.fuse_block_out.attn.proj.weight")
-                || name == format!("backbone.main_blocks.{b}.fuse_block_out.ff.net.2.weight")
+        let triplane_residual = (0..self.cfg.backbone.num_blocks).any(|b| {
+            let block = format!("backbone.main_blocks.{b}.fuse_block_out");
+            name.strip_prefix(block.as_str())
+                .is_some_and(|rest| rest == ".attn.proj.weight" || rest == ".ff.net.2.weight")
         });
         let pp = &self.cfg.post_processor;
         let last = format!("post_processor.upsample.{}", 2 * (pp.conv_layers - 1));
+        let (last_weight, last_bias) = (format!("{last}.weight"), format!("{last}.bias"));
         let r2 = pp.scale_factor.pow(2);
         Ok(match name {
             "tokenizer.embeddings" => smooth_embeddings(t.dims(), &t, self.seed)?,
             "backbone.proj_out.weight" => (t * PROJ_OUT_SCALE)?,
             _ if triplane_residual => (t * TRIPLANE_RESIDUAL_SCALE)?,
-            n if n == format!("{last}.weight") => {
+            n if n == last_weight => {
                 let (out, cin, k1, k2) = t.dims4()?;
                 let w = t.reshape((out / r2, r2, cin, k1, k2))?.narrow(1, 0, 1)?;
                 w.broadcast_as((out / r2, r2, cin, k1, k2))?.reshape((out, cin, k1, k2))?.contiguous()?
             }
-            n if n == format!("{last}.bias") => {
+            n if n == last_bias => {
                 let out = t.dim(0)?;
                 let b = t.reshape((out / r2, r2))?.narrow(1, 0, 1)?.broadcast_as((out / r2, r2))?;
                 b.reshape(out)?.contiguous()?

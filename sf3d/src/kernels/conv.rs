@@ -132,7 +132,9 @@ pub fn conv(input: &PaddedImage, w: &ConvWeights, relu: bool, pad_out: usize) ->
 mod tests {
     use super::*;
 
-    fn direct(x: &[f32], c_in: usize, h: usize, wd: usize, wt: &[f32], b: &[f32], c_out: usize, k: usize) -> Vec<f32> {
+    /// Direct zero-padded convolution of `x [c_in, h, wd]` with `wt [c_out, c_in, k, k]` and bias `b`.
+    fn direct(x: &[f32], (c_in, h, wd): (usize, usize, usize), wt: &[f32], b: &[f32], k: usize) -> Vec<f32> {
+        let c_out = b.len();
         let p = (k / 2) as isize;
         let mut out = vec![0f32; c_out * h * wd];
         for co in 0..c_out {
@@ -177,8 +179,8 @@ mod tests {
         let l1 = conv(&img, &ConvWeights::new(&w1, &b1, c1, c0, k), true, 1);
         let l2 = conv(&l1, &ConvWeights::new(&w2, &b2, c2, c1, k), false, 0);
 
-        let r1: Vec<f32> = direct(&x, c0, h, wd, &w1, &b1, c1, k).into_iter().map(|v| v.max(0.0)).collect();
-        let r2 = direct(&r1, c1, h, wd, &w2, &b2, c2, k);
+        let r1: Vec<f32> = direct(&x, (c0, h, wd), &w1, &b1, k).into_iter().map(|v| v.max(0.0)).collect();
+        let r2 = direct(&r1, (c1, h, wd), &w2, &b2, k);
         for y in 0..h {
             for xx in 0..wd {
                 for (c, &got) in l2.pixel(y, xx).iter().enumerate() {

@@ -133,10 +133,10 @@ mod tests {
         let mut ys = xs.clone();
         let mut sum = vec![1.0f32; 53];
         exp_shifted_accumulate(&mut ys, &shift, &mut sum);
-        for i in 0..53 {
-            let want = ((xs[i] - shift[i]) as f64).exp();
-            assert!(((ys[i] as f64) - want).abs() < 1e-6 * want.max(1.0));
-            assert!(((sum[i] as f64) - 1.0 - want).abs() < 1e-6 * want.max(1.0));
+        for (((&x, &m), &y), &l) in xs.iter().zip(&shift).zip(&ys).zip(&sum) {
+            let want = ((x - m) as f64).exp();
+            assert!(((y as f64) - want).abs() < 1e-6 * want.max(1.0));
+            assert!(((l as f64) - 1.0 - want).abs() < 1e-6 * want.max(1.0));
         }
         mul_into(&mut ys, &shift);
         assert!((ys[3] - ((xs[3] - shift[3]) as f64).exp() as f32 * shift[3]).abs() < 1e-6);
