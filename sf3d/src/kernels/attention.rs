@@ -3,11 +3,11 @@
 //! [`QUERY_BLOCK`] × [`KEY_BLOCK`] floats is the most that ever exists and it stays in the core's cache.
 //!
 //! Tensors are token-major, `[B, N, heads·D]`, exactly as the q/k/v projections produce them; the work is split
-//! over query blocks (each task owns its output rows for all heads). Layouts are chosen so that both products of
-//! a block read their operands along the matrix kernel's preferred axis (no element-by-element gathers when it
-//! packs them): keys and values are laid out per head and block once per call, a block's queries per head as
-//! `[D, n]`, and scores and the running output are kept query-minor (`[keys, n]`, `[D, n]`), which also makes
-//! every softmax step a vector operation across the block's queries.
+//! over query blocks (each task owns its output rows for all heads). Both products of a block are register tiles
+//! (6 keys or 6 output columns × 64 queries of accumulators) that read only contiguous rows: keys and values are
+//! laid out per head and block once per call, a block's queries per head as `[D, 64]`, and scores and the running
+//! output are kept query-minor (`[keys, 64]`, `[D, 64]`), which also makes every softmax step a vector operation
+//! across the block's queries.
 
 use rayon::prelude::*;
 
