@@ -9,7 +9,7 @@ use super::gemm::{MatRef, sgemm};
 /// `x [rows, k] · weight_t [k, n] + bias [n]` → `[rows, n]`.
 /// Panics if a slice disagrees with the dimensions (the caller takes them from the tensors' shapes).
 pub fn linear(x: &[f32], k: usize, weight_t: &[f32], n: usize, bias: Option<&[f32]>) -> Vec<f32> {
-    assert!(k > 0 && x.len() % k == 0, "linear: input rows are not {k} wide");
+    assert!(k > 0 && x.len().is_multiple_of(k), "linear: input rows are not {k} wide");
     assert_eq!(weight_t.len(), n * k, "linear: weight does not match its dimensions");
     if let Some(b) = bias {
         assert_eq!(b.len(), n, "linear: bias does not match its dimensions");
