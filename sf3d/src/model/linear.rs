@@ -56,9 +56,10 @@ impl Module for Linear {
         let fast = x.device().is_cpu() && x.dtype() == DType::F32 && x.dim(D::Minus1)? == k;
         if fast {
             let x = x.contiguous()?;
-            let b = bias.as_ref().map(|b| b.to_vec1::<f32>()).transpose()?;
+            let mut tensors = vec![&x, weight_t];
+            tensors.extend(bias.as_ref());
             let out =
-                with_cpu_f32_all(&[&x, weight_t], |s| crate::kernels::linear::linear(s[0], k, s[1], n, b.as_deref()))?;
+                with_cpu_f32_all(&tensors, |s| crate::kernels::linear::linear(s[0], k, s[1], n, s.get(2).copied()))?;
             if let Some(out) = out {
                 let mut dims = x.dims().to_vec();
                 if let Some(last) = dims.last_mut() {

@@ -13,6 +13,8 @@ use crate::model::ops::with_cpu_f32;
 #[derive(Debug, Clone)]
 pub struct PixelShuffleUpsampleNetwork {
     convs: Vec<Conv2d>,
+    /// The convolutions in the layout of [`crate::kernels::conv`] (CPU f32 weights only; empty otherwise).
+    cpu_weights: Vec<ConvWeights>,
     scale: usize,
 }
 
@@ -28,7 +30,11 @@ impl PixelShuffleUpsampleNetwork {
                 conv2d(cfg.in_channels, out, cfg.conv_kernel_size, conv_cfg, vb.pp(2 * i))
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self { convs, scale: cfg.scale_factor })
+        // On the CPU in f32 the kernel's layout of every layer is made once here, not on every forward.
+        let on_cpu_f32 = convs.iter().all(|c| c.weight().device().is_cpu() && c.weight().dtype() == DType::F32);
+        let cpu_weights =
+            if on_cpu_f32 { convs.iter().map(cpu_conv_weights).collect::<Result<Vec<_>>>()? } else { vec![] };
+        Ok(Self { convs, cpu_weights, scale: cfg.scale_factor })
     }
 
     /// `[B, 3, C, P, P]` → `[B, 3, C', rP, rP]`. On the CPU in f32 the convolutions run as shifted matrix
@@ -38,7 +44,7 @@ impl PixelShuffleUpsampleNetwork {
         let (b, np, c, h, w) = planes.dims5()?;
         let dtype = self.convs.first().map(|c| c.weight().dtype()).unwrap_or(planes.dtype());
         let flat = planes.to_dtype(dtype)?.reshape((b * np, c, h, w))?;
-        let x = if flat.device().is_cpu() && dtype == DType::F32 {
+        let x = if flat.device().is_cpu() && dtype == DType::F32 && !self.cpu_weights.is_empty() {
             self.forward_cpu(&flat.contiguous()?)?
         } else {
             self.forward_tensor(&flat)?
@@ -66,8 +72,7 @@ impl PixelShuffleUpsampleNetwork {
         Tensor::cat(&outs, 0)
     }
 
-    /// The CPU path of [`Self::forward`] on `[N, C, P, P]` (contiguous f32): layer by layer over all planes, each
-    /// layer's weights rearranged once ([`ConvWeights`]) and dropped before the next.
+    /// The CPU path of [`Self::forward`] on `[N, C, P, P]` (contiguous f32): layer by layer over all planes.
     fn forward_cpu(&self, flat: &Tensor) -> Result<Tensor> {
         let (n, c, h, w) = flat.dims4()?;
         let Some(first) = self.convs.first() else { return Ok(flat.clone()) };
@@ -76,10 +81,9 @@ impl PixelShuffleUpsampleNetwork {
             data.chunks_exact(c * h * w).map(|chw| PaddedImage::from_chw(chw, c, h, w, pad)).collect::<Vec<_>>()
         })?;
         let Some(mut planes) = planes else { candle_core::bail!("post-processor: planes are not CPU f32") };
-        for (k, layer) in self.convs.iter().enumerate() {
-            let last = k + 1 == self.convs.len();
-            let weights = cpu_conv_weights(layer)?;
-            planes = planes.iter().map(|p| conv(p, &weights, !last, if last { 0 } else { pad })).collect();
+        for (k, weights) in self.cpu_weights.iter().enumerate() {
+            let last = k + 1 == self.cpu_weights.len();
+            planes = planes.iter().map(|p| conv(p, weights, !last, if last { 0 } else { pad })).collect();
         }
         let outs = planes
             .iter()
