@@ -177,14 +177,38 @@ fn run_on_the_golden_model_matches_the_reference_glb() {
     assert_eq!(m.model.attribution, None, "tiny-a is not the release: no attribution");
 }
 
+/// Every golden set: `SF3D_GOLDEN` when set, else every folder with a `golden.safetensors` beside the default set
+/// (`../shared/golden/*`: tiny-a, tiny-c, and any set added later).
+fn golden_sets() -> Vec<PathBuf> {
+    if std::env::var_os("SF3D_GOLDEN").is_some() {
+        return vec![golden()];
+    }
+    let root = golden().parent().map(PathBuf::from).unwrap_or_default();
+    let mut sets: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("golden.safetensors").is_file())
+        .collect();
+    sets.sort();
+    sets
+}
+
 #[test]
-fn check_golden_passes_on_tiny_a() {
-    let o = sf3d(&["check-golden", golden().to_str().unwrap()], &[]);
-    let out = String::from_utf8_lossy(&o.stdout);
-    println!("{out}");
-    assert!(o.status.success(), "{out}\n{}", stderr(&o));
-    for name in ["camera_embeds", "image_tokens", "backbone_out", "scene_codes", "grid_sdf", "mt_t_pos_idx"] {
-        assert!(out.lines().any(|l| l.starts_with(name) && l.contains("pass")), "{name} row");
+fn check_golden_passes_on_every_set() {
+    let sets = golden_sets();
+    assert!(!sets.is_empty(), "no golden sets beside {}", golden().display());
+    for set in sets {
+        let o = sf3d(&["check-golden", set.to_str().unwrap()], &[]);
+        let out = String::from_utf8_lossy(&o.stdout);
+        println!("{out}");
+        assert!(o.status.success(), "{}: {out}\n{}", set.display(), stderr(&o));
+        assert!(!out.lines().any(|l| l.contains(" FAIL")), "{}: a FAIL row", set.display());
+        for name in ["camera_embeds", "image_tokens", "backbone_out", "scene_codes", "grid_sdf", "mt_t_pos_idx"] {
+            assert!(out.lines().any(|l| l.starts_with(name) && l.contains("pass")), "{name} row");
+        }
+        for name in ["unwrap face direction", "unwrap face layer", "mesh.glb face corners"] {
+            assert!(out.lines().any(|l| l.starts_with(name) && l.contains("pass")), "{name} row");
+        }
     }
     let o = sf3d(&["check-golden", "/no/such/golden"], &[]);
     assert!(!o.status.success());

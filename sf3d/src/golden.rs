@@ -94,6 +94,14 @@ impl GoldenSet {
         self.dir.join(name)
     }
 
+    /// `max |f64 − f32|` of tensor `name` in the reference's float64 re-run of the set (`run_info.json`,
+    /// `f64_check.NAME.max_abs`), when the set records it.
+    pub fn f64_gap(&self, name: &str) -> Option<f64> {
+        let text = std::fs::read_to_string(self.file("run_info.json")).ok()?;
+        let info: serde_json::Value = serde_json::from_str(&text).ok()?;
+        info.get("f64_check")?.get(name)?.get("max_abs")?.as_f64().filter(|g| g.is_finite() && *g >= 0.0)
+    }
+
     /// Whether the set has tensor `name`.
     pub fn has(&self, name: &str) -> bool {
         self.entries.contains_key(name)
@@ -155,6 +163,9 @@ pub enum Tolerance {
     AbsOrRel(f32),
     /// Integer data that must be identical.
     Exact,
+    /// A bound per element derived from the reference's own float32-vs-float64 spread (see
+    /// [`compare_bounded`]); the value is the largest of them.
+    Derived(f32),
 }
 
 impl fmt::Display for Tolerance {
@@ -163,6 +174,7 @@ impl fmt::Display for Tolerance {
             Tolerance::Abs(t) => write!(f, "abs {t:.0e}"),
             Tolerance::AbsOrRel(t) => write!(f, "abs/rel {t:.0e}"),
             Tolerance::Exact => f.write_str("exact"),
+            Tolerance::Derived(t) => write!(f, "derived {t:.1e}"),
         }
     }
 }
@@ -237,10 +249,30 @@ pub fn compare(name: &str, actual: &[f32], expected: &[f32], tolerance: Toleranc
             Tolerance::Abs(t) => d <= t as f64,
             Tolerance::AbsOrRel(t) => d <= t as f64 * e.abs().max(1.0),
             Tolerance::Exact => d == 0.0,
+            Tolerance::Derived(t) => d <= t as f64,
         };
         pass &= ok;
     }
     Comparison { name: name.into(), max_abs, max_rel, tolerance, pass, note: String::new() }
+}
+
+/// Compares `actual` with `expected` in groups of `stride` elements (one vertex), each group against its own bound
+/// `bounds[i]`; the row shows the largest bound as a [`Tolerance::Derived`].
+pub fn compare_bounded(name: &str, actual: &[f32], expected: &[f32], bounds: &[f32], stride: usize) -> Comparison {
+    let largest = bounds.iter().copied().fold(0f32, f32::max);
+    let mut c = compare(name, actual, expected, Tolerance::Derived(largest));
+    if actual.len() != expected.len() || bounds.len() * stride != expected.len() {
+        c.pass = false;
+        c.note =
+            format!("{} elements, reference {}, {} bounds of {stride}", actual.len(), expected.len(), bounds.len());
+        return c;
+    }
+    c.pass &= actual
+        .chunks_exact(stride)
+        .zip(expected.chunks_exact(stride))
+        .zip(bounds)
+        .all(|((a, e), &b)| a.iter().zip(e).all(|(x, y)| f64::from((x - y).abs()) <= f64::from(b)));
+    c
 }
 
 /// Compares a candle tensor with golden tensor `name` (shapes must match up to leading singleton axes).

@@ -11,9 +11,10 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
-use crate::golden::{Comparison, GoldenSet, Tolerance, compare, compare_tensor};
+use crate::golden::{Comparison, GoldenSet, Tolerance, compare, compare_bounded, compare_tensor};
 use crate::mesh::isosurface::marching_tetrahedra;
 use crate::mesh::tets::TetGrid;
+use crate::mesh::uv_unwrap::{atlas_layer_of, reference_agreement};
 use crate::model::Sf3dNetwork;
 use crate::model::backbone::BackboneTrace;
 use crate::model::image_tokenizer::dinov2::Dinov2Trace;
@@ -27,17 +28,26 @@ pub const TOL_DENSITY: Tolerance = Tolerance::AbsOrRel(1e-4);
 pub const TOL_PREPARE: Tolerance = Tolerance::Abs(2.0 / 255.0);
 /// Geometry that only moves values around (split, bake interpolation, export transforms).
 pub const TOL_GEOMETRY: Tolerance = Tolerance::Abs(1e-5);
-/// UV agreement per face corner for the "same chart" statistic of the unwrapper.
+/// UV agreement per face corner for the "same chart" statistic of the unwrapper, before the axis-noise term.
 const UV_AGREEMENT: f32 = 1e-3;
+/// Tangent agreement per face corner, before the axis-noise term.
+const TANGENT_AGREEMENT: f32 = 1e-2;
+/// Size of the principal-axis perturbation that stands for the reference's float32 PCA (see
+/// `axis_noise_spread`).
+const AXIS_NOISE_RAD: f64 = 1e-6;
 /// Atlas layers 0–5: one per cube direction, in the lower two thirds of the atlas.
 const PRIMARY_LAYERS: usize = 6;
-/// Fraction of faces that must land where the reference put them (see [`unwrap_side`]).
-const MIN_FACE_AGREEMENT: f64 = 0.95;
+/// Fraction of faces that must be projected along the reference's cube direction: with the reference's axes
+/// only float ties at 45° may differ.
+const MIN_DIRECTION_AGREEMENT: f64 = 0.999;
+/// Fraction of faces that must land in the reference's atlas layer: the reference's own layering agrees with
+/// itself on ≈ 96.5 % of faces under ±1e-6 input noise (its overlap test sits at its area threshold).
+const MIN_LAYER_AGREEMENT: f64 = 0.95;
 /// Marching-tets vertex positions fed with the golden sdf / deformation.
 pub const TOL_MT: Tolerance = Tolerance::Abs(1e-5);
-/// Marching-tets vertex positions chained from our own grid sdf: an sdf error δ near a crossing moves the vertex
-/// by about δ/|∇sdf| along the edge, so the f32 density noise (≈ 1e-5 relative, as in the reference's own f64
-/// re-run) shows up here at the 1e-5 level.
+/// Marching-tets vertex positions chained from our own grid sdf, for a set that records no float64 re-run: an sdf
+/// error δ near a crossing moves the vertex by about δ/|∇sdf| along the edge. Sets with a recorded re-run get a
+/// bound per vertex instead (`mt_chained_bounds`).
 pub const TOL_MT_CHAINED: Tolerance = Tolerance::Abs(1e-4);
 
 /// A group of rows.
@@ -99,6 +109,20 @@ impl fmt::Display for ParityReport {
     }
 }
 
+/// A row for an agreement fraction: the value columns show the fraction that disagrees, the tolerance the most
+/// that may.
+fn fraction_row(name: &str, agree: f64, min_agree: f64, what: String) -> Comparison {
+    let disagree = 1.0 - agree;
+    Comparison {
+        name: name.into(),
+        max_abs: disagree,
+        max_rel: disagree,
+        tolerance: Tolerance::Abs((1.0 - min_agree) as f32),
+        pass: agree >= min_agree,
+        note: format!("{:.2} % {what} (≥ {:.1} %)", 100.0 * agree, 100.0 * min_agree),
+    }
+}
+
 fn chained(mut c: Comparison) -> Comparison {
     c.note = if c.note.is_empty() { "chained".into() } else { format!("chained; {}", c.note) };
     c
@@ -150,7 +174,9 @@ pub fn check_golden_with(dir: &Path, device: &Device, dtype: DType) -> Result<Pa
                 row.pass = match t {
                     Tolerance::AbsOrRel(x) if x.is_infinite() => !row.note.contains("stage error"),
                     // Judge by the larger of absolute and relative error against the stated bound.
-                    Tolerance::AbsOrRel(x) | Tolerance::Abs(x) => row.max_abs <= x as f64 || row.max_rel <= x as f64,
+                    Tolerance::AbsOrRel(x) | Tolerance::Abs(x) | Tolerance::Derived(x) => {
+                        row.max_abs <= x as f64 || row.max_rel <= x as f64
+                    }
                     Tolerance::Exact => row.max_abs == 0.0,
                 };
                 if row.note.is_empty() {
@@ -406,22 +432,39 @@ fn mesh_side(set: &GoldenSet, net: &Sf3dNetwork, report: &mut ParityReport) -> R
     // Marching tets from the golden sdf / deformation, then chained from ours.
     let golden_sdf = set.f32("grid_sdf")?.data;
     let golden_def = set.f32("grid_deformation")?.rows::<3>()?;
-    let mut inputs = vec![(golden_sdf, golden_def, false)];
+    let golden_iso = marching_tetrahedra(&grid, &golden_sdf, &golden_def, cfg.isosurface_resolution, cfg.radius);
+    let bounds = golden_iso
+        .as_ref()
+        .ok()
+        .and_then(|iso| mt_chained_bounds(set, &grid, iso, &golden_sdf, &golden_def, cfg.isosurface_resolution));
+    let mut inputs = vec![(golden_iso, false)];
     if let Ok((sdf, def)) = ours {
-        inputs.push((sdf, def.chunks_exact(3).map(|c| [c[0], c[1], c[2]]).collect(), true));
+        let def: Vec<[f32; 3]> = def.chunks_exact(3).map(|c| [c[0], c[1], c[2]]).collect();
+        inputs.push((marching_tetrahedra(&grid, &sdf, &def, cfg.isosurface_resolution, cfg.radius), true));
     }
-    for (sdf, def, is_chained) in inputs {
+    let world_scale = 2.0 * cfg.radius;
+    for (iso, is_chained) in inputs {
         let wrap = |c: Comparison| if is_chained { chained(c) } else { c };
-        match marching_tetrahedra(&grid, &sdf, &def, cfg.isosurface_resolution, cfg.radius) {
+        match iso {
             Ok(iso) => {
                 let faces: Vec<f32> = iso.mesh.faces.iter().flatten().map(|&i| i as f32).collect();
                 let golden_faces = set.i32("mt_t_pos_idx")?.data.iter().map(|&i| i as f32).collect::<Vec<_>>();
                 rows.push(wrap(compare("mt_t_pos_idx", &faces, &golden_faces, Tolerance::Exact)));
-                let tol = if is_chained { TOL_MT_CHAINED } else { TOL_MT };
                 let unit: Vec<f32> = iso.vertices_unit.iter().flatten().copied().collect();
-                rows.push(wrap(compare("mt_v_pos_unit", &unit, &set.f32("mt_v_pos_unit")?.data, tol)));
                 let pos: Vec<f32> = iso.mesh.positions.iter().flatten().copied().collect();
-                rows.push(wrap(compare("mt_v_pos", &pos, &set.f32("mt_v_pos")?.data, tol)));
+                let (want_unit, want_pos) = (set.f32("mt_v_pos_unit")?.data, set.f32("mt_v_pos")?.data);
+                match (&bounds, is_chained) {
+                    (Some(b), true) => {
+                        let world: Vec<f32> = b.iter().map(|x| x * world_scale).collect();
+                        rows.push(wrap(compare_bounded("mt_v_pos_unit", &unit, &want_unit, b, 3)));
+                        rows.push(wrap(compare_bounded("mt_v_pos", &pos, &want_pos, &world, 3)));
+                    }
+                    _ => {
+                        let tol = if is_chained { TOL_MT_CHAINED } else { TOL_MT };
+                        rows.push(wrap(compare("mt_v_pos_unit", &unit, &want_unit, tol)));
+                        rows.push(wrap(compare("mt_v_pos", &pos, &want_pos, tol)));
+                    }
+                }
                 if !is_chained {
                     let nrm: Vec<f32> = iso.mesh.vertex_normals().into_iter().flatten().collect();
                     rows.push(compare("unwrap_in_v_nrm", &nrm, &set.f32("unwrap_in_v_nrm")?.data, TOL_NETWORK));
@@ -434,6 +477,53 @@ fn mesh_side(set: &GoldenSet, net: &Sf3dNetwork, report: &mut ParityReport) -> R
     }
     report.push("tet grid decoder, marching tetrahedra, normals", rows);
     Ok(())
+}
+
+/// [`mt_chained_bounds`] of the golden marching-tets mesh, in world units and per face (the largest of its three
+/// vertices'), for rows that compare whole faces downstream. `None` when the set records no gap.
+fn chained_face_bounds(set: &GoldenSet, net: &Sf3dNetwork, grid: &TetGrid) -> Option<Vec<f32>> {
+    let cfg = &net.config.sf3d;
+    let sdf = set.f32("grid_sdf").ok()?.data;
+    let def = set.f32("grid_deformation").ok()?.rows::<3>().ok()?;
+    let iso = marching_tetrahedra(grid, &sdf, &def, cfg.isosurface_resolution, cfg.radius).ok()?;
+    let bounds = mt_chained_bounds(set, grid, &iso, &sdf, &def, cfg.isosurface_resolution)?;
+    let scale = 2.0 * cfg.radius;
+    Some(iso.mesh.faces.iter().map(|f| f.iter().map(|&v| bounds[v as usize] * scale).fold(0f32, f32::max)).collect())
+}
+
+/// How far each marching-tets vertex (grid units) may sit from the reference's when the grid comes from our own
+/// network rather than the golden one, derived from the reference's own float32 noise: the set's float64 re-run
+/// moves `grid_sdf` by up to `g` (`run_info.json`), and two float32 implementations that are each within `g` of the
+/// exact values differ by up to `2g`. A vertex on edge `(a, b)` sits at `t = s_a / (s_a − s_b)`, so an sdf error
+/// `δ` at both ends moves it by at most `δ · |p_b − p_a| / |s_a − s_b|`; the deformation's gap adds `2 g_def / R`
+/// (`tanh′ ≤ 1`), and [`TOL_MT`] covers the interpolation's own rounding. `None` when the set records no gap.
+fn mt_chained_bounds(
+    set: &GoldenSet,
+    grid: &TetGrid,
+    iso: &crate::mesh::isosurface::Isosurface,
+    sdf: &[f32],
+    deformation: &[[f32; 3]],
+    resolution: usize,
+) -> Option<Vec<f32>> {
+    let gap = set.f64_gap("grid_sdf")?;
+    let gap_def = set.f64_gap("grid_deformation").unwrap_or(0.0);
+    let inv_res = 1.0 / resolution as f64;
+    let deformed = |v: usize| -> [f64; 3] {
+        std::array::from_fn(|k| f64::from(grid.vertices[v][k]) + f64::from(deformation[v][k]).tanh() * inv_res)
+    };
+    let Tolerance::Abs(rounding) = TOL_MT else { return None };
+    Some(
+        iso.edges
+            .iter()
+            .map(|&[a, b]| {
+                let (a, b) = (a as usize, b as usize);
+                let (pa, pb) = (deformed(a), deformed(b));
+                let len = (0..3).map(|k| (pb[k] - pa[k]).powi(2)).sum::<f64>().sqrt();
+                let ds = (f64::from(sdf[a]) - f64::from(sdf[b])).abs().max(f64::MIN_POSITIVE);
+                (2.0 * gap * len / ds + 2.0 * gap_def * inv_res + f64::from(rounding)) as f32
+            })
+            .collect(),
+    )
 }
 
 fn prepare_side(set: &GoldenSet, net: &Sf3dNetwork, report: &mut ParityReport) {
@@ -463,10 +553,10 @@ fn golden_unwrapped(set: &GoldenSet) -> Result<crate::mesh::uv_unwrap::Unwrapped
     Ok(crate::mesh::uv_unwrap::UnwrappedMesh { positions, faces, uvs, normals, tangents, ..Default::default() })
 }
 
-/// The unwrapper from the golden marching-tets mesh. Positions, faces and normals must match; for the UVs
-/// the reference's overlap layering differs from ours on a few per cent of the faces (a float32 artefact of the
-/// reference's C++ overlap test that we do not reproduce; see `mesh::uv_unwrap`), so the UV and tangent rows
-/// pass when at least 95 % of the faces agree within 1e-3 and report the agreement in the note.
+/// The unwrapper from the golden marching-tets mesh. Positions, faces and normals must match. Two agreement rows
+/// judge the atlas: the projection axis of every face (≥ 99.9 %: the axes are the reference's) and its layer
+/// (≥ 95 %: the reference's overlap layering is not stable under its own rounding; see `mesh::uv_unwrap`). UVs
+/// and tangents are compared over the faces in the same primary layer.
 fn unwrap_side(set: &GoldenSet, report: &mut ParityReport) {
     let run = || -> Result<Vec<Comparison>> {
         let positions = set.f32("mt_v_pos")?.rows::<3>()?;
@@ -487,44 +577,63 @@ fn unwrap_side(set: &GoldenSet, report: &mut ParityReport) {
             compare("unwrap_v_nrm", &flat3(&un.normals), &set.f32("unwrap_v_nrm")?.data, TOL_NETWORK),
         ];
         let gt = set.f32("unwrap_v_tex")?.rows::<2>()?;
-        // Which atlas cell (layer) each face landed in, for both; faces of the primary layers (0–5) in the same
-        // cell must have the same UVs. (Layers 6–12 are renormalised over their members, so one face more or less
-        // shifts the whole layer: only their membership is compared.)
-        let ours_cells: Vec<usize> = un.uvs.chunks_exact(3).map(atlas_cell).collect();
-        let ref_cells: Vec<usize> = gt.chunks_exact(3).map(atlas_cell).collect();
-        let same: Vec<bool> = ours_cells.iter().zip(&ref_cells).map(|(a, b)| a == b).collect();
-        let frac = same.iter().filter(|&&x| x).count() as f64 / same.len().max(1) as f64;
-        let primary: Vec<bool> = same.iter().zip(&ref_cells).map(|(s, c)| *s && *c < PRIMARY_LAYERS).collect();
-        let flat2 = |v: &[[f32; 2]]| v.iter().flatten().copied().collect::<Vec<f32>>();
-        let pick2 = |v: &[[f32; 2]]| -> Vec<[f32; 2]> {
-            v.chunks_exact(3).zip(&primary).filter(|(_, p)| **p).flat_map(|(c, _)| c.iter().copied()).collect()
+        let agreement = reference_agreement(&un, &gt);
+        rows.push(fraction_row(
+            "unwrap face direction",
+            agreement.direction_fraction(),
+            MIN_DIRECTION_AGREEMENT,
+            format!(
+                "of the {} faces in the reference's layers 0–11 projected along its axis",
+                agreement.directed_faces
+            ),
+        ));
+        rows.push(fraction_row(
+            "unwrap face layer",
+            agreement.layer_fraction(),
+            MIN_LAYER_AGREEMENT,
+            format!("of the {} faces in the reference's atlas layer", agreement.faces),
+        ));
+        // Faces of the primary layers (0–5) in the same layer must have the same UVs. (Layers 6–12 are
+        // renormalised over their members, so one face more or less shifts the whole layer: only their
+        // membership is compared, above.)
+        let primary: Vec<bool> = un
+            .face_layers
+            .iter()
+            .zip(gt.chunks_exact(3))
+            .map(|(&l, c)| usize::from(l) < PRIMARY_LAYERS && atlas_layer_of(&[c[0], c[1], c[2]]) == l)
+            .collect();
+        // Per-corner bounds from the atlas's own sensitivity to the reference's float32 axes.
+        let probe = axis_noise_spread(&mesh, &normals, &un)?;
+        let pick = |f: &dyn Fn(usize) -> bool| -> Vec<usize> {
+            (0..un.face_layers.len()).filter(|&i| primary[i] && f(i)).flat_map(|i| 3 * i..3 * i + 3).collect()
         };
-        let mut uv =
-            compare("unwrap_v_tex", &flat2(&pick2(&un.uvs)), &flat2(&pick2(&gt)), Tolerance::Abs(UV_AGREEMENT));
-        uv.pass = uv.pass && frac >= MIN_FACE_AGREEMENT;
+        let corners = pick(&|_| true);
+        let gather2 = |v: &[[f32; 2]]| corners.iter().flat_map(|&c| v[c]).collect::<Vec<f32>>();
+        let gather3 = |v: &[[f32; 3]]| corners.iter().flat_map(|&c| v[c]).collect::<Vec<f32>>();
+        let uv_bounds: Vec<f32> = corners.iter().map(|&c| UV_AGREEMENT + 2.0 * probe.uv[c]).collect();
+        let mut uv = compare_bounded("unwrap_v_tex", &gather2(&un.uvs), &gather2(&gt), &uv_bounds, 2);
         uv.note = format!(
-            "{:.2} % of faces in the reference's atlas layer; errors over the {} faces of the primary layers",
-            100.0 * frac,
-            primary.iter().filter(|&&p| p).count()
+            "over the {} faces in the same primary layer; bound {UV_AGREEMENT:.0e} + 2 × the move under {AXIS_NOISE_RAD:.0e} rad of axis noise",
+            corners.len() / 3
         );
         rows.push(uv);
-        let agree = primary;
         let gtng = set.f32("unwrap_v_tng")?.rows::<3>()?;
-        let (ta, tb): (Vec<[f32; 3]>, Vec<[f32; 3]>) = un
-            .tangents
-            .chunks_exact(3)
-            .zip(gtng.chunks_exact(3))
-            .zip(&agree)
-            .filter(|(_, a)| **a)
-            .flat_map(|((x, y), _)| x.iter().copied().zip(y.iter().copied()))
-            .unzip();
-        let mut tng = compare("unwrap_v_tng", &flat3(&ta), &flat3(&tb), Tolerance::Abs(0.1));
-        let within = ta.iter().zip(&tb).filter(|(a, b)| (0..3).all(|k| (a[k] - b[k]).abs() <= 1e-2)).count() as f64
-            / ta.len().max(1) as f64;
-        tng.pass = frac >= MIN_FACE_AGREEMENT && within >= MIN_FACE_AGREEMENT;
+        let (ta, tb) = (gather3(&un.tangents), gather3(&gtng));
+        let within = corners
+            .iter()
+            .enumerate()
+            .filter(|&(i, &c)| {
+                let bound = TANGENT_AGREEMENT + 2.0 * probe.tangent[c];
+                (0..3).all(|k| (ta[3 * i + k] - tb[3 * i + k]).abs() <= bound)
+            })
+            .count() as f64
+            / corners.len().max(1) as f64;
+        let mut tng = compare("unwrap_v_tng", &ta, &tb, Tolerance::Abs(0.1));
+        tng.pass = within >= MIN_LAYER_AGREEMENT;
         tng.note = format!(
-            "over the agreeing faces: {:.2} % of corners within 1e-2 (tangents follow tiny UV differences on small triangles)",
-            100.0 * within
+            "{:.2} % of those corners within {TANGENT_AGREEMENT:.0e} + 2 × their move under axis noise (≥ {:.0} %; tangents of tiny triangles follow tiny UV differences)",
+            100.0 * within,
+            100.0 * MIN_LAYER_AGREEMENT
         );
         rows.push(tng);
         Ok(rows)
@@ -532,6 +641,56 @@ fn unwrap_side(set: &GoldenSet, report: &mut ParityReport) {
     let rows =
         run().unwrap_or_else(|e| vec![Comparison::failed("unwrap_v_tex", TOL_GEOMETRY, format!("stage error: {e}"))]);
     report.push("UV unwrap (from the golden marching-tets mesh)", rows);
+}
+
+/// How far each corner's UV and tangent move when the principal axes move by [`AXIS_NOISE_RAD`].
+struct AxisNoiseSpread {
+    uv: Vec<f32>,
+    tangent: Vec<f32>,
+}
+
+/// Rotates our principal axes by ±[`AXIS_NOISE_RAD`] about each coordinate axis, unwraps again and records, per
+/// corner of a face that keeps its primary layer, the largest move of its UV and tangent. The reference computes
+/// its axes in float32 (torch's f32 `pca_lowrank` on golden `tiny-c` differs from the exact f64 computation by
+/// ≈ 1e-6 rad), and the chart angles (the p = −1 weighting of the expected tangents, see `mesh::uv_unwrap`) amplify
+/// such differences, so this is the noise floor of the reference's own atlas.
+fn axis_noise_spread(
+    mesh: &crate::mesh::TriMesh,
+    normals: &[[f32; 3]],
+    base: &crate::mesh::uv_unwrap::UnwrappedMesh,
+) -> Result<AxisNoiseSpread> {
+    use crate::mesh::uv_unwrap::{PcaAxes, UnwrapOptions, torch_pca_lowrank_axes, unwrap_uv_with};
+    let axes = torch_pca_lowrank_axes(&mesh.positions);
+    let mut spread = AxisNoiseSpread { uv: vec![0.0; base.uvs.len()], tangent: vec![0.0; base.tangents.len()] };
+    for k in 0..3 {
+        for sign in [-1.0, 1.0] {
+            // v + ω e_k × v: a rotation by AXIS_NOISE_RAD about coordinate axis k, to first order.
+            let turn = |v: [f64; 3]| -> [f64; 3] {
+                let w = sign * AXIS_NOISE_RAD;
+                let c = match k {
+                    0 => [0.0, -v[2], v[1]],
+                    1 => [v[2], 0.0, -v[0]],
+                    _ => [-v[1], v[0], 0.0],
+                };
+                std::array::from_fn(|i| v[i] + w * c[i])
+            };
+            let options =
+                UnwrapOptions { island_padding: crate::pipeline::ISLAND_PADDING, axes: PcaAxes::Given(axes.map(turn)) };
+            let moved = unwrap_uv_with(mesh, normals, &options, &mut NoProgress)?;
+            for (f, (&a, &b)) in base.face_layers.iter().zip(&moved.face_layers).enumerate() {
+                if a != b || usize::from(a) >= PRIMARY_LAYERS {
+                    continue;
+                }
+                for c in 3 * f..3 * f + 3 {
+                    let duv = (0..2).map(|i| (base.uvs[c][i] - moved.uvs[c][i]).abs()).fold(0f32, f32::max);
+                    let dt = (0..3).map(|i| (base.tangents[c][i] - moved.tangents[c][i]).abs()).fold(0f32, f32::max);
+                    spread.uv[c] = spread.uv[c].max(duv);
+                    spread.tangent[c] = spread.tangent[c].max(dt);
+                }
+            }
+        }
+    }
+    Ok(spread)
 }
 
 /// The bake from the golden unwrapped mesh, with the golden decoder outputs standing in for the network.
@@ -643,6 +802,7 @@ fn pipeline_side(set: &GoldenSet, net: &Sf3dNetwork, report: &mut ParityReport) 
     let run = || -> Result<Vec<Comparison>> {
         let res = set.shape("bake_mask")?[0] as u32;
         let grid = golden_tet_grid(set, net.config.sf3d.isosurface_resolution)?;
+        let face_bounds = chained_face_bounds(set, net, &grid);
         let model =
             sf3d_shared::ModelInfo { id: "golden".into(), test_model: false, attribution: None, dtype: "f32".into() };
         let device = sf3d_shared::DeviceInfo {
@@ -670,7 +830,11 @@ fn pipeline_side(set: &GoldenSet, net: &Sf3dNetwork, report: &mut ParityReport) 
             ours.positions.len(),
             reference.positions.len()
         );
-        let corner = compare("mesh.glb face corners", &corners(&ours), &corners(&reference), TOL_NETWORK);
+        // Our geometry comes from our own network here: the same derived bounds as the chained marching-tets rows.
+        let corner = match face_bounds {
+            Some(b) => compare_bounded("mesh.glb face corners", &corners(&ours), &corners(&reference), &b, 9),
+            None => compare("mesh.glb face corners", &corners(&ours), &corners(&reference), TOL_MT_CHAINED),
+        };
         let enc = &generation.encoded;
         Ok(vec![
             faces,
@@ -699,18 +863,4 @@ fn read_glb_geometry(bytes: &[u8]) -> Result<GlbGeometry> {
     let positions: Vec<[f32; 3]> = reader.read_positions().ok_or_else(|| bad("no POSITION".into()))?.collect();
     let idx: Vec<u32> = reader.read_indices().ok_or_else(|| bad("no indices".into()))?.into_u32().collect();
     Ok(GlbGeometry { positions, faces: idx.chunks_exact(3).map(|c| [c[0], c[1], c[2]]).collect() })
-}
-
-/// The atlas layer a face's UVs lie in (spec §6.6): 0–5 in the lower two thirds (3×2 cells of 1/3), 6–11 in the
-/// upper-left block (3×2 cells of 1/6), 12 the upper-right block.
-fn atlas_cell(corners: &[[f32; 2]]) -> usize {
-    let u = corners.iter().map(|c| c[0]).sum::<f32>() / 3.0;
-    let v = corners.iter().map(|c| c[1]).sum::<f32>() / 3.0;
-    if v < 2.0 / 3.0 {
-        ((u * 3.0).floor() as usize).min(2) + 3 * ((v * 3.0).floor() as usize).min(1)
-    } else if u < 0.5 {
-        6 + ((u * 6.0).floor() as usize).min(2) + 3 * (((v - 2.0 / 3.0) * 6.0).floor() as usize).min(1)
-    } else {
-        12
-    }
 }

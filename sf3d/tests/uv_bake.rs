@@ -29,6 +29,7 @@ fn golden_unwrapped(set: &GoldenSet) -> UnwrappedMesh {
         normals: set.f32("unwrap_v_nrm").unwrap().rows::<3>().unwrap(),
         tangents: set.f32("unwrap_v_tng").unwrap().rows::<3>().unwrap(),
         face_layers: vec![0; faces.len()],
+        face_directions: vec![0; faces.len()],
         stats: UnwrapStats::default(),
     }
 }

@@ -47,6 +47,8 @@ pub struct Isosurface {
     pub vertices_unit: Vec<[f32; 3]>,
     /// The mesh in world space `[-r, r]³` (faces point into the object).
     pub mesh: TriMesh,
+    /// The grid edge `[a, b]` (`a < b`) each vertex lies on.
+    pub edges: Vec<[u32; 2]>,
 }
 
 /// Extracts the `sdf = 0` surface.
@@ -154,7 +156,8 @@ pub fn marching_tetrahedra(
 
     // 7. unit cube → world.
     let positions = vertices_unit.iter().map(|v| v.map(|x| x * (2.0 * radius) - radius)).collect();
-    Ok(Isosurface { vertices_unit, mesh: TriMesh { positions, faces } })
+    let edges = crossing.iter().map(|&k| [(k >> 32) as u32, (k & 0xffff_ffff) as u32]).collect();
+    Ok(Isosurface { vertices_unit, mesh: TriMesh { positions, faces }, edges })
 }
 
 #[cfg(test)]
