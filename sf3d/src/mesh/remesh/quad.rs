@@ -7,9 +7,9 @@
 //!   for the pipeline and the fields (see [`super::field`]); the lattice spacing from a vertex target is
 //!   `√(A / n)` as in its batch mode.
 //!
-//! The target is the reference's quirk kept on purpose: SF3D asks Instant Meshes for `vertex_count / 4`
-//! vertices (or `V / 4`), so [`super::remesh`] passes that quarter here and the result has about that many
-//! vertices, not `vertex_count`.
+//! This is the extraction step only: SF3D asks Instant Meshes for `vertex_count / 4` vertices and Instant Meshes
+//! subdivides its extraction into pure quads, about four times as many vertices; [`super::pure_quad_remesh`]
+//! composes the two for [`super::remesh`].
 //!
 //! Pipeline:
 //! 1. a fine working mesh: shortest-edge decimation down to [`FINE_VERTICES_PER_TARGET`] vertices per target
@@ -36,7 +36,8 @@
 //! Components that would get fewer than a dozen vertices are kept as triangles, only cleared of degenerate ones, as the
 //! isotropic remesher does (see [`super::triangle`]).
 //!
-//! Not ported: crease handling, boundary alignment, pure-quad output, random (non-deterministic) orderings.
+//! Not ported: crease handling, boundary alignment, random (non-deterministic) orderings. Pure-quad output is
+//! [`super::subdivide_to_quads`].
 
 use crate::error::{Error, Result};
 use crate::mesh::remesh::decimate::collapse_shortest_edges;
