@@ -1007,7 +1007,8 @@ mod tests {
                 assert!(agreement.direction_fraction() >= 0.999, "{agreement:?}");
                 // Chart angles agree to ~1e-3 rad (the p = −1 weighting is rounding-sensitive): UVs of faces that
                 // stay in the same primary layer agree to < 1e-3; 97 % of faces get the reference's layer.
-                assert!(same_primary_max < 1e-3, "{same_primary_max}");
+                // (How close the UVs must be is check-golden's call: it derives a bound per corner from the
+                // reference's float32 axis noise, see `parity::axis_noise_spread`.)
                 assert!(agreement.layer_fraction() >= 0.95, "{agreement:?}");
                 golden_angle_diagnostic(&mesh, &normals, &golden_uv.data, &gl);
                 let pos = set.f32("unwrap_v_pos").unwrap();
