@@ -65,6 +65,9 @@ echo "   $(wc -l < "$LINKS/cuda-symbols.txt") driver entry points"
 
 echo "== cargo build --release --features cuda (compute capability $CAP; target dir $TARGET)"
 export PATH="$CU13/bin:$PATH" CUDA_HOME="$CU13" NVCC="$CU13/bin/nvcc" CUDA_COMPUTE_CAP="$CAP"
+# Recorded in the binary for `sf3d doctor` (what it was built with and for).
+SF3D_BUILD_CUDA_VERSION=$("$CU13/bin/nvcc" --version | sed -n 's/.*release \([0-9][0-9.]*\),.*/\1/p')
+export SF3D_BUILD_CUDA_VERSION
 export LIBRARY_PATH="$LINKS${LIBRARY_PATH:+:$LIBRARY_PATH}" CARGO_TARGET_DIR="$TARGET"
 export CPATH="$CU13/include${CPATH:+:$CPATH}"
 cd "$ROOT"

@@ -8,6 +8,7 @@
 //! gallery.
 
 pub mod cache;
+pub mod doctor;
 pub mod error;
 pub mod gallery;
 pub mod jobs;

@@ -118,6 +118,15 @@ pub fn open_device(choice: DeviceChoice) -> anyhow::Result<(Device, DeviceInfo)>
             // A GPU that is present but cannot be opened (driver/library mismatch, a busy or broken device) is
             // worth a warning, not a dead server: `auto` means "the best that works". `--device cuda` stays strict.
             #[cfg(feature = "cuda")]
+            {
+                use crate::doctor::{Build, gpu_usable, probe_host, verdict};
+                let (build, host) = (Build::current(), probe_host());
+                if !gpu_usable(&build, &host) {
+                    tracing::warn!("--device auto: {}", verdict(&build, &host));
+                    return Ok(cpu());
+                }
+            }
+            #[cfg(feature = "cuda")]
             if candle_core::utils::cuda_is_available() {
                 match cuda_device(0) {
                     Ok(opened) => return Ok(opened),

@@ -214,6 +214,21 @@ fn check_golden_passes_on_every_set() {
     assert!(!o.status.success());
 }
 
+/// `sf3d doctor` on this machine: what the binary is, what the host has, a verdict; exit 0 even without any
+/// NVIDIA software.
+#[test]
+fn doctor_reports_build_host_and_verdict() {
+    let o = sf3d(&["doctor"], &[]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}\n{}", stderr(&o));
+    for prefix in ["binary:", "driver:", "libraries:", "verdict:"] {
+        assert!(out.lines().any(|l| l.starts_with(prefix)), "{prefix} line missing:\n{out}");
+    }
+    if !cfg!(feature = "cuda") {
+        assert!(out.contains("CPU build (no CUDA)"), "{out}");
+    }
+}
+
 /// `--cache DIR`: the second run of the same image reports the encode stages as cached; a changed foreground
 /// ratio misses; a corrupt cache file is recomputed with a warning.
 #[test]

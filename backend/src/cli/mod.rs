@@ -36,6 +36,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Compare every stage with a golden set of the reference implementation.
     CheckGolden(CheckGoldenArgs),
+    /// What this binary was built for, what the host's NVIDIA driver and GPUs are, and whether they fit.
+    Doctor,
 }
 
 /// Where the model comes from and where it runs.
@@ -140,6 +142,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Remote(a) => remote::remote(a),
         Command::Bench(a) => bench::bench(a),
         Command::CheckGolden(a) => check_golden(a),
+        Command::Doctor => {
+            use sf3d_backend::doctor::{Build, probe_host, report};
+            println!("{}", report(&Build::current(), &probe_host()));
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
