@@ -43,8 +43,10 @@ const MIN_DIRECTION_AGREEMENT: f64 = 0.999;
 /// Fraction of faces that must land in the reference's atlas layer: the reference's own layering agrees with
 /// itself on ≈ 96.5 % of faces under ±1e-6 input noise (its overlap test sits at its area threshold).
 const MIN_LAYER_AGREEMENT: f64 = 0.95;
+/// Rounding of a marching-tets vertex interpolated from the same inputs.
+const MT_ROUNDING: f32 = 1e-5;
 /// Marching-tets vertex positions fed with the golden sdf / deformation.
-pub const TOL_MT: Tolerance = Tolerance::Abs(1e-5);
+pub const TOL_MT: Tolerance = Tolerance::Abs(MT_ROUNDING);
 /// Marching-tets vertex positions chained from our own grid sdf, for a set that records no float64 re-run: an sdf
 /// error δ near a crossing moves the vertex by about δ/|∇sdf| along the edge. Sets with a recorded re-run get a
 /// bound per vertex instead (`mt_chained_bounds`).
@@ -196,11 +198,11 @@ fn check_golden_inner(dir: &Path, device: &Device, dtype: DType) -> Result<Parit
     image_side(&set, &net, &mut report)?;
     network_side(&set, &net, &mut report)?;
     decoder_side(&set, &net, &mut report)?;
-    mesh_side(&set, &net, &mut report)?;
+    let face_bounds = mesh_side(&set, &net, &mut report)?;
     unwrap_side(&set, &mut report);
     bake_side(&set, &mut report);
     export_side(&set, &mut report);
-    pipeline_side(&set, &net, &mut report);
+    pipeline_side(&set, &net, face_bounds.as_deref(), &mut report);
     Ok(report)
 }
 
@@ -394,7 +396,9 @@ pub fn golden_tet_grid(set: &GoldenSet, resolution: usize) -> Result<TetGrid> {
     TetGrid::load_npz(&set.file(&format!("{resolution}_tets.npz")))
 }
 
-fn mesh_side(set: &GoldenSet, net: &Sf3dNetwork, report: &mut ParityReport) -> Result<()> {
+/// The marching-tets rows; returns the chained bounds per golden face in world units (the largest of its three
+/// vertices', see [`mt_chained_bounds`]) for the whole-pipeline row, `None` when the set records no gap.
+fn mesh_side(set: &GoldenSet, net: &Sf3dNetwork, report: &mut ParityReport) -> Result<Option<Vec<f32>>> {
     let dev = net.device().clone();
     let cfg = &net.config.sf3d;
     let grid = golden_tet_grid(set, cfg.isosurface_resolution)?;
@@ -443,6 +447,16 @@ fn mesh_side(set: &GoldenSet, net: &Sf3dNetwork, report: &mut ParityReport) -> R
         inputs.push((marching_tetrahedra(&grid, &sdf, &def, cfg.isosurface_resolution, cfg.radius), true));
     }
     let world_scale = 2.0 * cfg.radius;
+    let face_bounds = match (&inputs[0].0, &bounds) {
+        (Ok(iso), Some(b)) => Some(
+            iso.mesh
+                .faces
+                .iter()
+                .map(|f| f.iter().map(|&v| b[v as usize] * world_scale).fold(0f32, f32::max))
+                .collect(),
+        ),
+        _ => None,
+    };
     for (iso, is_chained) in inputs {
         let wrap = |c: Comparison| if is_chained { chained(c) } else { c };
         match iso {
@@ -476,19 +490,7 @@ fn mesh_side(set: &GoldenSet, net: &Sf3dNetwork, report: &mut ParityReport) -> R
         }
     }
     report.push("tet grid decoder, marching tetrahedra, normals", rows);
-    Ok(())
-}
-
-/// [`mt_chained_bounds`] of the golden marching-tets mesh, in world units and per face (the largest of its three
-/// vertices'), for rows that compare whole faces downstream. `None` when the set records no gap.
-fn chained_face_bounds(set: &GoldenSet, net: &Sf3dNetwork, grid: &TetGrid) -> Option<Vec<f32>> {
-    let cfg = &net.config.sf3d;
-    let sdf = set.f32("grid_sdf").ok()?.data;
-    let def = set.f32("grid_deformation").ok()?.rows::<3>().ok()?;
-    let iso = marching_tetrahedra(grid, &sdf, &def, cfg.isosurface_resolution, cfg.radius).ok()?;
-    let bounds = mt_chained_bounds(set, grid, &iso, &sdf, &def, cfg.isosurface_resolution)?;
-    let scale = 2.0 * cfg.radius;
-    Some(iso.mesh.faces.iter().map(|f| f.iter().map(|&v| bounds[v as usize] * scale).fold(0f32, f32::max)).collect())
+    Ok(face_bounds)
 }
 
 /// How far each marching-tets vertex (grid units) may sit from the reference's when the grid comes from our own
@@ -496,7 +498,7 @@ fn chained_face_bounds(set: &GoldenSet, net: &Sf3dNetwork, grid: &TetGrid) -> Op
 /// moves `grid_sdf` by up to `g` (`run_info.json`), and two float32 implementations that are each within `g` of the
 /// exact values differ by up to `2g`. A vertex on edge `(a, b)` sits at `t = s_a / (s_a − s_b)`, so an sdf error
 /// `δ` at both ends moves it by at most `δ · |p_b − p_a| / |s_a − s_b|`; the deformation's gap adds `2 g_def / R`
-/// (`tanh′ ≤ 1`), and [`TOL_MT`] covers the interpolation's own rounding. `None` when the set records no gap.
+/// (`tanh′ ≤ 1`), and [`MT_ROUNDING`] covers the interpolation's own rounding. `None` when the set records no gap.
 fn mt_chained_bounds(
     set: &GoldenSet,
     grid: &TetGrid,
@@ -511,7 +513,6 @@ fn mt_chained_bounds(
     let deformed = |v: usize| -> [f64; 3] {
         std::array::from_fn(|k| f64::from(grid.vertices[v][k]) + f64::from(deformation[v][k]).tanh() * inv_res)
     };
-    let Tolerance::Abs(rounding) = TOL_MT else { return None };
     Some(
         iso.edges
             .iter()
@@ -520,7 +521,7 @@ fn mt_chained_bounds(
                 let (pa, pb) = (deformed(a), deformed(b));
                 let len = (0..3).map(|k| (pb[k] - pa[k]).powi(2)).sum::<f64>().sqrt();
                 let ds = (f64::from(sdf[a]) - f64::from(sdf[b])).abs().max(f64::MIN_POSITIVE);
-                (2.0 * gap * len / ds + 2.0 * gap_def * inv_res + f64::from(rounding)) as f32
+                (2.0 * gap * len / ds + 2.0 * gap_def * inv_res + f64::from(MT_ROUNDING)) as f32
             })
             .collect(),
     )
@@ -604,10 +605,8 @@ fn unwrap_side(set: &GoldenSet, report: &mut ParityReport) {
             .collect();
         // Per-corner bounds from the atlas's own sensitivity to the reference's float32 axes.
         let probe = axis_noise_spread(&mesh, &normals, &un)?;
-        let pick = |f: &dyn Fn(usize) -> bool| -> Vec<usize> {
-            (0..un.face_layers.len()).filter(|&i| primary[i] && f(i)).flat_map(|i| 3 * i..3 * i + 3).collect()
-        };
-        let corners = pick(&|_| true);
+        let corners: Vec<usize> =
+            (0..un.face_layers.len()).filter(|&i| primary[i]).flat_map(|i| 3 * i..3 * i + 3).collect();
         let gather2 = |v: &[[f32; 2]]| corners.iter().flat_map(|&c| v[c]).collect::<Vec<f32>>();
         let gather3 = |v: &[[f32; 3]]| corners.iter().flat_map(|&c| v[c]).collect::<Vec<f32>>();
         let uv_bounds: Vec<f32> = corners.iter().map(|&c| UV_AGREEMENT + 2.0 * probe.uv[c]).collect();
@@ -798,11 +797,10 @@ fn export_side(set: &GoldenSet, report: &mut ParityReport) {
 /// The whole pipeline from `input.png` (no foreground crop, like the golden run) against the reference's
 /// `mesh.glb`: face count, every face corner in order (welding differs where the unwrap layering does), and the
 /// PBR factors.
-fn pipeline_side(set: &GoldenSet, net: &Sf3dNetwork, report: &mut ParityReport) {
+fn pipeline_side(set: &GoldenSet, net: &Sf3dNetwork, face_bounds: Option<&[f32]>, report: &mut ParityReport) {
     let run = || -> Result<Vec<Comparison>> {
         let res = set.shape("bake_mask")?[0] as u32;
         let grid = golden_tet_grid(set, net.config.sf3d.isosurface_resolution)?;
-        let face_bounds = chained_face_bounds(set, net, &grid);
         let model =
             sf3d_shared::ModelInfo { id: "golden".into(), test_model: false, attribution: None, dtype: "f32".into() };
         let device = sf3d_shared::DeviceInfo {
@@ -832,7 +830,7 @@ fn pipeline_side(set: &GoldenSet, net: &Sf3dNetwork, report: &mut ParityReport) 
         );
         // Our geometry comes from our own network here: the same derived bounds as the chained marching-tets rows.
         let corner = match face_bounds {
-            Some(b) => compare_bounded("mesh.glb face corners", &corners(&ours), &corners(&reference), &b, 9),
+            Some(b) => compare_bounded("mesh.glb face corners", &corners(&ours), &corners(&reference), b, 9),
             None => compare("mesh.glb face corners", &corners(&ours), &corners(&reference), TOL_MT_CHAINED),
         };
         let enc = &generation.encoded;

@@ -86,37 +86,48 @@ pub fn pure_quad_remesh(mesh: &TriMesh, target_vertices: u32, progress: &mut dyn
 
 /// `V + E + F` of a quad-dominant mesh: the vertex count after [`subdivide_to_quads`].
 pub fn subdivided_vertex_count(q: &QuadMesh) -> usize {
+    let (quads, triangles) = faces_to_subdivide(q);
     let mut edges = std::collections::HashSet::new();
-    for face in q.quads.iter().map(|f| &f[..]).chain(q.triangles.iter().map(|f| &f[..])) {
+    for face in polygons(&quads, &triangles) {
         for (i, &a) in face.iter().enumerate() {
             let b = face[(i + 1) % face.len()];
             edges.insert((a.min(b), a.max(b)));
         }
     }
-    q.positions.len() + edges.len() + q.quads.len() + q.triangles.len()
+    q.positions.len() + edges.len() + quads.len() + triangles.len()
 }
 
-/// Splits every face of `q` into quads through its edge midpoints and centroid — corner `vᵢ` of a face gives the
-/// quad `(vᵢ, mid(vᵢ, vᵢ₊₁), centroid, mid(vᵢ₋₁, vᵢ))`, which keeps the winding — then projects the new vertices
-/// onto `input` and runs `smooth_iterations` rounds of tangential smoothing with reprojection (boundary vertices
-/// stay). Vertex order: `q`'s vertices, then one per edge, then one per face.
-pub fn subdivide_to_quads(input: &TriMesh, q: &QuadMesh, smooth_iterations: u32) -> Result<QuadMesh> {
-    // A quad bent sharply across its diagonal would give sub-quads that fold whichever way they are split: such a
-    // quad is subdivided as its two triangles (three quads each), which lie flat.
+/// The faces [`subdivide_to_quads`] splits: the quads, except that a quad bent sharply across its diagonal (its
+/// sub-quads would fold whichever way they are split) is taken as its two triangles, which lie flat; then the
+/// triangles.
+fn faces_to_subdivide(q: &QuadMesh) -> (Vec<[u32; 4]>, Vec<[u32; 3]>) {
     let (flat, bent): (Vec<[u32; 4]>, Vec<[u32; 4]>) = q.quads.iter().partition(|f| {
         let p = f.map(|i| q.positions[i as usize]);
         let n1 = normalize(cross(sub(p[1], p[0]), sub(p[2], p[0])), TINY);
         let n2 = normalize(cross(sub(p[2], p[0]), sub(p[3], p[0])), TINY);
         dot(n1, n2) >= BENT_QUAD_MIN_COS
     });
-    let triangles: Vec<[u32; 3]> =
+    let triangles =
         q.triangles.iter().copied().chain(bent.iter().flat_map(|&[a, b, c, d]| [[a, b, c], [a, c, d]])).collect();
-    let q = &QuadMesh { positions: q.positions.clone(), quads: flat, triangles };
+    (flat, triangles)
+}
+
+/// Quads, then triangles, as vertex slices.
+fn polygons<'a>(quads: &'a [[u32; 4]], triangles: &'a [[u32; 3]]) -> impl Iterator<Item = &'a [u32]> {
+    quads.iter().map(|f| &f[..]).chain(triangles.iter().map(|f| &f[..]))
+}
+
+/// Splits every face of `q` into quads through its edge midpoints and centroid — corner `vᵢ` of a face gives the
+/// quad `(vᵢ, mid(vᵢ, vᵢ₊₁), centroid, mid(vᵢ₋₁, vᵢ))`, which keeps the winding — then projects the new vertices
+/// onto `input` and runs `smooth_iterations` rounds of tangential smoothing with reprojection (boundary vertices
+/// stay). Vertex order: `q`'s vertices, then one per edge, then one per face. Sharply bent quads are split as two
+/// triangles ([`faces_to_subdivide`]).
+pub fn subdivide_to_quads(input: &TriMesh, q: &QuadMesh, smooth_iterations: u32) -> Result<QuadMesh> {
+    let (face_quads, face_triangles) = faces_to_subdivide(q);
     let mut positions = q.positions.clone();
     let mut midpoints: HashMap<(u32, u32), u32> = HashMap::new();
-    let mut quads = Vec::with_capacity(4 * q.quads.len() + 3 * q.triangles.len());
-    let faces = q.quads.iter().map(|f| &f[..]).chain(q.triangles.iter().map(|f| &f[..]));
-    for face in faces {
+    let mut quads = Vec::with_capacity(4 * face_quads.len() + 3 * face_triangles.len());
+    for face in polygons(&face_quads, &face_triangles) {
         let n = face.len();
         let mut mid = |a: u32, b: u32, positions: &mut Vec<[f32; 3]>| -> u32 {
             *midpoints.entry((a.min(b), a.max(b))).or_insert_with(|| {

@@ -107,15 +107,7 @@ pub fn torch_pca_lowrank_axes(positions: &[[f32; 3]]) -> [[f64; 3]; 2] {
     if positions.len() < 2 {
         return [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]];
     }
-    let n = positions.len() as f64;
-    let mut mean = [0.0f64; 3];
-    for p in positions {
-        for k in 0..3 {
-            mean[k] += f64::from(p[k]);
-        }
-    }
-    let mean = mean.map(|m| m / n);
-    let a: Vec<[f64; 3]> = positions.iter().map(|p| std::array::from_fn(|k| f64::from(p[k]) - mean[k])).collect();
+    let a = centred(positions);
 
     // R = randn(3, 2) in f32, row-major.
     let r: Vec<f64> = torch_randn(REFERENCE_PCA_SEED, 6).into_iter().map(|x| f64::from(x as f32)).collect();
@@ -349,17 +341,8 @@ fn lasv2(f: f64, g: f64, h: f64) -> Lasv2 {
 
 /// `Σ (P − μ)ᵀ(P − μ)` in f64.
 fn covariance(positions: &[[f32; 3]]) -> [[f64; 3]; 3] {
-    let n = positions.len() as f64;
-    let mut mean = [0.0; 3];
-    for p in positions {
-        for k in 0..3 {
-            mean[k] += f64::from(p[k]);
-        }
-    }
-    mean = mean.map(|m| m / n);
     let mut c = [[0.0; 3]; 3];
-    for p in positions {
-        let d: [f64; 3] = std::array::from_fn(|k| f64::from(p[k]) - mean[k]);
+    for d in centred(positions) {
         for i in 0..3 {
             for j in 0..3 {
                 c[i][j] += d[i] * d[j];
@@ -367,6 +350,19 @@ fn covariance(positions: &[[f32; 3]]) -> [[f64; 3]; 3] {
         }
     }
     c
+}
+
+/// `P − μ` in f64 (empty for an empty `P`).
+fn centred(positions: &[[f32; 3]]) -> Vec<[f64; 3]> {
+    let n = positions.len().max(1) as f64;
+    let mut mean = [0.0f64; 3];
+    for p in positions {
+        for k in 0..3 {
+            mean[k] += f64::from(p[k]);
+        }
+    }
+    let mean = mean.map(|m| m / n);
+    positions.iter().map(|p| std::array::from_fn(|k| f64::from(p[k]) - mean[k])).collect()
 }
 
 /// Eigenvectors of the two largest eigenvalues of a symmetric 3×3 matrix.
