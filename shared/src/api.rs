@@ -236,6 +236,19 @@ pub struct MeshList {
     pub skipped: u32,
 }
 
+/// Longest piece of client text an error message repeats, in characters.
+pub const ECHO_MAX: usize = 64;
+
+/// `text` as an error message may repeat it: at most [`ECHO_MAX`] characters (then `…`), without control
+/// characters. A message never carries unbounded client text.
+pub fn clip(text: &str) -> String {
+    let mut out: String = text.chars().filter(|c| !c.is_control()).take(ECHO_MAX).collect();
+    if text.chars().count() > ECHO_MAX {
+        out.push('…');
+    }
+    out
+}
+
 /// Machine-readable error kinds, shared by REST and WebSocket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -260,6 +273,12 @@ pub enum ErrorCode {
     NotFound,
     /// Missing or wrong API key.
     Unauthorized,
+    /// Refused by the cross-site policy: a foreign `Origin` or `Host`, or a per-connection limit.
+    Forbidden,
+    /// The request body did not arrive in time (stalled or too slow an upload).
+    RequestTimeout,
+    /// A body in a format the endpoint does not take (JSON endpoints need `Content-Type: application/json`).
+    UnsupportedMediaType,
     /// The client speaks another protocol version.
     ProtocolMismatch,
     /// A WebSocket message of an unknown type.
@@ -278,10 +297,12 @@ impl ErrorCode {
         match self {
             ErrorCode::BadRequest | ErrorCode::UnknownMessage | ErrorCode::ProtocolMismatch => 400,
             ErrorCode::Unauthorized => 401,
+            ErrorCode::Forbidden => 403,
+            ErrorCode::RequestTimeout => 408,
             ErrorCode::NotFound => 404,
             ErrorCode::Cancelled => 409,
             ErrorCode::PayloadTooLarge | ErrorCode::ImageTooLarge => 413,
-            ErrorCode::UnsupportedImage => 415,
+            ErrorCode::UnsupportedImage | ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::InvalidParams | ErrorCode::NoForeground | ErrorCode::NoSurface => 422,
             ErrorCode::QueueFull => 429,
             ErrorCode::ShuttingDown => 503,
@@ -302,6 +323,9 @@ impl ErrorCode {
             ErrorCode::QueueFull => "queue_full",
             ErrorCode::NotFound => "not_found",
             ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::RequestTimeout => "request_timeout",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::ProtocolMismatch => "protocol_mismatch",
             ErrorCode::UnknownMessage => "unknown_message",
             ErrorCode::Cancelled => "cancelled",
@@ -328,6 +352,12 @@ impl ErrorCode {
             ErrorCode::QueueFull => "The server is busy; try again in a few seconds.",
             ErrorCode::NotFound => "It may have been deleted; refresh the gallery.",
             ErrorCode::Unauthorized => "Provide the server's API key.",
+            ErrorCode::Forbidden => {
+                "The server refused this page or host: open the UI at the server's own address, or ask its operator \
+                 to allow this origin (--cors-origin) or host name (--allowed-host)."
+            }
+            ErrorCode::RequestTimeout => "The upload was too slow; check the network and try again.",
+            ErrorCode::UnsupportedMediaType => "The client sent the wrong Content-Type; update the client.",
             ErrorCode::ProtocolMismatch => "Client and server versions differ; reload the page or update the client.",
             ErrorCode::Cancelled => "The job was cancelled.",
             ErrorCode::ShuttingDown => "The server is restarting; try again shortly.",

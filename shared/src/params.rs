@@ -9,6 +9,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::api::clip;
+
 /// Optional remeshing applied after marching tetrahedra.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -61,7 +63,7 @@ macro_rules! str_enum {
                 $(if lower == $name { return Ok($ty::$variant); })+
                 Err(ParamError::new(
                     $field,
-                    format!("unknown value {s:?}, expected one of: {}", [$($name),+].join(", ")),
+                    format!("unknown value {}, expected one of: {}", quoted(s), [$($name),+].join(", ")),
                 ))
             }
         }
@@ -200,10 +202,10 @@ impl GenerateParams {
                 self.preview = match value.to_ascii_lowercase().as_str() {
                     "1" | "true" | "yes" | "on" => true,
                     "0" | "false" | "no" | "off" | "" => false,
-                    _ => return Err(ParamError::new(name, format!("{value:?} is not a boolean"))),
+                    _ => return Err(ParamError::new(name, format!("{} is not a boolean", quoted(value)))),
                 }
             }
-            _ => return Err(ParamError::new(name, "unknown parameter")),
+            _ => return Err(ParamError::new(clip(name), "unknown parameter")),
         }
         Ok(())
     }
@@ -225,7 +227,12 @@ impl GenerateParams {
 }
 
 fn parse_num<T: FromStr>(field: &str, value: &str) -> Result<T, ParamError> {
-    value.parse().map_err(|_| ParamError::new(field, format!("{value:?} is not a valid number")))
+    value.parse().map_err(|_| ParamError::new(field, format!("{} is not a valid number", quoted(value))))
+}
+
+/// A client's value as an error message repeats it: clipped ([`clip`]), quoted and escaped.
+fn quoted(value: &str) -> String {
+    format!("{:?}", clip(value))
 }
 
 #[cfg(test)]
