@@ -119,19 +119,24 @@ async fn gallery_paths_cannot_escape_and_unknown_ids_are_404() {
 
 #[tokio::test]
 async fn api_key_is_required_when_set() {
-    let srv = TestServer::start(Options { api_key: Some("k3y".into()), ..Default::default() }).await;
+    let srv = TestServer::start(Options { api_key: Some("k3y-0123456789abcdef".into()), ..Default::default() }).await;
     let (s, e) = error_of(get(&srv.base, "/api/meshes", None).await).await;
     assert_eq!((s, e.error.code), (401, ErrorCode::Unauthorized));
     assert_eq!(get(&srv.base, "/api/meshes", Some("wrong")).await.status(), 401);
-    assert_eq!(get(&srv.base, "/api/meshes", Some("k3y")).await.status(), 200);
+    assert_eq!(get(&srv.base, "/api/meshes", Some("k3y-0123456789abcdef")).await.status(), 200);
     // `?token=` works where browsers cannot send headers (images, downloads); a wrong one does not.
-    assert_eq!(get(&srv.base, "/api/meshes?limit=1&token=k3y", None).await.status(), 200);
-    assert_eq!(get(&srv.base, "/api/meshes?token=k3y%21", None).await.status(), 401);
+    assert_eq!(get(&srv.base, "/api/meshes?limit=1&token=k3y-0123456789abcdef", None).await.status(), 200);
+    assert_eq!(get(&srv.base, "/api/meshes?token=k3y-0123456789abcdef%21", None).await.status(), 401);
     assert_eq!(post_form(&srv.base, "/generate", form(test_png()), None).await.status(), 401);
     assert_eq!(
-        post_form(&srv.base, "/api/generate", form(test_png()).text("texture_resolution", "512"), Some("k3y"))
-            .await
-            .status(),
+        post_form(
+            &srv.base,
+            "/api/generate",
+            form(test_png()).text("texture_resolution", "512"),
+            Some("k3y-0123456789abcdef")
+        )
+        .await
+        .status(),
         200
     );
     // Health stays readable (it only says that auth is required).

@@ -9,6 +9,8 @@ mod browser;
 mod clients;
 /// REST: generation, seed aliases, limits, auth, gallery persistence, regenerate.
 mod http_api;
+/// Safety on a shared network: cross-site policy, WebSocket and HTTP bounds, memory under abuse.
+mod security;
 /// Server, clients and fixtures shared by the tests.
 mod support;
 /// The WebSocket job protocol.

@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use sf3d::pipeline::PipelineOptions;
+use sf3d_backend::auth::ApiKey;
 use sf3d_backend::cache::EncodeCache;
 use sf3d_backend::gallery::Gallery;
 use sf3d_backend::model_source::{DeviceChoice, ModelSource, load_pipeline};
+use sf3d_backend::routes::guard::SitePolicy;
 use sf3d_backend::worker::Engine;
 use sf3d_backend::{Server, ServerConfig};
 use sf3d_shared::{ClientMessage, GenerateParams, ImageRef, ServerMessage};
@@ -68,6 +70,18 @@ pub struct Options {
     pub port: Option<u16>,
     /// WebSocket `(ping interval, client timeout)`; the server's defaults when `None`.
     pub heartbeat: Option<(Duration, Duration)>,
+    /// `--allowed-host` values.
+    pub allowed_hosts: Vec<String>,
+    /// `--cors-origin` values.
+    pub cors_origins: Vec<String>,
+    /// Header-read timeout (the server's default when `None`).
+    pub header_read_timeout: Option<Duration>,
+    /// Upload timeout (the server's default when `None`).
+    pub upload_timeout: Option<Duration>,
+    /// Queued or running jobs per WebSocket connection.
+    pub max_jobs_per_connection: usize,
+    /// Connections served at once.
+    pub max_connections: usize,
 }
 
 impl Default for Options {
@@ -80,6 +94,12 @@ impl Default for Options {
             dist: None,
             port: None,
             heartbeat: None,
+            allowed_hosts: vec![],
+            cors_origins: vec![],
+            header_read_timeout: None,
+            upload_timeout: None,
+            max_jobs_per_connection: 8,
+            max_connections: sf3d_backend::MAX_CONNECTIONS,
         }
     }
 }
@@ -113,13 +133,19 @@ impl TestServer {
         .await
         .expect("engine task");
         let config = ServerConfig {
-            api_key: opts.api_key.clone(),
+            api_key: opts.api_key.as_deref().map(|k| ApiKey::new(k).expect("test key")),
             max_upload_bytes: opts.max_upload_bytes,
-            cors_origins: vec![],
+            site: SitePolicy::new(&opts.allowed_hosts, &opts.cors_origins, opts.api_key.is_some())
+                .expect("site policy"),
             dist: opts.dist.clone(),
             shutdown_grace: Duration::from_secs(10),
             ping_interval: opts.heartbeat.map_or(sf3d_backend::PING_INTERVAL, |h| h.0),
             client_timeout: opts.heartbeat.map_or(sf3d_backend::CLIENT_TIMEOUT, |h| h.1),
+            header_read_timeout: opts.header_read_timeout.unwrap_or(sf3d_backend::HEADER_READ_TIMEOUT),
+            upload_timeout: opts.upload_timeout.unwrap_or(sf3d_backend::UPLOAD_TIMEOUT),
+            max_jobs_per_connection: opts.max_jobs_per_connection,
+            max_connections: opts.max_connections,
+            ..ServerConfig::default()
         };
         let server = Server::start(engine, config, opts.max_queue).expect("server");
         let listener = bind(opts.port.unwrap_or(0)).await;
@@ -199,6 +225,11 @@ impl WsClient {
     /// Connects and reads `hello`.
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
         let (ws, _) = tokio_tungstenite::connect_async(url).await?;
+        Self::from_stream(ws).await
+    }
+
+    /// Wraps an open socket and reads `hello`.
+    pub async fn from_stream(ws: Ws) -> anyhow::Result<Self> {
         let mut c = Self { ws, hello: ServerMessage::Cancelled { job_id: String::new() } };
         c.hello = c.next().await?;
         anyhow::ensure!(matches!(c.hello, ServerMessage::Hello { .. }), "first frame is not hello: {:?}", c.hello);

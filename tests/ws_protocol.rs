@@ -236,19 +236,20 @@ async fn malformed_messages_get_error_frames_and_keep_the_connection() {
 /// With an API key, the socket needs `?token=` or an `auth` first message; anything else is refused and closed.
 #[tokio::test]
 async fn websocket_auth() {
-    let srv = TestServer::start(Options { api_key: Some("s3cret".into()), ..Default::default() }).await;
+    let srv =
+        TestServer::start(Options { api_key: Some("s3cret-0123456789abcdef".into()), ..Default::default() }).await;
     let mut anon = WsClient::connect(&srv.ws_url(None)).await.unwrap();
     assert!(matches!(anon.hello, ServerMessage::Hello { auth_required: true, .. }));
     anon.generate(&fast_params(), &test_png(), "x").await.unwrap();
     assert!(matches!(anon.next().await.unwrap(), ServerMessage::Error { code: ErrorCode::Unauthorized, .. }));
     assert!(anon.next().await.is_err(), "the connection is closed after an unauthorised message");
 
-    let mut by_query = WsClient::connect(&srv.ws_url(Some("s3cret"))).await.unwrap();
+    let mut by_query = WsClient::connect(&srv.ws_url(Some("s3cret-0123456789abcdef"))).await.unwrap();
     by_query.generate(&fast_params(), &test_png(), "q").await.unwrap();
     assert!(matches!(by_query.until_terminal().await.unwrap().last(), Some(ServerMessage::Done { .. })));
 
     let mut by_message = WsClient::connect(&srv.ws_url(None)).await.unwrap();
-    by_message.send(&ClientMessage::Auth { token: "s3cret".into() }).await.unwrap();
+    by_message.send(&ClientMessage::Auth { token: "s3cret-0123456789abcdef".into() }).await.unwrap();
     by_message.send(&ClientMessage::Subscribe { job_id: "01JDQ40A3G7ZC1T5PHXW2N9M6B".into() }).await.unwrap();
     assert!(matches!(by_message.next().await.unwrap(), ServerMessage::Error { code: ErrorCode::NotFound, .. }));
 

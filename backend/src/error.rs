@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use sf3d_shared::{ErrorBody, ErrorCode, ErrorDetail, ServerMessage};
 
 use crate::gallery::GalleryError;
+use crate::routes::input::clip;
 
 /// An error response.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +35,12 @@ impl ApiError {
         let incident = ulid::Ulid::new();
         tracing::error!(%incident, "{context}: {detail}");
         Self::new(ErrorCode::Internal, format!("internal error (incident {incident}); the server log has the details"))
+    }
+
+    /// Sets the offending field.
+    pub fn with_field(mut self, field: &str) -> Self {
+        self.field = Some(field.to_string());
+        self
     }
 
     /// The same error as a WebSocket frame.
@@ -71,9 +78,13 @@ impl From<sf3d_shared::ParamError> for ApiError {
 impl From<GalleryError> for ApiError {
     fn from(e: GalleryError) -> Self {
         match e {
-            GalleryError::InvalidId(id) => Self::new(ErrorCode::NotFound, format!("no mesh {id:?} (not a valid id)")),
-            GalleryError::NotFound(id) => Self::new(ErrorCode::NotFound, format!("mesh {id} not found")),
-            GalleryError::UnknownFile(f) => Self::new(ErrorCode::NotFound, format!("meshes have no file {f:?}")),
+            GalleryError::InvalidId(id) => {
+                Self::new(ErrorCode::NotFound, format!("no mesh \"{}\" (not a valid id)", clip(&id)))
+            }
+            GalleryError::NotFound(id) => Self::new(ErrorCode::NotFound, format!("mesh {} not found", clip(&id))),
+            GalleryError::UnknownFile(f) => {
+                Self::new(ErrorCode::NotFound, format!("meshes have no file \"{}\"", clip(&f)))
+            }
             other => Self::internal("gallery", other),
         }
     }

@@ -3,8 +3,12 @@
 //!
 //! Crash safety: a mesh's files are written into `DIR/meshes/.tmp-{id}/` (each file itself via a temp name and a
 //! rename), the folder is renamed into place, and only then is the index row inserted. A crash therefore leaves
-//! at most an orphan folder (removed at the next start), never an index row pointing at half-written files. A row
-//! whose folder vanished anyway (someone deleted it by hand) is reported and skipped, not an error.
+//! at most a temp folder (removed at the next start) or a complete folder without its row (re-indexed from its
+//! `metadata.json` at the next start, or removed when that is unreadable), never an index row pointing at
+//! half-written files. A failed write removes what it wrote. A row whose folder vanished anyway (someone deleted it
+//! by hand) is reported and skipped, not an error.
+//!
+//! Quick previews are kept for [`PREVIEW_TTL`] (their job has long ended by then) and dropped at every start.
 //!
 //! Ids are ULIDs (sortable by creation time); [`is_valid_id`] guards every path built from one, and file names
 //! come from the fixed [`sf3d_shared::api::MESH_FILES`] list plus the cache file, so no request can reach outside
@@ -23,6 +27,8 @@ pub const CACHE_FILE: &str = "scene_codes.safetensors";
 const STATUS_FINAL: &str = "succeeded";
 /// Index status of a quick preview (reachable by id, not listed).
 const STATUS_PREVIEW: &str = "preview";
+/// How long a preview entry outlives its creation.
+pub const PREVIEW_TTL: std::time::Duration = std::time::Duration::from_secs(600);
 /// Largest page of `GET /api/meshes`.
 pub const MAX_PAGE: usize = 100;
 const SCHEMA: &str = "
@@ -119,24 +125,74 @@ pub struct Gallery {
 }
 
 impl Gallery {
-    /// Opens (creating if needed) the gallery in `dir`, removing orphan temp folders of interrupted writes.
+    /// Opens (creating if needed) the gallery in `dir` and sweeps what an interrupted run left behind: temp
+    /// folders, folders without an index row (re-indexed when complete) and previews.
     pub fn open(dir: &Path) -> Result<Self> {
         let meshes = dir.join("meshes");
         std::fs::create_dir_all(&meshes).map_err(|e| io(&meshes, e))?;
-        if let Ok(entries) = std::fs::read_dir(&meshes) {
-            for e in entries.flatten() {
-                if e.file_name().to_string_lossy().starts_with(".tmp-") {
-                    tracing::warn!(path = %e.path().display(), "removing the leftovers of an interrupted write");
-                    let _ = std::fs::remove_dir_all(e.path());
-                }
-            }
-        }
         let db = Connection::open(dir.join("gallery.sqlite3"))?;
         db.pragma_update(None, "journal_mode", "WAL")?;
         db.pragma_update(None, "synchronous", "NORMAL")?;
         db.busy_timeout(std::time::Duration::from_secs(5))?;
         db.execute_batch(SCHEMA)?;
-        Ok(Self { root: dir.to_path_buf(), db: Mutex::new(db) })
+        let g = Self { root: dir.to_path_buf(), db: Mutex::new(db) };
+        g.prune_previews(std::time::Duration::ZERO)?;
+        g.sweep_folders()?;
+        Ok(g)
+    }
+
+    /// Removes temp folders and re-indexes (or removes) mesh folders that have no index row.
+    fn sweep_folders(&self) -> Result<()> {
+        let meshes = self.root.join("meshes");
+        let entries = std::fs::read_dir(&meshes).map_err(|e| io(&meshes, e))?;
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let path = e.path();
+            if name.starts_with(".tmp-") {
+                tracing::warn!(path = %path.display(), "removing the leftovers of an interrupted write");
+                let _ = std::fs::remove_dir_all(&path);
+                continue;
+            }
+            if !is_valid_id(&name) || !path.is_dir() {
+                continue;
+            }
+            let indexed: Option<i64> =
+                self.conn()?.query_row("SELECT 1 FROM meshes WHERE id = ?1", [&name], |r| r.get(0)).optional()?;
+            if indexed.is_some() {
+                continue;
+            }
+            match read_orphan(&path, &name) {
+                Some(m) if !m.preview => {
+                    tracing::warn!(id = %name, "re-indexing a mesh folder whose index row was never written");
+                    self.insert_row(&m)?;
+                }
+                _ => {
+                    tracing::warn!(path = %path.display(), "removing an incomplete mesh folder without index row");
+                    let _ = std::fs::remove_dir_all(&path);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes preview entries older than `age`.
+    fn prune_previews(&self, age: std::time::Duration) -> Result<()> {
+        let ids: Vec<String> = {
+            let conn = self.conn()?;
+            let mut stmt = conn.prepare("SELECT id FROM meshes WHERE status = ?1")?;
+            stmt.query_map([STATUS_PREVIEW], |r| r.get(0))?.collect::<std::result::Result<_, _>>()?
+        };
+        let now = std::time::SystemTime::now();
+        for id in ids {
+            let created = ulid::Ulid::from_string(&id).map(|u| u.datetime()).unwrap_or(now);
+            if now.duration_since(created).unwrap_or_default() >= age {
+                match self.delete(&id) {
+                    Ok(()) | Err(GalleryError::NotFound(_)) => {}
+                    Err(e) => tracing::warn!(%id, error = %e, "cannot remove an old preview"),
+                }
+            }
+        }
+        Ok(())
     }
 
     fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>> {
@@ -159,12 +215,31 @@ impl Gallery {
         Ok(self.mesh_dir(id)?.join(file))
     }
 
-    /// Stores a new mesh atomically (files first, then the index row).
+    /// Stores a new mesh atomically (files first, then the index row); on failure nothing of it remains.
+    /// Previews older than [`PREVIEW_TTL`] are dropped on the way.
     pub fn insert(&self, mesh: &NewMesh) -> Result<()> {
+        if let Err(e) = self.prune_previews(PREVIEW_TTL) {
+            tracing::warn!(error = %e, "pruning old previews failed");
+        }
         let id = mesh.metadata.mesh_id.clone();
         let final_dir = self.mesh_dir(&id)?;
         let tmp = self.root.join("meshes").join(format!(".tmp-{id}"));
-        std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
+        let written = self.write_folder(mesh, &tmp, &final_dir);
+        if let Err(e) = written {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        if let Err(e) = self.insert_row(&mesh.metadata) {
+            let _ = std::fs::remove_dir_all(&final_dir);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Writes the files into `tmp` and renames it to `final_dir`.
+    fn write_folder(&self, mesh: &NewMesh, tmp: &Path, final_dir: &Path) -> Result<()> {
+        let id = &mesh.metadata.mesh_id;
+        std::fs::create_dir_all(tmp).map_err(|e| io(tmp, e))?;
         let meta_json = serde_json::to_vec_pretty(&mesh.metadata)
             .map_err(|source| GalleryError::Json { id: id.clone(), source })?;
         let mut files: Vec<(&str, &[u8])> = vec![
@@ -179,10 +254,15 @@ impl Gallery {
         for (name, bytes) in files {
             write_atomic(&tmp.join(name), bytes)?;
         }
-        sync_dir(&tmp);
-        std::fs::rename(&tmp, &final_dir).map_err(|e| io(&final_dir, e))?;
+        sync_dir(tmp);
+        std::fs::rename(tmp, final_dir).map_err(|e| io(final_dir, e))?;
         sync_dir(&self.root.join("meshes"));
-        let m = &mesh.metadata;
+        Ok(())
+    }
+
+    /// The index row of a mesh whose folder is in place.
+    fn insert_row(&self, m: &MeshMetadata) -> Result<()> {
+        let id = &m.mesh_id;
         let params =
             serde_json::to_string(&m.params).map_err(|source| GalleryError::Json { id: id.clone(), source })?;
         let meta = serde_json::to_string(m).map_err(|source| GalleryError::Json { id: id.clone(), source })?;
@@ -282,6 +362,16 @@ impl Gallery {
     }
 }
 
+/// The metadata of a mesh folder that has every file of a mesh, or `None`.
+fn read_orphan(dir: &Path, id: &str) -> Option<MeshMetadata> {
+    if !MESH_FILES.iter().all(|f| dir.join(f).is_file()) {
+        return None;
+    }
+    let bytes = std::fs::read(dir.join("metadata.json")).ok()?;
+    let m: MeshMetadata = serde_json::from_slice(&bytes).ok()?;
+    (m.mesh_id == id).then_some(m)
+}
+
 /// Writes `bytes` to `path` via a temp name and a rename, syncing the data first.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
@@ -342,6 +432,49 @@ mod tests {
         let d = std::env::temp_dir().join(format!("sf3d-gallery-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         d
+    }
+
+    #[test]
+    fn folders_without_rows_are_reindexed_or_removed_and_previews_dropped() {
+        let dir = temp_dir("orphans");
+        let g = Gallery::open(&dir).unwrap();
+        let (kept, partial, preview) = (new_id(), new_id(), new_id());
+        let mut p = new_mesh(&preview);
+        p.metadata.preview = true;
+        g.insert(&p).unwrap();
+        drop(g);
+        // A crash between the folder rename and the INSERT, and one in the middle of writing the files.
+        let g2 = Gallery::open(&temp_dir("orphans-src")).unwrap();
+        g2.insert(&new_mesh(&kept)).unwrap();
+        let src = g2.mesh_dir(&kept).unwrap();
+        let dst = dir.join("meshes").join(&kept);
+        std::fs::create_dir_all(&dst).unwrap();
+        for f in MESH_FILES {
+            std::fs::copy(src.join(f), dst.join(f)).unwrap();
+        }
+        std::fs::create_dir_all(dir.join("meshes").join(&partial)).unwrap();
+        std::fs::write(dir.join("meshes").join(&partial).join("mesh.glb"), b"gl").unwrap();
+        let g = Gallery::open(&dir).unwrap();
+        assert_eq!(g.get(&kept).unwrap().id, kept);
+        assert!(!dir.join("meshes").join(&partial).exists());
+        assert!(matches!(g.get(&preview), Err(GalleryError::NotFound(_))));
+        assert!(!g.mesh_dir(&preview).unwrap().exists());
+        std::fs::remove_dir_all(dir).ok();
+        std::fs::remove_dir_all(temp_dir("orphans-src")).ok();
+    }
+
+    #[test]
+    fn a_failed_insert_leaves_nothing_behind() {
+        let dir = temp_dir("failed-insert");
+        let g = Gallery::open(&dir).unwrap();
+        let id = new_id();
+        g.insert(&new_mesh(&id)).unwrap();
+        // The same id again: the files are written, the rename onto the existing folder fails.
+        let other = dir.join("meshes").join(format!(".tmp-{id}"));
+        assert!(g.insert(&new_mesh(&id)).is_err());
+        assert!(!other.exists());
+        assert_eq!(g.get(&id).unwrap().id, id);
+        std::fs::remove_dir_all(dir).ok();
     }
 
     #[test]

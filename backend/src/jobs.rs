@@ -271,6 +271,8 @@ impl JobManager {
         };
         job.cancel.cancel();
         if removed {
+            // The uploaded image goes now, not when the job leaves the registry.
+            drop(job.take_request());
             job.publish(ServerMessage::Cancelled { job_id: job.id.clone() });
             self.publish_positions();
         }
@@ -319,6 +321,7 @@ impl JobManager {
         let drained: Vec<Arc<Job>> = lock(&self.queue).drain(..).collect();
         for job in drained {
             job.cancel.cancel();
+            drop(job.take_request());
             job.publish(ServerMessage::Error {
                 job_id: Some(job.id.clone()),
                 code: ErrorCode::ShuttingDown,
@@ -385,6 +388,7 @@ mod tests {
         let b = m.submit(req(), None).unwrap();
         assert!(m.cancel(&a.id));
         assert_eq!(a.state(), JobState::Cancelled);
+        assert!(a.take_request().is_none(), "a cancelled job keeps no image");
         assert_eq!(m.next().unwrap().id, b.id);
         assert!(!m.cancel("nope"));
     }

@@ -7,10 +7,14 @@
 //! queue, closes WebSockets, lets the running job finish (or cancels it after a grace period) and flushes the
 //! gallery.
 
+pub mod auth;
 pub mod cache;
 pub mod doctor;
 pub mod error;
+#[cfg(test)]
+mod fuzz;
 pub mod gallery;
+pub mod http;
 pub mod jobs;
 pub mod model_source;
 pub mod remote;
@@ -26,7 +30,9 @@ use axum::Router;
 use sf3d_shared::{HealthResponse, PROTOCOL_VERSION, QueueInfo, SOFTWARE_VERSION};
 use tokio::sync::watch;
 
+use crate::auth::ApiKey;
 use crate::jobs::JobManager;
+use crate::routes::guard::SitePolicy;
 use crate::worker::Engine;
 
 /// `Retry-After` seconds sent with `queue_full`.
@@ -35,16 +41,22 @@ pub const RETRY_AFTER_SECS: u64 = 5;
 pub const PING_INTERVAL: Duration = Duration::from_secs(15);
 /// Default silence after which a WebSocket is closed.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(45);
+/// Default time a client has to send a request's headers.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default time an upload may take in all (a REST body or the WebSocket frame after `generate`).
+pub const UPLOAD_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default connections served at once.
+pub const MAX_CONNECTIONS: usize = 512;
 
 /// Settings of the HTTP layer.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// Required bearer token, if any.
-    pub api_key: Option<String>,
+    pub api_key: Option<ApiKey>,
     /// Largest accepted upload.
     pub max_upload_bytes: u64,
-    /// Origins allowed by CORS (empty: same-origin only).
-    pub cors_origins: Vec<String>,
+    /// Host names and page origins allowed to use the server.
+    pub site: SitePolicy,
     /// The built frontend (`dist/`), served at `/`.
     pub dist: Option<PathBuf>,
     /// How long a running job may take to finish at shutdown before it is cancelled.
@@ -53,6 +65,16 @@ pub struct ServerConfig {
     pub ping_interval: Duration,
     /// A WebSocket silent this long (no message, no pong) is closed.
     pub client_timeout: Duration,
+    /// Time a client has to send a request's headers.
+    pub header_read_timeout: Duration,
+    /// Time an upload may take in all; a body that stalls for this long also ends.
+    pub upload_timeout: Duration,
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Queued or running jobs one WebSocket connection may have.
+    pub max_jobs_per_connection: usize,
+    /// Jobs one WebSocket connection may follow at once (its own and `subscribe`d ones).
+    pub max_subscriptions_per_connection: usize,
 }
 
 impl Default for ServerConfig {
@@ -60,23 +82,28 @@ impl Default for ServerConfig {
         Self {
             api_key: None,
             max_upload_bytes: sf3d::preprocess::DEFAULT_MAX_BYTES,
-            cors_origins: Vec::new(),
+            site: SitePolicy::default(),
             dist: None,
             shutdown_grace: Duration::from_secs(30),
             ping_interval: PING_INTERVAL,
             client_timeout: CLIENT_TIMEOUT,
+            header_read_timeout: HEADER_READ_TIMEOUT,
+            upload_timeout: UPLOAD_TIMEOUT,
+            max_connections: MAX_CONNECTIONS,
+            max_jobs_per_connection: 8,
+            max_subscriptions_per_connection: 32,
         }
     }
 }
 
 /// Refuses to expose the server to the network without a key.
-pub fn check_bind(host: IpAddr, api_key: Option<&str>) -> Result<(), String> {
-    if host.is_loopback() || api_key.is_some_and(|k| !k.is_empty()) {
+pub fn check_bind(host: IpAddr, api_key: Option<&ApiKey>) -> Result<(), String> {
+    if host.is_loopback() || api_key.is_some() {
         Ok(())
     } else {
         Err(format!(
             "refusing to listen on {host} without --api-key: anyone on the network could use the GPU and read the \
-             gallery. Pass --api-key KEY (or SF3D_API_KEY), or bind to 127.0.0.1"
+             gallery. Pass --api-key-file FILE (or --api-key KEY, SF3D_API_KEY), or bind to 127.0.0.1"
         ))
     }
 }
@@ -114,13 +141,11 @@ impl AppInner {
         }
     }
 
-    /// Whether `token` is the API key (constant-time comparison); always true without a key.
+    /// Whether `token` is the API key (see [`ApiKey::matches`]); always true without a key.
     pub fn authorized(&self, token: Option<&str>) -> bool {
         match (&self.config.api_key, token) {
             (None, _) => true,
-            (Some(k), Some(t)) => {
-                k.len() == t.len() && k.bytes().zip(t.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
-            }
+            (Some(k), Some(t)) => k.matches(t),
             (Some(_), None) => false,
         }
     }
@@ -184,20 +209,23 @@ pub async fn serve(
     let notify = state.shutdown_tx.clone();
     let jobs = state.jobs.clone();
     let grace = state.config.shutdown_grace;
+    let limits = http::ListenerLimits {
+        max_connections: state.config.max_connections,
+        header_read_timeout: state.config.header_read_timeout,
+    };
     let router = app(state);
-    axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            // WebSockets close; queued jobs fail at once (their REST waiters answer 503); the running job may
-            // finish within the grace period, then it is cancelled so no request holds the shutdown forever.
-            let _ = notify.send(true);
-            jobs.close(false);
-            tokio::spawn(async move {
-                tokio::time::sleep(grace).await;
-                jobs.close(true);
-            });
-        })
-        .await
+    http::serve_router(listener, router, limits, async move {
+        shutdown.await;
+        // WebSockets close; queued jobs fail at once (their REST waiters answer 503); the running job may
+        // finish within the grace period, then it is cancelled so no request holds the shutdown forever.
+        let _ = notify.send(true);
+        jobs.close(false);
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            jobs.close(true);
+        });
+    })
+    .await
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

@@ -21,12 +21,21 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Where to reach the server.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RemoteServer {
     /// Base URL (`http://host:9299`).
     pub base: String,
     /// API key, if the server needs one.
     pub api_key: Option<String>,
+}
+
+impl std::fmt::Debug for RemoteServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteServer")
+            .field("base", &self.base)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// One event seen while the job runs.

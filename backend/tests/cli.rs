@@ -128,6 +128,78 @@ fn bad_arguments_exit_non_zero_with_a_reason() {
     assert!(stderr(&o).contains("--api-key"), "{}", stderr(&o));
 }
 
+/// `serve` refuses weak keys and unsafe or malformed site settings before loading the model (a model given as a
+/// folder that does not exist shows that the refusal came first).
+#[test]
+fn serve_refuses_weak_keys_and_bad_site_settings_before_loading() {
+    let dir = temp_dir("serve-refusals");
+    let data = dir.to_str().unwrap();
+    let refuse = |args: &[&str], envs: &[(&str, &str)], expect: &str| {
+        let mut all = vec!["serve", "--port", "0", "--data", data, "--model", "/no/such/model"];
+        all.extend_from_slice(args);
+        let o = sf3d(&all, envs);
+        assert!(!o.status.success(), "{args:?} started");
+        let err = stderr(&o);
+        assert!(err.contains(expect) && !err.contains("/no/such/model"), "{args:?}: {err}");
+    };
+    refuse(&["--api-key", "a"], &[], "too short (1 characters");
+    refuse(&[], &[("SF3D_API_KEY", "0123456789")], "too short");
+    let key_file = dir.join("key");
+    std::fs::write(&key_file, "short\n").unwrap();
+    refuse(&["--api-key-file", key_file.to_str().unwrap()], &[], "too short");
+    refuse(&["--cors-origin", "*"], &[], "needs --api-key");
+    refuse(&["--cors-origin", "laptop.lan"], &[], "--cors-origin \"laptop.lan\"");
+    refuse(&["--allowed-host", "http://x/"], &[], "--allowed-host");
+}
+
+/// The key given to `serve` never reaches its log, even at debug level with `?token=` requests.
+#[test]
+fn the_api_key_never_reaches_the_log() {
+    use std::io::{BufRead, Read, Write};
+    let dir = temp_dir("serve-log");
+    let key = "k-7f3a9c1e5b2d8046f1e9";
+    let key_file = dir.join("key");
+    std::fs::write(&key_file, format!("{key}\n")).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sf3d"))
+        .args(["-v", "serve", "--port", &port, "--data", dir.join("data").to_str().unwrap()])
+        .args(["--api-key-file", key_file.to_str().unwrap()])
+        .env_remove("RUST_LOG")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut log = String::new();
+    loop {
+        let mut line = String::new();
+        if err.read_line(&mut line).unwrap() == 0 {
+            panic!("the server exited: {log}");
+        }
+        log.push_str(&line);
+        if line.contains("is serving") {
+            break;
+        }
+    }
+    let request = |path: &str| {
+        let mut s = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    };
+    assert!(request(&format!("/api/meshes?token={key}")).starts_with("HTTP/1.1 200"));
+    assert!(request("/api/meshes?token=wrong-but-long-enough").starts_with("HTTP/1.1 401"));
+    let _ = request(&format!("/ws?token={key}"));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    child.kill().unwrap();
+    let mut rest = String::new();
+    let _ = err.read_to_string(&mut rest);
+    log.push_str(&rest);
+    let _ = child.wait();
+    assert!(log.contains("/api/meshes"), "requests are logged at debug level: {log}");
+    assert!(!log.contains(key) && !log.contains("token="), "the key or the query reached the log: {log}");
+}
+
 /// The golden model through the CLI reproduces the reference's mesh.glb geometry: the same faces in the same
 /// order, every face corner within 1e-4 (vertex welding differs where the unwrapper's layering does).
 #[test]

@@ -10,16 +10,18 @@ use anyhow::Context;
 use clap::Args;
 use sf3d::pipeline::PipelineOptions;
 use sf3d::preprocess::DecodeLimits;
+use sf3d_backend::auth::ApiKey;
 use sf3d_backend::cache::EncodeCache;
 use sf3d_backend::gallery::Gallery;
 use sf3d_backend::model_source::load_pipeline;
+use sf3d_backend::routes::guard::SitePolicy;
 use sf3d_backend::worker::Engine;
 use sf3d_backend::{Server, ServerConfig, check_bind, serve as serve_http, shutdown_signal};
 
 use super::ModelArgs;
 
 /// Options of `sf3d serve` (each also from an environment variable).
-#[derive(Debug, Args)]
+#[derive(Args)]
 pub struct ServeArgs {
     /// Address to bind. Anything but loopback requires --api-key.
     #[arg(long, env = "SF3D_HOST", default_value = "127.0.0.1")]
@@ -32,9 +34,13 @@ pub struct ServeArgs {
     data: PathBuf,
     #[command(flatten)]
     model: ModelArgs,
-    /// API key required from clients (Authorization: Bearer KEY; ?token=KEY on the WebSocket).
+    /// API key required from clients (Authorization: Bearer KEY; ?token=KEY on the WebSocket); at least 16
+    /// characters. Prefer --api-key-file: a key on the command line is visible to other users in `ps`.
     #[arg(long, env = "SF3D_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
+    /// File holding the API key (its first line).
+    #[arg(long, env = "SF3D_API_KEY_FILE")]
+    api_key_file: Option<PathBuf>,
     /// Waiting jobs before new requests get queue_full / 429.
     #[arg(long, env = "SF3D_MAX_QUEUE", default_value_t = 16)]
     max_queue: u32,
@@ -44,9 +50,17 @@ pub struct ServeArgs {
     /// Largest image in megapixels.
     #[arg(long, env = "SF3D_MAX_MEGAPIXELS", default_value_t = 40)]
     max_megapixels: u64,
-    /// Origins allowed to call the API from browsers (repeatable; default: same origin only).
+    /// Page origins (scheme://host[:port]) allowed to use the API from browsers, besides the server's own
+    /// (repeatable or comma-separated; `*`, any page, needs an API key).
     #[arg(long, env = "SF3D_CORS_ORIGIN", value_delimiter = ',')]
     cors_origin: Vec<String>,
+    /// Host names the server answers to, besides loopback and its IP addresses (repeatable or comma-separated;
+    /// e.g. the name a reverse proxy or the LAN uses; `*` answers any).
+    #[arg(long, env = "SF3D_ALLOWED_HOST", value_delimiter = ',')]
+    allowed_host: Vec<String>,
+    /// Connections served at once.
+    #[arg(long, env = "SF3D_MAX_CONNECTIONS", default_value_t = sf3d_backend::MAX_CONNECTIONS)]
+    max_connections: usize,
     /// The built web UI (Trunk's dist/).
     #[arg(long, env = "SF3D_DIST")]
     dist: Option<PathBuf>,
@@ -58,11 +72,29 @@ pub struct ServeArgs {
     shutdown_grace: u64,
 }
 
+impl std::fmt::Debug for ServeArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeArgs")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("api_key_file", &self.api_key_file)
+            .finish_non_exhaustive()
+    }
+}
+
 pub fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
-    let api_key = a.api_key.filter(|k| !k.is_empty());
-    if let Err(msg) = check_bind(a.host, api_key.as_deref()) {
+    // Every setting is checked before the model loads (which can take minutes).
+    let api_key = match (a.api_key.as_deref().filter(|k| !k.is_empty()), &a.api_key_file) {
+        (Some(_), Some(_)) => anyhow::bail!("give the key once: --api-key (SF3D_API_KEY) or --api-key-file"),
+        (Some(k), None) => Some(ApiKey::new(k)?),
+        (None, Some(path)) => Some(ApiKey::from_file(path)?),
+        (None, None) => None,
+    };
+    if let Err(msg) = check_bind(a.host, api_key.as_ref()) {
         anyhow::bail!(msg);
     }
+    let site = SitePolicy::new(&a.allowed_host, &a.cors_origin, api_key.is_some()).map_err(anyhow::Error::msg)?;
     let limits = DecodeLimits { max_bytes: a.max_upload_mb * 1_000_000, max_pixels: a.max_megapixels * 1_000_000 };
     let options = PipelineOptions { decode_limits: limits, ..Default::default() };
     let pipeline = load_pipeline(&a.model.source()?, a.model.device()?, a.model.dtype()?, options)?;
@@ -76,7 +108,8 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = ServerConfig {
         api_key,
         max_upload_bytes: limits.max_bytes,
-        cors_origins: a.cors_origin,
+        site,
+        max_connections: a.max_connections,
         dist: a.dist,
         shutdown_grace: Duration::from_secs(a.shutdown_grace),
         ..ServerConfig::default()

@@ -2,7 +2,7 @@
 //! answer with the GLB once the job ends; `POST /api/meshes/{id}/regenerate` re-extracts a stored mesh.
 //!
 //! The upload limit is enforced while streaming (a body past the limit is cut off with 413 in our error format,
-//! not buffered). The job runs on the worker like every other; if the HTTP client goes away, the job still
+//! not buffered); the whole upload must arrive within the upload timeout (408 otherwise). The job runs on the worker like every other; if the HTTP client goes away, the job still
 //! finishes and lands in the gallery.
 
 use std::sync::Arc;
@@ -17,6 +17,7 @@ use sf3d_shared::{ErrorCode, GenerateParams, ServerMessage};
 use crate::AppState;
 use crate::error::ApiError;
 use crate::jobs::{Job, JobInput, JobRequest};
+use crate::routes::input::{check_filename, clip};
 
 /// Multipart file field names accepted for the image.
 const IMAGE_FIELDS: [&str; 2] = ["image", "file"];
@@ -30,9 +31,23 @@ fn too_large(limit: u64) -> ApiError {
 fn multipart_error(e: axum::extract::multipart::MultipartError, limit: u64) -> ApiError {
     if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
         too_large(limit)
+    } else if stalled(&e) {
+        ApiError::new(ErrorCode::RequestTimeout, "the upload stalled: no data arrived within the upload timeout")
     } else {
         ApiError::new(ErrorCode::BadRequest, format!("malformed multipart body: {}", e.body_text()))
     }
+}
+
+/// Whether the body stopped arriving (the body timeout of the router fired underneath the multipart parser).
+fn stalled(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// Reads the image and parameters of a multipart generate request.
@@ -52,6 +67,9 @@ async fn read_upload(
         let name = field.name().unwrap_or_default().to_string();
         if IMAGE_FIELDS.contains(&name.as_str()) {
             let filename = field.file_name().map(str::to_string);
+            if let Some(f) = &filename {
+                check_filename(f)?;
+            }
             let mut bytes = Vec::new();
             while let Some(chunk) = field.chunk().await.map_err(|e| multipart_error(e, limit))? {
                 if bytes.len() as u64 + chunk.len() as u64 > limit {
@@ -69,9 +87,8 @@ async fn read_upload(
             let text = read_text(field, &name).await?;
             params.set_field(&name, &text)?;
         } else {
-            return Err(
-                ApiError::new(ErrorCode::InvalidParams, format!("unknown form field {name:?}")).with_field(&name)
-            );
+            return Err(ApiError::new(ErrorCode::InvalidParams, format!("unknown form field \"{}\"", clip(&name)))
+                .with_field(&clip(&name)));
         }
     }
     let (bytes, filename) =
@@ -87,20 +104,12 @@ async fn read_text(mut field: axum::extract::multipart::Field<'_>, name: &str) -
     let mut buf = Vec::new();
     while let Some(chunk) = field.chunk().await.map_err(|e| multipart_error(e, MAX_FIELD_BYTES as u64))? {
         if buf.len() + chunk.len() > MAX_FIELD_BYTES {
-            return Err(ApiError::new(ErrorCode::BadRequest, format!("form field {name:?} is too long")));
+            return Err(ApiError::new(ErrorCode::BadRequest, format!("form field \"{}\" is too long", clip(name))));
         }
         buf.extend_from_slice(&chunk);
     }
     String::from_utf8(buf)
-        .map_err(|_| ApiError::new(ErrorCode::BadRequest, format!("form field {name:?} is not UTF-8")))
-}
-
-impl ApiError {
-    /// Sets the offending field.
-    pub fn with_field(mut self, field: &str) -> Self {
-        self.field = Some(field.to_string());
-        self
-    }
+        .map_err(|_| ApiError::new(ErrorCode::BadRequest, format!("form field \"{}\" is not UTF-8", clip(name))))
 }
 
 /// Waits for the job's terminal message.
@@ -161,11 +170,35 @@ async fn respond_with_glb(state: &AppState, job: Arc<Job>) -> Result<Response, A
     }
 }
 
+/// A JSON body must say so: a page cannot send `Content-Type: application/json` across sites without a CORS
+/// preflight, so this keeps "simple" cross-site form posts out even where no `Origin` is sent.
+fn require_json(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let essence = ct.split(';').next().unwrap_or("").trim();
+    if essence.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            format!("send the body as Content-Type: application/json (got \"{}\")", clip(ct)),
+        ))
+    }
+}
+
 pub(crate) async fn generate(
     State(state): State<AppState>,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Response, ApiError> {
-    let (bytes, filename, params) = read_upload(multipart, state.config.max_upload_bytes).await?;
+    let timeout = state.config.upload_timeout;
+    let (bytes, filename, params) =
+        tokio::time::timeout(timeout, read_upload(multipart, state.config.max_upload_bytes)).await.map_err(
+            |_| {
+                ApiError::new(
+                    ErrorCode::RequestTimeout,
+                    format!("the upload did not arrive within {} s", timeout.as_secs_f32().round()),
+                )
+            },
+        )??;
     let job = state.jobs.submit(JobRequest { input: JobInput::Image { bytes, filename }, params }, None)?;
     respond_with_glb(&state, job).await
 }
@@ -173,11 +206,13 @@ pub(crate) async fn generate(
 pub(crate) async fn regenerate(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let params = if body.iter().all(u8::is_ascii_whitespace) {
         GenerateParams::default()
     } else {
+        require_json(&headers)?;
         serde_json::from_slice::<RegenerateRequest>(&body)
             .map_err(|e| ApiError::new(ErrorCode::InvalidParams, format!("body is not {{\"params\": {{...}}}}: {e}")))?
             .params

@@ -1,9 +1,13 @@
 //! The router: REST (`/api/*` and the seed's `/generate`, `/health`), the WebSocket `/ws`, and the built
 //! frontend at `/`. Auth (when an API key is set) is one middleware over everything but the static files and
-//! the two health endpoints (which only say whether auth is required, so a UI can ask for the key).
+//! the two health endpoints (which only say whether auth is required, so a UI can ask for the key). The
+//! cross-site policy ([`guard`]) runs before everything, and request logs name the path without the query
+//! (which may carry `?token=`).
 
 mod gallery;
 mod generate;
+pub mod guard;
+pub(crate) mod input;
 mod ws;
 
 use axum::Router;
@@ -15,6 +19,7 @@ use axum::routing::{get, post};
 use sf3d_shared::{ErrorCode, SeedHealth};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::services::{ServeDir, ServeFile};
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::AppState;
@@ -38,18 +43,26 @@ pub fn router(state: AppState) -> Router {
         .route("/api/health", get(api_health))
         .route("/health", get(seed_health))
         .route("/ws", get(ws::handler));
-    let mut router = api.merge(public).layer(DefaultBodyLimit::max(body_limit));
+    let mut router = api
+        .merge(public)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(RequestBodyTimeoutLayer::new(state.config.upload_timeout));
     router = match &state.config.dist {
         Some(dist) if dist.join("index.html").is_file() => {
             router.fallback_service(ServeDir::new(dist).fallback(ServeFile::new(dist.join("index.html"))))
         }
         _ => router.fallback(no_ui),
     };
-    if !state.config.cors_origins.is_empty() {
-        let origins: Vec<HeaderValue> = state.config.cors_origins.iter().filter_map(|o| o.parse().ok()).collect();
+    let site = &state.config.site;
+    if site.any_origin() || !site.origins().is_empty() {
+        let allow = if site.any_origin() {
+            AllowOrigin::any()
+        } else {
+            AllowOrigin::list(site.origins().iter().filter_map(|o| o.parse::<HeaderValue>().ok()))
+        };
         router = router.layer(
             CorsLayer::new()
-                .allow_origin(AllowOrigin::list(origins))
+                .allow_origin(allow)
                 .allow_methods([Method::GET, Method::POST, Method::DELETE])
                 .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
                 .expose_headers([
@@ -60,7 +73,12 @@ pub fn router(state: AppState) -> Router {
                 ]),
         );
     }
-    router.layer(TraceLayer::new_for_http()).with_state(state)
+    router
+        .layer(middleware::from_fn_with_state(state.clone(), guard::check_site))
+        .layer(TraceLayer::new_for_http().make_span_with(
+            |req: &Request| tracing::info_span!("request", method = %req.method(), path = req.uri().path()),
+        ))
+        .with_state(state)
 }
 
 async fn require_key(State(state): State<AppState>, req: Request, next: Next) -> Response {

@@ -1,52 +1,79 @@
 //! The WebSocket job protocol on `/ws` (docs/protocol.md).
 //!
-//! One task reads the socket, one writes it; job events reach the writer through an mpsc channel fed by one
-//! forwarding task per attached job, so several jobs (and several clients per job) work at once. The server
+//! One task reads the socket, one writes it; job events reach the writer through a bounded outbox fed by one
+//! forwarding task per followed job, so several jobs (and several clients per job) work at once. The server
 //! pings every `ping_interval` (15 s) and drops a connection silent for `client_timeout` (45 s). Closing the
 //! socket never cancels a job.
+//!
+//! Bounds: with an API key, a wrong `?token=` is refused before the upgrade and a connection without one must
+//! send `auth` as its first frame within [`AUTH_TIMEOUT`]; text frames are limited to
+//! [`parse::MAX_TEXT_BYTES`] and binary frames to the upload limit; a connection has at most
+//! `max_jobs_per_connection` queued or running jobs and follows at most `max_subscriptions_per_connection`; a
+//! client that stops reading (its outbox fills) is disconnected.
+
+mod outbox;
+mod parse;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
-use axum::response::Response;
+use axum::extract::{Extension, Query, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use sf3d_shared::{
-    ClientMessage, ErrorCode, GenerateParams, ImageRef, PROTOCOL_VERSION, SOFTWARE_VERSION, ServerMessage,
+    ClientMessage, ErrorCode, GenerateParams, ImageRef, JobState, PROTOCOL_VERSION, SOFTWARE_VERSION, ServerMessage,
 };
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 
+use self::outbox::{Out, Outbox};
 use crate::AppState;
 use crate::error::ApiError;
+use crate::http::ConnectionSlot;
 use crate::jobs::{Job, JobInput, JobRequest};
 
-/// Outgoing messages buffered per connection.
-const OUTBOX: usize = 256;
-/// Close code for a policy violation (auth).
+/// Close code for a policy violation (auth, limits).
 const CLOSE_POLICY: u16 = 1008;
-/// Close code for "going away" (shutdown).
+/// Close code for "going away" (shutdown, timeouts).
 const CLOSE_GOING_AWAY: u16 = 1001;
+/// Time a connection that needs a key has to send `auth`.
+pub(crate) const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest text frame before authentication (an `auth` message).
+const MAX_AUTH_FRAME: usize = 4096;
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct WsQuery {
     token: Option<String>,
 }
 
-pub(crate) async fn handler(ws: WebSocketUpgrade, Query(q): Query<WsQuery>, State(state): State<AppState>) -> Response {
-    let authed = state.authorized(q.token.as_deref());
-    // Frames up to twice the upload limit are read (and refused in our format); bigger ones end the connection.
-    let max = (2 * state.config.max_upload_bytes + (1 << 20)) as usize;
-    ws.max_message_size(max).on_upgrade(move |socket| connection(socket, state, authed))
+pub(crate) async fn handler(
+    ws: WebSocketUpgrade,
+    Query(q): Query<WsQuery>,
+    State(state): State<AppState>,
+    slot: Option<Extension<ConnectionSlot>>,
+) -> Response {
+    let authed = match q.token.as_deref() {
+        Some(t) if state.authorized(Some(t)) => true,
+        Some(_) => {
+            let mut resp = ApiError::new(ErrorCode::Unauthorized, "wrong API key").into_response();
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return resp;
+        }
+        None => state.config.api_key.is_none(),
+    };
+    // One binary frame holds an image up to the upload limit; text frames are bounded after reading.
+    let max = state.config.max_upload_bytes as usize + parse::MAX_TEXT_BYTES;
+    ws.max_message_size(max).max_frame_size(max).on_upgrade(move |socket| async move {
+        // The socket keeps its connection slot until it closes.
+        let _slot = slot;
+        connection(socket, state, authed).await
+    })
 }
 
-enum Out {
-    Msg(ServerMessage),
-    Ping,
-    Close(u16, &'static str),
-}
-
+/// A `generate` whose binary frame is awaited.
 struct PendingUpload {
     request_id: Option<String>,
     params: Result<GenerateParams, ApiError>,
@@ -58,347 +85,342 @@ fn is_terminal(m: &ServerMessage) -> bool {
     matches!(m, ServerMessage::Done { .. } | ServerMessage::Error { .. } | ServerMessage::Cancelled { .. })
 }
 
-/// Streams a job's events into the connection's outbox until the job ends or the connection goes away.
-/// `rx` is a receiver subscribed before the job was queued (a new job: everything from `accepted` on); without it
-/// the job is re-attached (`subscribe`): a `status` snapshot first, then what it missed and the live events.
-fn attach(job: Arc<Job>, out: mpsc::Sender<Out>, rx: Option<broadcast::Receiver<ServerMessage>>) {
-    tokio::spawn(async move {
-        let mut rx = match rx {
-            Some(rx) => rx,
-            None => {
-                let (status, replay, rx) = job.subscribe();
-                if out.send(Out::Msg(status)).await.is_err() {
-                    return;
-                }
-                for m in replay {
-                    let end = is_terminal(&m);
-                    if out.send(Out::Msg(m)).await.is_err() || end {
-                        return;
-                    }
-                }
-                rx
-            }
-        };
-        loop {
-            match rx.recv().await {
-                Ok(m) => {
-                    let end = is_terminal(&m);
-                    if out.send(Out::Msg(m)).await.is_err() || end {
-                        return;
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    // Too slow a reader: resynchronise with a fresh snapshot.
-                    let (status, replay, fresh) = job.subscribe();
-                    rx = fresh;
-                    let done = replay.iter().any(is_terminal);
-                    if out.send(Out::Msg(status)).await.is_err() {
+/// What one connection owns and follows.
+struct Conn {
+    state: AppState,
+    out: Outbox,
+    /// Jobs this connection submitted (pruned to the unfinished ones when counted).
+    jobs: Vec<Arc<Job>>,
+    /// Forwarding tasks alive (jobs followed).
+    following: Arc<AtomicUsize>,
+    authed: bool,
+}
+
+/// Decrements the followed-jobs count when a forwarding task ends, however it ends.
+struct Following(Arc<AtomicUsize>);
+
+impl Drop for Following {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Conn {
+    fn send(&self, m: ServerMessage) {
+        self.out.push(Out::Msg(m));
+    }
+
+    fn error(&self, code: ErrorCode, message: impl Into<String>) {
+        self.send(ServerMessage::error(code, message));
+    }
+
+    /// Streams a job's events into the outbox until the job ends or the connection goes away. `rx` is a
+    /// receiver subscribed before the job was queued (a new job: everything from `accepted` on); without it the
+    /// job is re-attached (`subscribe`): a `status` snapshot first, then what it missed and the live events.
+    fn attach(&self, job: Arc<Job>, rx: Option<broadcast::Receiver<ServerMessage>>) {
+        self.following.fetch_add(1, Ordering::SeqCst);
+        let guard = Following(self.following.clone());
+        let out = self.out.clone();
+        tokio::spawn(async move {
+            let _guard = guard;
+            let mut rx = match rx {
+                Some(rx) => rx,
+                None => {
+                    let (status, replay, rx) = job.subscribe();
+                    if !out.push(Out::Msg(status)) {
                         return;
                     }
                     for m in replay {
-                        if out.send(Out::Msg(m)).await.is_err() {
+                        let end = is_terminal(&m);
+                        if !out.push(Out::Msg(m)) || end {
                             return;
                         }
                     }
-                    if done {
-                        return;
-                    }
+                    rx
                 }
-                Err(broadcast::error::RecvError::Closed) => return,
+            };
+            loop {
+                match rx.recv().await {
+                    Ok(m) => {
+                        let end = is_terminal(&m);
+                        if !out.push(Out::Msg(m)) || end {
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        // Events were dropped for this receiver: resynchronise with a fresh snapshot.
+                        let (status, replay, fresh) = job.subscribe();
+                        rx = fresh;
+                        let done = replay.iter().any(is_terminal);
+                        if !out.push(Out::Msg(status)) {
+                            return;
+                        }
+                        for m in replay {
+                            if !out.push(Out::Msg(m)) {
+                                return;
+                            }
+                        }
+                        if done {
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+    }
+
+    /// Refuses a new job or subscription beyond this connection's limits.
+    fn check_limits(&mut self, new_job: bool) -> Result<(), ApiError> {
+        let c = &self.state.config;
+        if new_job {
+            self.jobs.retain(|j| matches!(j.state(), JobState::Queued | JobState::Running));
+            if self.jobs.len() >= c.max_jobs_per_connection {
+                let mut e = ApiError::new(
+                    ErrorCode::QueueFull,
+                    format!(
+                        "this connection already has {} jobs queued or running (the limit per connection); wait \
+                         for one to finish",
+                        self.jobs.len()
+                    ),
+                );
+                e.retry_after = Some(crate::RETRY_AFTER_SECS);
+                return Err(e);
             }
         }
-    });
+        if self.following.load(Ordering::SeqCst) >= c.max_subscriptions_per_connection {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "this connection already follows {} jobs (the limit per connection); open another connection \
+                     or wait for them to end",
+                    c.max_subscriptions_per_connection
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Queues a job and follows it.
+    fn submit(&mut self, req: JobRequest, request_id: Option<String>) {
+        if let Err(e) = self.check_limits(true) {
+            return self.send(e.to_message(None));
+        }
+        match self.state.jobs.submit_subscribed(req, request_id) {
+            Ok((job, rx)) => {
+                self.jobs.push(job.clone());
+                self.attach(job, Some(rx));
+            }
+            Err(e) => self.send(ApiError::from(e).to_message(None)),
+        }
+    }
+
+    /// Handles one text frame; `Err` closes the connection with that code and reason.
+    fn text(&mut self, text: &str) -> Result<Option<PendingUpload>, (u16, &'static str)> {
+        if !self.authed {
+            // The first frame must be a small `auth` with the key; anything else ends the connection.
+            let ok = text.len() <= MAX_AUTH_FRAME
+                && matches!(parse::parse(text, 0), Ok(ClientMessage::Auth { token }) if self.state.authorized(Some(&token)));
+            if ok {
+                self.authed = true;
+                return Ok(None);
+            }
+            self.error(ErrorCode::Unauthorized, "missing or wrong API key: send `auth` first, or connect with ?token=");
+            return Err((CLOSE_POLICY, "unauthorized"));
+        }
+        let msg = match parse::parse(text, self.state.config.max_upload_bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                self.send(e.to_message(None));
+                return Ok(None);
+            }
+        };
+        match msg {
+            ClientMessage::Auth { token } => {
+                if !self.state.authorized(Some(&token)) {
+                    self.error(ErrorCode::Unauthorized, "wrong API key");
+                    return Err((CLOSE_POLICY, "unauthorized"));
+                }
+            }
+            ClientMessage::Generate { request_id, params, image } => match image {
+                ImageRef::Binary { size, filename } => {
+                    let params = params.validate().map(|()| params).map_err(ApiError::from);
+                    return Ok(Some(PendingUpload { request_id, params, size, filename }));
+                }
+                ImageRef::Mesh { mesh_id } => {
+                    if let Err(e) = params.validate() {
+                        self.send(ApiError::from(e).to_message(None));
+                    } else if let Err(e) = self.state.engine.gallery.get(&mesh_id) {
+                        self.send(ApiError::from(e).to_message(None));
+                    } else {
+                        self.submit(JobRequest { input: JobInput::FromMesh { mesh_id }, params }, request_id);
+                    }
+                }
+            },
+            ClientMessage::Regenerate { request_id, mesh_id, params } => {
+                if let Err(e) = params.validate() {
+                    self.send(ApiError::from(e).to_message(None));
+                } else if let Err(e) = self.state.engine.gallery.get(&mesh_id) {
+                    self.send(ApiError::from(e).to_message(None));
+                } else {
+                    self.submit(JobRequest { input: JobInput::Regenerate { parent_id: mesh_id }, params }, request_id);
+                }
+            }
+            ClientMessage::Cancel { job_id } => {
+                // Any client that passed the site policy and the key may cancel a job whose id it holds (see the
+                // protocol's Security section: ids are unguessable and only given to the submitter).
+                if !self.state.jobs.cancel(&job_id) {
+                    self.send(not_found(job_id, "no such job"));
+                }
+            }
+            ClientMessage::Subscribe { job_id } => match self.state.jobs.get(&job_id) {
+                Some(job) => match self.check_limits(false) {
+                    Ok(()) => self.attach(job, None),
+                    Err(e) => self.send(e.to_message(Some(job_id))),
+                },
+                None => self.send(not_found(job_id, "no such job (finished jobs are kept for an hour)")),
+            },
+        }
+        Ok(None)
+    }
+
+    /// Queues an upload whose binary frame arrived.
+    fn upload(&mut self, p: PendingUpload, bytes: Vec<u8>) {
+        if bytes.len() as u64 != p.size {
+            return self.error(
+                ErrorCode::BadRequest,
+                format!("the binary frame has {} bytes, `generate` announced {}", bytes.len(), p.size),
+            );
+        }
+        match p.params {
+            Ok(params) => {
+                self.submit(JobRequest { input: JobInput::Image { bytes, filename: p.filename }, params }, p.request_id)
+            }
+            Err(e) => self.send(e.to_message(None)),
+        }
+    }
 }
 
-async fn connection(socket: WebSocket, state: AppState, mut authed: bool) {
+fn not_found(job_id: String, message: &str) -> ServerMessage {
+    ServerMessage::Error { job_id: Some(job_id), code: ErrorCode::NotFound, message: message.into(), field: None }
+}
+
+async fn connection(socket: WebSocket, state: AppState, authed: bool) {
     let (mut sink, mut stream) = socket.split();
-    let (out_tx, mut out_rx) = mpsc::channel::<Out>(OUTBOX);
+    let (out, mut out_rx, overflow) = Outbox::new();
+    let write_timeout = state.config.client_timeout;
 
     let writer = tokio::spawn(async move {
         while let Some(o) = out_rx.recv().await {
-            let res = match o {
+            let frame = match o {
                 Out::Msg(m) => match serde_json::to_string(&m) {
-                    Ok(text) => sink.send(Message::Text(text.into())).await,
+                    Ok(text) => Message::Text(text.into()),
                     Err(e) => {
                         tracing::error!(error = %e, "cannot serialise a server message");
                         continue;
                     }
                 },
-                Out::Ping => sink.send(Message::Ping(Vec::new().into())).await,
+                Out::Ping => Message::Ping(Vec::new().into()),
+                Out::Stop => break,
                 Out::Close(code, reason) => {
-                    let _ = sink
-                        .send(Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) })))
-                        .await;
+                    let close = Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }));
+                    let _ = tokio::time::timeout(write_timeout, sink.send(close)).await;
                     break;
                 }
             };
-            if res.is_err() {
-                break;
+            // A client that stops reading blocks this write; it is cut off rather than waited for.
+            match tokio::time::timeout(write_timeout, sink.send(frame)).await {
+                Ok(Ok(())) => {}
+                _ => break,
             }
         }
-        let _ = sink.close().await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
     });
 
-    let send = |m: ServerMessage| {
-        let tx = out_tx.clone();
-        async move { tx.send(Out::Msg(m)).await.is_ok() }
-    };
     let h = state.health();
-    let hello = ServerMessage::Hello {
+    out.push(Out::Msg(ServerMessage::Hello {
         protocol: PROTOCOL_VERSION,
         server_version: SOFTWARE_VERSION.into(),
         device: h.device,
         model: h.model,
         auth_required: state.config.api_key.is_some(),
         max_upload_bytes: state.config.max_upload_bytes,
-    };
-    send(hello).await;
+    }));
 
     let mut shutdown = state.shutdown.clone();
     let mut ping = tokio::time::interval(state.config.ping_interval);
     ping.tick().await;
+    let auth_deadline = tokio::time::sleep(AUTH_TIMEOUT);
+    tokio::pin!(auth_deadline);
     let mut last_seen = Instant::now();
     let mut pending: Option<PendingUpload> = None;
+    let mut conn = Conn { state: state.clone(), out: out.clone(), jobs: Vec::new(), following: Arc::default(), authed };
+    let mut overflowed = false;
 
-    loop {
+    let close: Option<(u16, &'static str)> = loop {
         tokio::select! {
             incoming = stream.next() => {
-                let Some(Ok(msg)) = incoming else { break };
+                let Some(Ok(msg)) = incoming else { break None };
                 last_seen = Instant::now();
                 match msg {
                     Message::Text(text) => {
                         if pending.take().is_some() {
-                            send(ServerMessage::error(ErrorCode::BadRequest, "expected the image as a binary frame after `generate`; the generate was dropped")).await;
+                            conn.error(ErrorCode::BadRequest, "expected the image as a binary frame after `generate`; the generate was dropped");
                         }
-                        match handle_text(&state, text.as_str(), &mut authed, &out_tx).await {
-                            Flow::Continue => {}
-                            Flow::Pending(p) => pending = Some(p),
-                            Flow::Close(code, reason) => {
-                                let _ = out_tx.send(Out::Close(code, reason)).await;
-                                break;
-                            }
+                        match conn.text(text.as_str()) {
+                            Ok(p) => pending = p,
+                            Err(c) => break Some(c),
                         }
                     }
-                    Message::Binary(bytes) => match pending.take() {
-                        None => {
-                            send(ServerMessage::error(ErrorCode::BadRequest, "unexpected binary frame: send `generate` first")).await;
+                    Message::Binary(bytes) => {
+                        if !conn.authed {
+                            conn.error(ErrorCode::Unauthorized, "send `auth` first");
+                            break Some((CLOSE_POLICY, "unauthorized"));
                         }
-                        Some(p) => {
-                            let reply = submit_upload(&state, p, bytes.to_vec(), &out_tx);
-                            if let Some(m) = reply {
-                                send(m).await;
-                            }
+                        match pending.take() {
+                            None => conn.error(ErrorCode::BadRequest, "unexpected binary frame: send `generate` first"),
+                            Some(p) => conn.upload(p, bytes.to_vec()),
                         }
-                    },
-                    Message::Close(_) => break,
+                    }
+                    Message::Close(_) => break None,
                     Message::Ping(_) | Message::Pong(_) => {}
                 }
+            }
+            () = &mut auth_deadline, if !conn.authed => {
+                conn.error(ErrorCode::Unauthorized, "no `auth` message within the time allowed");
+                break Some((CLOSE_POLICY, "unauthorized"));
+            }
+            () = overflow.notified() => {
+                tracing::info!("websocket client does not read its messages; disconnecting");
+                overflowed = true;
+                break None;
             }
             _ = ping.tick() => {
                 if last_seen.elapsed() > state.config.client_timeout {
                     tracing::debug!("websocket client timed out");
-                    let _ = out_tx.send(Out::Close(CLOSE_GOING_AWAY, "no answer to pings")).await;
-                    break;
+                    break Some((CLOSE_GOING_AWAY, "no answer to pings"));
                 }
-                if out_tx.send(Out::Ping).await.is_err() {
-                    break;
-                }
+                out.push(Out::Ping);
             }
             changed = shutdown.changed() => {
                 if changed.is_err() || *shutdown.borrow() {
-                    let _ = out_tx.send(Out::Close(CLOSE_GOING_AWAY, "server shutting down")).await;
-                    break;
+                    break Some((CLOSE_GOING_AWAY, "server shutting down"));
                 }
             }
         }
-    }
-    drop(out_tx);
-    let _ = writer.await;
-}
-
-enum Flow {
-    Continue,
-    Pending(PendingUpload),
-    Close(u16, &'static str),
-}
-
-async fn handle_text(state: &AppState, text: &str, authed: &mut bool, out: &mpsc::Sender<Out>) -> Flow {
-    let send = |m: ServerMessage| {
-        let out = out.clone();
-        async move {
-            let _ = out.send(Out::Msg(m)).await;
-        }
     };
-    let msg: ClientMessage = match serde_json::from_str(text) {
-        Ok(m) => m,
-        Err(e) => {
-            let known = serde_json::from_str::<serde_json::Value>(text)
-                .ok()
-                .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_string));
-            let err = match known.as_deref() {
-                Some(t) if !["auth", "generate", "regenerate", "cancel", "subscribe"].contains(&t) => {
-                    ServerMessage::error(
-                        ErrorCode::UnknownMessage,
-                        format!("unknown message type {t:?} (protocol {PROTOCOL_VERSION})"),
-                    )
-                }
-                Some(t) => invalid_message(t, text, &e),
-                None => ServerMessage::error(ErrorCode::BadRequest, format!("not a protocol message: {e}")),
-            };
-            send(err).await;
-            return Flow::Continue;
-        }
+    let last = match close {
+        Some((code, reason)) => Out::Close(code, reason),
+        None => Out::Stop,
     };
-    if !*authed {
-        if let ClientMessage::Auth { token } = &msg
-            && state.authorized(Some(token))
-        {
-            *authed = true;
-            return Flow::Continue;
-        }
-        send(ServerMessage::error(ErrorCode::Unauthorized, "missing or wrong API key")).await;
-        return Flow::Close(CLOSE_POLICY, "unauthorized");
+    if overflowed || !out.finish(last) {
+        // The writer is stuck on a client that does not read: drop the socket now.
+        writer.abort();
+        return;
     }
-    match msg {
-        ClientMessage::Auth { token } => {
-            if !state.authorized(Some(&token)) {
-                send(ServerMessage::error(ErrorCode::Unauthorized, "wrong API key")).await;
-                return Flow::Close(CLOSE_POLICY, "unauthorized");
-            }
-        }
-        ClientMessage::Generate { request_id, params, image } => match image {
-            ImageRef::Binary { size, filename } => {
-                let params = params.validate().map(|()| params).map_err(ApiError::from);
-                return Flow::Pending(PendingUpload { request_id, params, size, filename });
-            }
-            ImageRef::Mesh { mesh_id } => {
-                if let Err(e) = params.validate() {
-                    send(ApiError::from(e).to_message(None)).await;
-                } else if let Err(e) = state.engine.gallery.get(&mesh_id) {
-                    send(ApiError::from(e).to_message(None)).await;
-                } else {
-                    submit(state, JobRequest { input: JobInput::FromMesh { mesh_id }, params }, request_id, out, &send)
-                        .await;
-                }
-            }
-        },
-        ClientMessage::Regenerate { request_id, mesh_id, params } => {
-            if let Err(e) = params.validate() {
-                send(ApiError::from(e).to_message(None)).await;
-            } else if let Err(e) = state.engine.gallery.get(&mesh_id) {
-                send(ApiError::from(e).to_message(None)).await;
-            } else {
-                submit(
-                    state,
-                    JobRequest { input: JobInput::Regenerate { parent_id: mesh_id }, params },
-                    request_id,
-                    out,
-                    &send,
-                )
-                .await;
-            }
-        }
-        ClientMessage::Cancel { job_id } => {
-            if !state.jobs.cancel(&job_id) {
-                send(ServerMessage::Error {
-                    job_id: Some(job_id),
-                    code: ErrorCode::NotFound,
-                    message: "no such job".into(),
-                    field: None,
-                })
-                .await;
-            }
-        }
-        ClientMessage::Subscribe { job_id } => match state.jobs.get(&job_id) {
-            Some(job) => attach(job, out.clone(), None),
-            None => {
-                send(ServerMessage::Error {
-                    job_id: Some(job_id),
-                    code: ErrorCode::NotFound,
-                    message: "no such job (finished jobs are kept for an hour)".into(),
-                    field: None,
-                })
-                .await
-            }
-        },
-    }
-    Flow::Continue
-}
-
-fn invalid_message(kind: &str, text: &str, e: &serde_json::Error) -> ServerMessage {
-    // Name the offending parameter when the `params` object is what failed (serde's message may not).
-    if let Some(err) = serde_json::from_str::<serde_json::Value>(text).ok().and_then(|v| params_error(v.get("params")?))
-    {
-        return ApiError::from(err).to_message(None);
-    }
-    ServerMessage::Error {
-        job_id: None,
-        code: ErrorCode::BadRequest,
-        message: format!("invalid {kind} message: {e}"),
-        field: None,
-    }
-}
-
-/// The first parameter of a JSON `params` object that does not parse, checked field by field.
-fn params_error(params: &serde_json::Value) -> Option<sf3d_shared::ParamError> {
-    let obj = params.as_object()?;
-    let mut p = GenerateParams::default();
-    for (k, v) in obj {
-        let text = match v {
-            serde_json::Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        if !GenerateParams::is_field(k) || matches!(k.as_str(), "remesh_option" | "target_vertex_count") {
-            return Some(sf3d_shared::ParamError::new(k.as_str(), "unknown parameter"));
-        }
-        if let Err(e) = p.set_field(k, &text) {
-            return Some(e);
-        }
-    }
-    None
-}
-
-async fn submit<F, Fut>(
-    state: &AppState,
-    req: JobRequest,
-    request_id: Option<String>,
-    out: &mpsc::Sender<Out>,
-    send: &F,
-) where
-    F: Fn(ServerMessage) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    match state.jobs.submit_subscribed(req, request_id) {
-        Ok((job, rx)) => attach(job, out.clone(), Some(rx)),
-        Err(e) => send(ApiError::from(e).to_message(None)).await,
-    }
-}
-
-/// Queues an upload whose binary frame arrived; returns an error frame to send, if any.
-fn submit_upload(state: &AppState, p: PendingUpload, bytes: Vec<u8>, out: &mpsc::Sender<Out>) -> Option<ServerMessage> {
-    let limit = state.config.max_upload_bytes;
-    if bytes.len() as u64 != p.size {
-        return Some(ServerMessage::error(
-            ErrorCode::BadRequest,
-            format!("the binary frame has {} bytes, `generate` announced {}", bytes.len(), p.size),
-        ));
-    }
-    if bytes.len() as u64 > limit {
-        return Some(ServerMessage::error(
-            ErrorCode::PayloadTooLarge,
-            format!("the image has {} bytes; the limit is {limit}", bytes.len()),
-        ));
-    }
-    let params = match p.params {
-        Ok(params) => params,
-        Err(e) => return Some(e.to_message(None)),
-    };
-    let request = JobRequest { input: JobInput::Image { bytes, filename: p.filename }, params };
-    match state.jobs.submit_subscribed(request, p.request_id) {
-        Ok((job, rx)) => {
-            attach(job, out.clone(), Some(rx));
-            None
-        }
-        Err(e) => Some(ApiError::from(e).to_message(None)),
+    // The writer sends what is queued (and the close frame), each write bounded by its timeout.
+    let mut writer = writer;
+    if tokio::time::timeout(write_timeout + Duration::from_secs(1), &mut writer).await.is_err() {
+        writer.abort();
     }
 }
