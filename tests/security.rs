@@ -112,6 +112,7 @@ async fn foreign_host_names_are_refused() {
     assert_eq!(raw(&srv.base, &get("localhost:9299")).await.0, 200);
     assert_eq!(raw(&srv.base, &get("127.0.0.1")).await.0, 200);
     assert_eq!(raw(&srv.base, &get("sf3d.lab.example:9299")).await.0, 200);
+    assert_eq!(raw(&srv.base, "GET /api/meshes HTTP/1.1\r\nConnection: close\r\n\r\n").await.0, 400);
     // The WebSocket handshake goes through the same check.
     let ws = "GET /ws HTTP/1.1\r\nHost: attacker.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
               Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
@@ -208,6 +209,24 @@ async fn websocket_auth_is_required_first_and_in_time() {
     match tokio_tungstenite::connect_async(srv.ws_url(Some("wrong-0123456789abcdef"))).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status().as_u16(), 401),
         other => panic!("a wrong token must be refused at the handshake: {:?}", other.map(|_| ())),
+    }
+    // A socket that authenticates by message keeps small frames (and says so in `hello`).
+    let mut by_message = WsClient::connect(&srv.ws_url(None)).await.unwrap();
+    assert!(matches!(by_message.hello, ServerMessage::Hello { max_upload_bytes: 65536, .. }), "{:?}", by_message.hello);
+    by_message.send(&ClientMessage::Auth { token: key.into() }).await.unwrap();
+    by_message
+        .send(&ClientMessage::Generate {
+            request_id: None,
+            params: fast_params(),
+            image: ImageRef::Binary { size: 1 << 20, filename: None },
+        })
+        .await
+        .unwrap();
+    match by_message.next().await.unwrap() {
+        ServerMessage::Error { code: ErrorCode::PayloadTooLarge, message, .. } => {
+            assert!(message.contains("?token="), "{message}")
+        }
+        other => panic!("{other:?}"),
     }
     let mut silent = WsClient::connect(&srv.ws_url(None)).await.unwrap();
     let t = Instant::now();
@@ -322,6 +341,26 @@ async fn slow_headers_and_stalled_uploads_time_out() {
     let text = String::from_utf8_lossy(&buf);
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+
+    // A body that trickles in (a byte every half second, never idle for the timeout) is cut off by the total.
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    let t = Instant::now();
+    let (mut rd, mut wr) = s.into_split();
+    let trickle = tokio::spawn(async move {
+        for _ in 0..40 {
+            if wr.write_all(b"x").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), rd.read_to_end(&mut buf)).await;
+    trickle.abort();
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 408") && text.contains("within"), "{text}");
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
     srv.stop().await;
 }
 
@@ -341,29 +380,56 @@ async fn connections_are_limited() {
     assert_eq!(r.status(), 200);
     drop(held);
     srv.stop().await;
-}
 
-/// Submitting and cancelling uploads in a loop does not pin their bytes: the images of cancelled jobs are
-/// released at once, not when the job registry forgets them.
-#[tokio::test]
-async fn submit_and_cancel_keeps_memory_flat() {
-    let srv = TestServer::start(Options::default()).await;
-    let mut c = WsClient::connect(&srv.ws_url(None)).await.unwrap();
-    let upload = vec![0x5au8; 2 << 20];
-    for _ in 0..20 {
-        submit_and_cancel(&mut c, &upload).await;
-    }
-    let before = rss_bytes();
-    for _ in 0..200 {
-        submit_and_cancel(&mut c, &upload).await;
-    }
-    let grown = rss_bytes().saturating_sub(before);
-    eprintln!("RSS after 200 submit-and-cancel rounds of 2 MiB: +{} MiB", grown >> 20);
-    assert!(grown < 100 << 20, "RSS grew by {} MiB over 400 MiB of cancelled uploads", grown >> 20);
+    // One client address cannot take every slot: beyond its own limit its connections are closed at once.
+    let srv = TestServer::start(Options { max_connections_per_client: 2, ..Default::default() }).await;
+    let addr = srv.base.trim_start_matches("http://").to_string();
+    let held =
+        [tokio::net::TcpStream::connect(&addr).await.unwrap(), tokio::net::TcpStream::connect(&addr).await.unwrap()];
+    let mut third = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut buf = [0u8; 1];
+    let closed = tokio::time::timeout(Duration::from_secs(5), third.read(&mut buf)).await;
+    assert!(matches!(closed, Ok(Ok(0) | Err(_))), "the third connection of one client was kept: {closed:?}");
+    drop(held);
     srv.stop().await;
 }
 
-async fn submit_and_cancel(c: &mut WsClient, upload: &[u8]) {
+/// Submitting and cancelling uploads in a loop does not pin their bytes: the images of cancelled jobs are
+/// released at once, not when the job registry forgets them (an hour later). 300 uploads of 4 MiB would hold
+/// 1.2 GB; the bound leaves room for what the busy worker and the tests running beside this one allocate.
+#[tokio::test]
+async fn submit_and_cancel_keeps_memory_flat() {
+    let srv = TestServer::start(Options::default()).await;
+    // Keep the worker busy so that the uploads below wait in the queue when they are cancelled.
+    let mut busy = WsClient::connect(&srv.ws_url(None)).await.unwrap();
+    let heavy = GenerateParams { texture_resolution: 2048, ..Default::default() };
+    for i in 0..8 {
+        busy.generate(&heavy, &test_png(), &format!("busy{i}")).await.unwrap();
+    }
+    let mut c = WsClient::connect(&srv.ws_url(None)).await.unwrap();
+    let upload = vec![0x5au8; 4 << 20];
+    for _ in 0..10 {
+        submit_and_cancel(&mut c, &upload).await;
+    }
+    let before = rss_bytes();
+    let t = Instant::now();
+    let mut queued = 0;
+    for _ in 0..300 {
+        queued += u32::from(submit_and_cancel(&mut c, &upload).await);
+    }
+    let grown = rss_bytes().saturating_sub(before);
+    eprintln!(
+        "RSS after 300 submit-and-cancel rounds of 4 MiB in {:?} ({queued} cancelled while queued): +{} MiB",
+        t.elapsed(),
+        grown >> 20
+    );
+    assert!(queued >= 200, "only {queued} of 300 uploads were still queued when cancelled");
+    assert!(grown < 400 << 20, "RSS grew by {} MiB over 1.2 GB of cancelled uploads", grown >> 20);
+    srv.stop().await;
+}
+
+/// One upload, cancelled as soon as it is accepted; whether it was still queued (no stage had started).
+async fn submit_and_cancel(c: &mut WsClient, upload: &[u8]) -> bool {
     c.send(&ClientMessage::Generate {
         request_id: None,
         params: GenerateParams::default(),
@@ -378,7 +444,9 @@ async fn submit_and_cancel(c: &mut WsClient, upload: &[u8]) {
         }
     };
     c.send(&ClientMessage::Cancel { job_id }).await.unwrap();
-    c.until_terminal().await.unwrap();
+    let msgs = c.until_terminal().await.unwrap();
+    matches!(msgs.last(), Some(ServerMessage::Cancelled { .. }))
+        && !msgs.iter().any(|m| matches!(m, ServerMessage::Stage { .. }))
 }
 
 fn rss_bytes() -> u64 {

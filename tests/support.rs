@@ -82,6 +82,8 @@ pub struct Options {
     pub max_jobs_per_connection: usize,
     /// Connections served at once.
     pub max_connections: usize,
+    /// Connections one client address may hold.
+    pub max_connections_per_client: usize,
 }
 
 impl Default for Options {
@@ -100,6 +102,7 @@ impl Default for Options {
             upload_timeout: None,
             max_jobs_per_connection: 8,
             max_connections: sf3d_backend::MAX_CONNECTIONS,
+            max_connections_per_client: sf3d_backend::MAX_CONNECTIONS_PER_CLIENT,
         }
     }
 }
@@ -145,6 +148,7 @@ impl TestServer {
             upload_timeout: opts.upload_timeout.unwrap_or(sf3d_backend::UPLOAD_TIMEOUT),
             max_jobs_per_connection: opts.max_jobs_per_connection,
             max_connections: opts.max_connections,
+            max_connections_per_client: opts.max_connections_per_client,
             ..ServerConfig::default()
         };
         let server = Server::start(engine, config, opts.max_queue).expect("server");

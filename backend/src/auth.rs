@@ -73,7 +73,7 @@ impl ApiKey {
             return Err(err(format!("{} bytes; a key file holds one line", meta.len())));
         }
         let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        Self::new(text.trim_end_matches(['\r', '\n']))
+        Self::new(text.lines().next().unwrap_or("").trim_end_matches('\r'))
     }
 
     /// Whether `token` is this key (digest comparison in constant time).

@@ -85,7 +85,8 @@ impl Job {
     fn new(request: JobRequest) -> Self {
         let (tx, _) = broadcast::channel(EVENT_BUFFER);
         Self {
-            id: crate::gallery::new_id(),
+            // Random (not the gallery's monotonic ids): a job id is what lets a client follow or cancel a job.
+            id: ulid::Ulid::new().to_string(),
             request: Mutex::new(Some(request)),
             inner: Mutex::new(JobInner {
                 state: JobState::Queued,

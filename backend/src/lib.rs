@@ -47,6 +47,8 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub const UPLOAD_TIMEOUT: Duration = Duration::from_secs(300);
 /// Default connections served at once.
 pub const MAX_CONNECTIONS: usize = 512;
+/// Default connections one client address may hold (a browser keeps a few; loopback clients share one address).
+pub const MAX_CONNECTIONS_PER_CLIENT: usize = 64;
 
 /// Settings of the HTTP layer.
 #[derive(Debug, Clone)]
@@ -71,6 +73,8 @@ pub struct ServerConfig {
     pub upload_timeout: Duration,
     /// Connections served at once.
     pub max_connections: usize,
+    /// Connections one client address may hold.
+    pub max_connections_per_client: usize,
     /// Queued or running jobs one WebSocket connection may have.
     pub max_jobs_per_connection: usize,
     /// Jobs one WebSocket connection may follow at once (its own and `subscribe`d ones).
@@ -90,6 +94,7 @@ impl Default for ServerConfig {
             header_read_timeout: HEADER_READ_TIMEOUT,
             upload_timeout: UPLOAD_TIMEOUT,
             max_connections: MAX_CONNECTIONS,
+            max_connections_per_client: MAX_CONNECTIONS_PER_CLIENT,
             max_jobs_per_connection: 8,
             max_subscriptions_per_connection: 32,
         }
@@ -209,9 +214,14 @@ pub async fn serve(
     let notify = state.shutdown_tx.clone();
     let jobs = state.jobs.clone();
     let grace = state.config.shutdown_grace;
+    let c = &state.config;
     let limits = http::ListenerLimits {
-        max_connections: state.config.max_connections,
-        header_read_timeout: state.config.header_read_timeout,
+        max_connections: c.max_connections,
+        max_connections_per_client: c.max_connections_per_client,
+        header_read_timeout: c.header_read_timeout,
+        write_timeout: c.client_timeout,
+        // The running job may take the grace period to finish; its REST waiter answers right after.
+        drain_timeout: c.shutdown_grace + Duration::from_secs(10),
     };
     let router = app(state);
     http::serve_router(listener, router, limits, async move {

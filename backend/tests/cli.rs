@@ -189,7 +189,17 @@ fn the_api_key_never_reaches_the_log() {
     };
     assert!(request(&format!("/api/meshes?token={key}")).starts_with("HTTP/1.1 200"));
     assert!(request("/api/meshes?token=wrong-but-long-enough").starts_with("HTTP/1.1 401"));
-    let _ = request(&format!("/ws?token={key}"));
+    let mut ws = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+    write!(
+        ws,
+        "GET /ws?token={key} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = [0u8; 12];
+    ws.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 101", "the authenticated upgrade is accepted");
+    drop(ws);
     std::thread::sleep(std::time::Duration::from_millis(300));
     child.kill().unwrap();
     let mut rest = String::new();

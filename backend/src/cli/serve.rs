@@ -61,6 +61,9 @@ pub struct ServeArgs {
     /// Connections served at once.
     #[arg(long, env = "SF3D_MAX_CONNECTIONS", default_value_t = sf3d_backend::MAX_CONNECTIONS)]
     max_connections: usize,
+    /// Connections one client address may hold at once.
+    #[arg(long, env = "SF3D_MAX_CONNECTIONS_PER_CLIENT", default_value_t = sf3d_backend::MAX_CONNECTIONS_PER_CLIENT)]
+    max_connections_per_client: usize,
     /// The built web UI (Trunk's dist/).
     #[arg(long, env = "SF3D_DIST")]
     dist: Option<PathBuf>,
@@ -110,6 +113,7 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         max_upload_bytes: limits.max_bytes,
         site,
         max_connections: a.max_connections,
+        max_connections_per_client: a.max_connections_per_client,
         dist: a.dist,
         shutdown_grace: Duration::from_secs(a.shutdown_grace),
         ..ServerConfig::default()

@@ -214,7 +214,12 @@ pub(crate) async fn regenerate(
     } else {
         require_json(&headers)?;
         serde_json::from_slice::<RegenerateRequest>(&body)
-            .map_err(|e| ApiError::new(ErrorCode::InvalidParams, format!("body is not {{\"params\": {{...}}}}: {e}")))?
+            .map_err(|e| {
+                ApiError::new(
+                    ErrorCode::InvalidParams,
+                    format!("body is not {{\"params\": {{...}}}}: {}", clip(&e.to_string())),
+                )
+            })?
             .params
     };
     params.validate()?;

@@ -184,6 +184,11 @@ pub(crate) async fn check_site(State(state): State<AppState>, req: Request, next
     let headers = req.headers();
     let host = headers.get(header::HOST).map(|v| v.to_str().unwrap_or("\u{fffd}"));
     let local = req.extensions().get::<LocalAddr>().map(|l| l.0.ip());
+    // Every HTTP/1.1 request names its host; one that came over the network without it is refused too
+    // (requests handed to the router in-process have no local address and no Host).
+    if host.is_none() && local.is_some() {
+        return ApiError::new(ErrorCode::BadRequest, "the request has no Host header").into_response();
+    }
     if let Some(h) = host
         && !policy.host_allowed(h, local)
     {

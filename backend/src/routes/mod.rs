@@ -139,7 +139,8 @@ async fn seed_health(State(state): State<AppState>) -> impl IntoResponse {
 
 async fn no_ui(req: Request) -> Response {
     if req.uri().path().starts_with("/api/") {
-        return ApiError::new(ErrorCode::NotFound, format!("no route {}", req.uri().path())).into_response();
+        return ApiError::new(ErrorCode::NotFound, format!("no route {}", input::clip(req.uri().path())))
+            .into_response();
     }
     Html(
         "<!doctype html><title>SF3D Studio</title><h1>SF3D Studio</h1><p>The server runs, but the web UI was not \

@@ -6,8 +6,9 @@
 //! socket never cancels a job.
 //!
 //! Bounds: with an API key, a wrong `?token=` is refused before the upgrade and a connection without one must
-//! send `auth` as its first frame within [`AUTH_TIMEOUT`]; text frames are limited to
-//! [`parse::MAX_TEXT_BYTES`] and binary frames to the upload limit; a connection has at most
+//! send `auth` as its first frame within [`AUTH_TIMEOUT`] (and keeps small frames: the library buffers a frame
+//! whole before it can be looked at); text frames are limited to [`parse::MAX_TEXT_BYTES`] and binary frames to
+//! the upload limit, which must arrive within the upload timeout after their `generate`; a connection has at most
 //! `max_jobs_per_connection` queued or running jobs and follows at most `max_subscriptions_per_connection`; a
 //! client that stops reading (its outbox fills) is disconnected.
 
@@ -55,21 +56,25 @@ pub(crate) async fn handler(
     State(state): State<AppState>,
     slot: Option<Extension<ConnectionSlot>>,
 ) -> Response {
-    let authed = match q.token.as_deref() {
-        Some(t) if state.authorized(Some(t)) => true,
+    let full = state.config.max_upload_bytes;
+    let (authed, max_upload) = match q.token.as_deref() {
+        Some(t) if state.authorized(Some(t)) => (true, full),
         Some(_) => {
             let mut resp = ApiError::new(ErrorCode::Unauthorized, "wrong API key").into_response();
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             return resp;
         }
-        None => state.config.api_key.is_none(),
+        None if state.config.api_key.is_none() => (true, full),
+        // Not authenticated yet: the library would buffer a whole frame before the first one can be checked, so
+        // such a socket keeps small frames for its whole life (images go over sockets opened with ?token=).
+        None => (false, parse::MAX_TEXT_BYTES as u64),
     };
     // One binary frame holds an image up to the upload limit; text frames are bounded after reading.
-    let max = state.config.max_upload_bytes as usize + parse::MAX_TEXT_BYTES;
+    let max = max_upload as usize + parse::MAX_TEXT_BYTES;
     ws.max_message_size(max).max_frame_size(max).on_upgrade(move |socket| async move {
         // The socket keeps its connection slot until it closes.
         let _slot = slot;
-        connection(socket, state, authed).await
+        connection(socket, state, authed, max_upload).await
     })
 }
 
@@ -94,6 +99,8 @@ struct Conn {
     /// Forwarding tasks alive (jobs followed).
     following: Arc<AtomicUsize>,
     authed: bool,
+    /// Largest image this socket takes (the server's limit, or a small one for sockets without `?token=`).
+    max_upload: u64,
 }
 
 /// Decrements the followed-jobs count when a forwarding task ends, however it ends.
@@ -228,9 +235,12 @@ impl Conn {
             self.error(ErrorCode::Unauthorized, "missing or wrong API key: send `auth` first, or connect with ?token=");
             return Err((CLOSE_POLICY, "unauthorized"));
         }
-        let msg = match parse::parse(text, self.state.config.max_upload_bytes) {
+        let msg = match parse::parse(text, self.max_upload) {
             Ok(m) => m,
-            Err(e) => {
+            Err(mut e) => {
+                if e.code == ErrorCode::PayloadTooLarge && self.max_upload < self.state.config.max_upload_bytes {
+                    e.message.push_str(" on a socket that authenticated with `auth`; connect with ?token= to upload");
+                }
                 self.send(e.to_message(None));
                 return Ok(None);
             }
@@ -305,7 +315,7 @@ fn not_found(job_id: String, message: &str) -> ServerMessage {
     ServerMessage::Error { job_id: Some(job_id), code: ErrorCode::NotFound, message: message.into(), field: None }
 }
 
-async fn connection(socket: WebSocket, state: AppState, authed: bool) {
+async fn connection(socket: WebSocket, state: AppState, authed: bool, max_upload: u64) {
     let (mut sink, mut stream) = socket.split();
     let (out, mut out_rx, overflow) = Outbox::new();
     let write_timeout = state.config.client_timeout;
@@ -344,7 +354,7 @@ async fn connection(socket: WebSocket, state: AppState, authed: bool) {
         device: h.device,
         model: h.model,
         auth_required: state.config.api_key.is_some(),
-        max_upload_bytes: state.config.max_upload_bytes,
+        max_upload_bytes: max_upload,
     }));
 
     let mut shutdown = state.shutdown.clone();
@@ -352,9 +362,19 @@ async fn connection(socket: WebSocket, state: AppState, authed: bool) {
     ping.tick().await;
     let auth_deadline = tokio::time::sleep(AUTH_TIMEOUT);
     tokio::pin!(auth_deadline);
+    // Armed by `generate`: its binary frame must arrive within the upload timeout.
+    let upload_deadline = tokio::time::sleep(state.config.upload_timeout);
+    tokio::pin!(upload_deadline);
     let mut last_seen = Instant::now();
     let mut pending: Option<PendingUpload> = None;
-    let mut conn = Conn { state: state.clone(), out: out.clone(), jobs: Vec::new(), following: Arc::default(), authed };
+    let mut conn = Conn {
+        state: state.clone(),
+        out: out.clone(),
+        jobs: Vec::new(),
+        following: Arc::default(),
+        authed,
+        max_upload,
+    };
     let mut overflowed = false;
 
     let close: Option<(u16, &'static str)> = loop {
@@ -368,7 +388,12 @@ async fn connection(socket: WebSocket, state: AppState, authed: bool) {
                             conn.error(ErrorCode::BadRequest, "expected the image as a binary frame after `generate`; the generate was dropped");
                         }
                         match conn.text(text.as_str()) {
-                            Ok(p) => pending = p,
+                            Ok(p) => {
+                                if p.is_some() {
+                                    upload_deadline.as_mut().reset(tokio::time::Instant::now() + state.config.upload_timeout);
+                                }
+                                pending = p;
+                            }
                             Err(c) => break Some(c),
                         }
                     }
@@ -390,13 +415,19 @@ async fn connection(socket: WebSocket, state: AppState, authed: bool) {
                 conn.error(ErrorCode::Unauthorized, "no `auth` message within the time allowed");
                 break Some((CLOSE_POLICY, "unauthorized"));
             }
+            () = &mut upload_deadline, if pending.is_some() => {
+                conn.error(ErrorCode::RequestTimeout, "the image did not arrive within the upload timeout after `generate`");
+                break Some((CLOSE_POLICY, "upload timeout"));
+            }
             () = overflow.notified() => {
                 tracing::info!("websocket client does not read its messages; disconnecting");
                 overflowed = true;
                 break None;
             }
             _ = ping.tick() => {
-                if last_seen.elapsed() > state.config.client_timeout {
+                // While an image is on its way the upload deadline governs (a large frame on a slow link is
+                // silent for longer than the heartbeat allows).
+                if pending.is_none() && last_seen.elapsed() > state.config.client_timeout {
                     tracing::debug!("websocket client timed out");
                     break Some((CLOSE_GOING_AWAY, "no answer to pings"));
                 }

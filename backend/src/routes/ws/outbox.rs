@@ -39,19 +39,21 @@ impl Outbox {
         (Self { tx, overflow: overflow.clone(), closed: Arc::default() }, rx, overflow)
     }
 
-    /// Queues a frame; false once the connection is ending or when the queue is full (which ends it).
+    /// Queues a frame; false once the connection is ending, or when the queue is full or the writer has stopped
+    /// (either of which ends it).
     pub(super) fn push(&self, o: Out) -> bool {
         if self.closed.load(Ordering::SeqCst) {
             return false;
         }
         match self.tx.try_send(o) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            // Full: the client does not read. Closed: the writer gave up on a write that made no progress.
+            // Either way the connection ends.
+            Err(mpsc::error::TrySendError::Full(_) | mpsc::error::TrySendError::Closed(_)) => {
                 self.closed.store(true, Ordering::SeqCst);
                 self.overflow.notify_one();
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
     }
 
