@@ -5,8 +5,8 @@
 //! pings every `ping_interval` (15 s) and drops a connection silent for `client_timeout` (45 s). Closing the
 //! socket never cancels a job.
 //!
-//! Bounds: with an API key, a wrong `?token=` is refused before the upgrade and a connection without one must
-//! send `auth` as its first frame within [`AUTH_TIMEOUT`] (and keeps small frames: the library buffers a frame
+//! Bounds: with an API key, a connection without a valid `?token=` must send `auth` as its first frame within
+//! [`AUTH_TIMEOUT`] (and keeps small frames: the library buffers a frame
 //! whole before it can be looked at); text frames are limited to [`parse::MAX_TEXT_BYTES`] and binary frames to
 //! the upload limit, which must arrive within the upload timeout after their `generate`; a connection has at most
 //! `max_jobs_per_connection` queued or running jobs and follows at most `max_subscriptions_per_connection`; a
@@ -21,8 +21,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Extension, Query, State};
-use axum::http::{HeaderValue, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use sf3d_shared::{
@@ -57,17 +56,14 @@ pub(crate) async fn handler(
     slot: Option<Extension<ConnectionSlot>>,
 ) -> Response {
     let full = state.config.max_upload_bytes;
-    let (authed, max_upload) = match q.token.as_deref() {
-        Some(t) if state.authorized(Some(t)) => (true, full),
-        Some(_) => {
-            let mut resp = ApiError::new(ErrorCode::Unauthorized, "wrong API key").into_response();
-            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            return resp;
-        }
-        None if state.config.api_key.is_none() => (true, full),
-        // Not authenticated yet: the library would buffer a whole frame before the first one can be checked, so
-        // such a socket keeps small frames for its whole life (images go over sockets opened with ?token=).
-        None => (false, parse::MAX_TEXT_BYTES as u64),
+    let (authed, max_upload) = if state.authorized(q.token.as_deref()) {
+        (true, full)
+    } else {
+        // Not authenticated (no token, or a wrong one: the socket opens so that a page can show the server's
+        // `unauthorized` answer in words, then closes). The library would buffer a whole frame before the first
+        // one can be checked, so such a socket keeps small frames for its whole life (images go over sockets
+        // opened with a valid ?token=).
+        (false, parse::MAX_TEXT_BYTES as u64)
     };
     // One binary frame holds an image up to the upload limit; text frames are bounded after reading.
     let max = max_upload as usize + parse::MAX_TEXT_BYTES;
