@@ -1,8 +1,8 @@
 //! The official SF3D `config.yaml`, deserialised into one struct per block (field names as upstream), plus the
 //! architectures of the two pretrained sub-backbones the config only names (DINOv2, OpenCLIP ViT).
 //!
-//! Spec: docs/sf3d-model.md §2. Upstream: `sf3d/system.py` `SF3D.Config` and each block's `Config` dataclass
-//! (commit `ff21fc4`). Keys absent from the yaml take the class defaults listed in §2.2; unknown keys are
+//! Design: docs/engine.md §2. Upstream: `sf3d/system.py` `SF3D.Config` and each block's `Config` dataclass
+//! (commit `ff21fc4`). Keys absent from the yaml take the class defaults (docs/engine.md §2.1); unknown keys are
 //! tolerated (the reference drops them with a warning), a missing or mistyped key is an error naming its path.
 //! OmegaConf `${a.b}` interpolations are resolved before deserialisation.
 
@@ -724,7 +724,7 @@ fn resolve_clip(dir: &Path, name: &str) -> Result<ClipConfig> {
 }
 
 impl ModelConfig {
-    /// The released SF3D configuration (spec §2), for random-weight benchmarks of the full-size network.
+    /// The released SF3D configuration (docs/engine.md §2), for random-weight benchmarks of the full-size network.
     pub fn release() -> Self {
         let sf3d = Sf3dConfig::from_yaml_str(RELEASE_CONFIG_YAML, "<built-in release config>")
             .unwrap_or_else(|e| unreachable!("the built-in release config is valid: {e}"));
@@ -732,7 +732,7 @@ impl ModelConfig {
     }
 }
 
-/// The release `config.yaml` as reconstructed in spec §2 (the gated original has the same values).
+/// The release `config.yaml` (docs/engine.md §2; the gated original has the same values).
 pub const RELEASE_CONFIG_YAML: &str = include_str!("release_config.yaml");
 
 #[cfg(test)]

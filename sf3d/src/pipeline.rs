@@ -1,5 +1,5 @@
 //! Image in, GLB out: the one pipeline every front (CLI, server) drives, with every stage reported as it
-//! happens (spec §1, §4, §5.7).
+//! happens (docs/engine.md §1, §4, §5.7).
 //!
 //! It is split in two so that a later request can re-extract with new parameters without running the
 //! network again:
@@ -35,7 +35,7 @@ use crate::preprocess::{
 };
 use crate::progress::Progress;
 
-/// UV island padding of the unwrapper (spec §2.3).
+/// UV island padding of the unwrapper (docs/engine.md §2.3).
 pub const ISLAND_PADDING: f32 = 0.02;
 /// JPEG quality of the textures (PIL's default, which the reference's trimesh export uses).
 pub const JPEG_QUALITY: u8 = 75;

@@ -5,7 +5,7 @@
 //! [`WeightSource`] wraps either backend and
 //! * turns a missing key or a wrong shape into a typed [`Error`] naming the key and both shapes,
 //! * resolves the one documented alias: AdaLN modulation weights stored as `image_tokenizer.modulations.{k}.*`
-//!   instead of `image_tokenizer.model.encoder.layer.{l}.norm{1,2}_modulation.*` (spec §3.0),
+//!   instead of `image_tokenizer.model.encoder.layer.{l}.norm{1,2}_modulation.*` (docs/engine.md §3.0),
 //! * records every key the network asked for, for the key-coverage report.
 
 use std::collections::BTreeSet;
@@ -77,9 +77,10 @@ pub struct WeightSource {
     capture: Option<Captured>,
 }
 
-/// The checkpoint key a modulation weight may be stored under instead of the canonical one (spec §3.0: the
-/// tokenizer registers each AdaLN module twice; `save_model` keeps the lexicographically smallest name, which is
-/// the canonical `model.encoder.layer.L.normN_modulation` one, but other exporters may keep the flat list).
+/// The checkpoint key a modulation weight may be stored under instead of the canonical one (docs/engine.md
+/// §3.0: the tokenizer registers each AdaLN module twice; `save_model` keeps the lexicographically smallest name,
+/// which is the canonical `model.encoder.layer.L.normN_modulation` one, but other exporters may keep the flat
+/// list).
 pub fn modulation_alias(key: &str) -> Option<String> {
     let rest = key.strip_prefix("image_tokenizer.model.encoder.layer.")?;
     let (layer, rest) = rest.split_once('.')?;

@@ -1,4 +1,4 @@
-//! GLB export against the reference (spec `docs/sf3d-model.md` §7): golden parity of
+//! GLB export against the reference (docs/engine.md §7): golden parity of
 //! [`sf3d::mesh::glb::prepare_export`], comparison with the reference's own `mesh.glb`, and the Khronos
 //! glTF-Validator via `scripts/validate-glb.mjs`.
 //!

@@ -92,7 +92,7 @@ fn wrong_shape_fails_naming_the_key_and_both_shapes() {
 }
 
 /// The AdaLN modulation weights may be stored under the flat `image_tokenizer.modulations.{2l + slot}` names
-/// (spec §3.0); the network must load them there and compute the same tokens.
+/// (docs/engine.md §3.0); the network must load them there and compute the same tokens.
 #[test]
 fn modulation_weights_load_from_their_alias() {
     let renamed: HashMap<String, Tensor> =

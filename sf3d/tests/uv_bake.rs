@@ -1,5 +1,6 @@
 //! UV unwrap and texture bake: golden `tiny-a` parity of every bake stage (§6.8–6.11) and atlas properties of the
-//! unwrapper (§6.1–6.7). Each comparison prints a `sf3d::golden::compare` row (max abs / max rel error).
+//! unwrapper (§6.1–6.7). Each comparison prints a `sf3d::golden::compare` row (max abs / max rel error). Section
+//! numbers refer to docs/engine.md.
 
 // Test helpers outside #[test] fns unwrap golden reads: a missing or malformed golden file is a test failure.
 #![allow(clippy::unwrap_used)]

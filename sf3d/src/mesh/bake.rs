@@ -1,5 +1,6 @@
-//! Texture baking (spec `docs/sf3d-model.md` §6.8–6.11; reference `texture_baker` and the bake section of
-//! `sf3d/system.py` `generate_mesh`, plus `dilate_fill` / `float32_to_uint8_np` of `sf3d/utils.py`).
+//! Texture baking (docs/engine.md §6.8–6.11; reference `texture_baker` and the bake section of
+//! `sf3d/system.py` `generate_mesh`, plus `dilate_fill` / `float32_to_uint8_np` of `sf3d/utils.py`). Section
+//! numbers refer to docs/engine.md.
 //!
 //! * [`rasterize`]: UV-space rasterisation at texel **corners** (`u = x/R`, `v = 1 − y/R`), inclusive edges,
 //!   barycentrics exactly as §6.8 writes them (in f32). Where several faces contain a sample point (shared edges)

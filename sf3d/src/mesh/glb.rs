@@ -1,5 +1,5 @@
 //! GLB export: the reference's export transforms, trimesh-style vertex welding and normals, and a binary glTF 2.0
-//! writer (spec `docs/sf3d-model.md` §7 entirely, §6.7, Appendix B items 10 and 14).
+//! writer (docs/engine.md §7 entirely, and §6.7). Section numbers refer to docs/engine.md.
 //!
 //! # What the reference does, and what this file reproduces
 //!
@@ -12,7 +12,7 @@
 //!    occurrence is kept and first-occurrence order is preserved. Corners inside a chart weld; seams stay split.
 //! 2. **Rotation** (§7.1): `(x, y, z)_sf3d → (−y, z, −x)_gltf`, a proper rotation (det +1). It is applied as the
 //!    exact signed permutation, which is what trimesh's float64 rotation matrices give after the float32 cast.
-//! 3. **Inversion** (§7.1, Appendix B14): every face `(a, b, c)` becomes `(c, b, a)`. The marching-tetrahedra mesh
+//! 3. **Inversion** (§7.1, §5.2): every face `(a, b, c)` becomes `(c, b, a)`. The marching-tetrahedra mesh
 //!    faces inwards, so this is what makes the GLB face outwards.
 //! 4. **Normals** (§7.2): trimesh's `vertex_normals` of the welded, rotated, inverted mesh: the sum of the unit face
 //!    normals of the faces around a vertex, each weighted by the face's interior angle at that vertex
@@ -42,7 +42,7 @@
 //!
 //! The normal map was baked (§6.9) in the frame of the *internal* (inward-facing) split mesh: `N_b` = the flat
 //! face normal `(P1 − P0) × (P2 − P0)`, `T_b` = the per-face tangent of §5.5, which is `sign(den)·∂P/∂u` (`den`
-//! the UV-triangle determinant; the one-sided `max(den, 1e-6)` clamp keeps the numerator's sign, Appendix B9),
+//! the UV-triangle determinant; the one-sided `max(den, 1e-6)` clamp keeps the numerator's sign, §5.5),
 //! orthogonalised against `N_b`, and `B_b = N_b × T_b` (which always points along `+∂P/∂v`, v up the image). A
 //! texel stores the decoder's normal `pn` as `(T_b·pn, B_b·pn, N_b·pn)`. A glTF viewer decodes a texel as
 //! `x·T + y·B + z·N` with `N` = the exported vertex normal and `B = w·(N × T)`.
@@ -68,7 +68,7 @@
 //!   formula of §5.5 applied to the exported face with glTF UVs gives the baked vector: reversing the winding
 //!   and flipping v each negate `den`), negates the sum ([`TANGENT_DIRECTION`]), orthogonalises it against the
 //!   exported vertex normal and sets `w` to [`TANGENT_HANDEDNESS`] (−1). What remains different from the bake
-//!   is what the reference already has (Appendix B10): viewers interpolate smooth welded normals and tangents
+//!   is what the reference already has (§7.2): viewers interpolate smooth welded normals and tangents
 //!   where the bake used flat per-face ones. Where neighbouring faces have opposite `den` signs the sum can
 //!   vanish; such vertices get an arbitrary unit tangent perpendicular to the normal (glTF requires unit length).
 //!
@@ -103,7 +103,7 @@ const DEGENERATE_ANGLE: f64 = 1e-8;
 const UNITIZE_THRESHOLD: f64 = 1e-13;
 /// Normal of a vertex whose faces are all degenerate (§5.5 uses the same default).
 const DEGENERATE_NORMAL: [f32; 3] = [0.0, 0.0, 1.0];
-/// The one-sided clamp of the UV determinant in the reference's tangent formula (§5.5, Appendix B9).
+/// The one-sided clamp of the UV determinant in the reference's tangent formula (§5.5).
 const TANGENT_DEN_MIN: f64 = 1e-6;
 /// Exported tangent = this × the baked per-face tangent: the export inverts the frame (module docs).
 pub const TANGENT_DIRECTION: f64 = -1.0;
@@ -766,7 +766,7 @@ mod tests {
     }
 
     /// A cube `[-1, 1]³` as the pipeline delivers it: split per corner, wound *inwards* like the marching-tets
-    /// mesh (Appendix B14), box-projected so that each cube face is its own chart in a 3×2 UV grid.
+    /// mesh (§5.2, §7.1), box-projected so that each cube face is its own chart in a 3×2 UV grid.
     fn inward_cube() -> Cube {
         // (outward normal n, tangent axes a, b with a × b = n)
         let sides: [([f32; 3], [f32; 3], [f32; 3]); 6] = [

@@ -1,4 +1,4 @@
-//! Marching tetrahedra, exactly as the reference's `MarchingTetrahedraHelper` (spec §5.3–5.4; the
+//! Marching tetrahedra, exactly as the reference's `MarchingTetrahedraHelper` (docs/engine.md §5.3–5.4; the
 //! DMTet / nvdiffrec family), reproducing its vertex and face order.
 //!
 //! Steps: occupancy `sdf > 0`; valid tets have 1–3 occupied corners; their 6 edges (local order e0…e5,
@@ -6,7 +6,7 @@
 //! occupied endpoint become output vertices in that order, placed at the zero crossing between the deformed
 //! endpoints; faces are all one-triangle tets first, then the two-triangle tets, in tet order, through the
 //! reference's triangle table. With positively oriented tets the triangles face *into* the object; the export
-//! step flips them (spec §5.2, §7.1).
+//! step flips them (docs/engine.md §5.2, §7.1).
 
 use rayon::prelude::*;
 

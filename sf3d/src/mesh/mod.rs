@@ -49,9 +49,9 @@ impl TriMesh {
         self.faces.len()
     }
 
-    /// Area-weighted vertex normals exactly as the reference `Mesh` computes them (spec §5.5): the sum of the
-    /// unnormalised face normals `(P1 − P0) × (P2 − P0)` around a vertex, `(0, 0, 1)` when the squared length is
-    /// ≤ 1e-20, then normalised with eps 1e-12.
+    /// Area-weighted vertex normals exactly as the reference `Mesh` computes them (docs/engine.md §5.5): the sum
+    /// of the unnormalised face normals `(P1 − P0) × (P2 − P0)` around a vertex, `(0, 0, 1)` when the squared
+    /// length is ≤ 1e-20, then normalised with eps 1e-12.
     pub fn vertex_normals(&self) -> Vec<[f32; 3]> {
         vertex_normals(&self.positions, &self.faces)
     }
@@ -97,7 +97,7 @@ pub fn vertex_normals(positions: &[[f32; 3]], faces: &[[u32; 3]]) -> Vec<[f32; 3
         .collect()
 }
 
-/// Per-vertex tangents as the reference `Mesh` computes them (spec §5.5), including the one-sided
+/// Per-vertex tangents as the reference `Mesh` computes them (docs/engine.md §5.5), including the one-sided
 /// `max(den, 1e-6)` clamp of the UV determinant and the averaging by incidence count, then normalised and
 /// orthogonalised against `normals` (eps 1e-12).
 pub fn vertex_tangents(

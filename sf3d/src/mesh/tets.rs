@@ -1,4 +1,4 @@
-//! The tetrahedral grid marching tetrahedra runs on (spec §5.2).
+//! The tetrahedral grid marching tetrahedra runs on (docs/engine.md §5.2).
 //!
 //! * [`TetGrid::load_npz`] reads the official format (`vertices` float `[N, 3]` in `[0, 1]`, `indices` integer
 //!   `[T, 4]`), e.g. the release's `160_tets.npz`, with clear errors for a missing key, a wrong dtype or shape,

@@ -1,6 +1,6 @@
-//! `backbone.*` — `TwoStreamInterleaveTransformer` (spec §3.4): a latent stream (projected image tokens + learned
-//! latents) and a triplane stream that exchange information through fuse blocks, with basic transformer blocks
-//! on the latents cross-attending to the raw image tokens.
+//! `backbone.*` — `TwoStreamInterleaveTransformer` (docs/engine.md §3.4): a latent stream (projected image
+//! tokens + learned latents) and a triplane stream that exchange information through fuse blocks, with basic
+//! transformer blocks on the latents cross-attending to the raw image tokens.
 //!
 //! Structs mirror the reference classes: [`Attention`], [`FeedForward`] (GEGLU), [`BasicTransformerBlock`],
 //! [`FuseBlock`], [`TwoStreamBlock`] (`main_blocks.N`), [`TwoStreamInterleaveTransformer`]. Every attention goes

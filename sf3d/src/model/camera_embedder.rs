@@ -1,6 +1,6 @@
 //! `camera_embedder.*` — `sf3d.models.camera.LinearCameraEmbedder` and the default conditioning camera.
 //!
-//! Spec §3.1 and §4.6: the flattened `c2w` (16 numbers) and normalised intrinsics (9) are concatenated in the
+//! docs/engine.md §3.1 and §4.6: the flattened `c2w` (16 numbers) and normalised intrinsics (9) are concatenated in the
 //! configured order and mapped by one Linear to the AdaLN condition of the image tokenizer.
 
 use candle_core::{Device, Module, Result, Tensor};

@@ -1,4 +1,4 @@
-//! `decoder.*` — `MaterialMLP` (spec §3.7): independent MLP heads over the 3·C' triplane feature of a point.
+//! `decoder.*` — `MaterialMLP` (docs/engine.md §3.7): independent MLP heads over the 3·C' triplane feature of a point.
 //!
 //! `density` (trunc_exp with out_bias −1), `features` (albedo, sigmoid), `perturb_normal` (L2-normalised),
 //! `vertex_offset` (raw). The system evaluates `{density, vertex_offset}` on the tet grid and

@@ -1,4 +1,4 @@
-//! `global_estimator.*` — `MultiHeadEstimator` (spec §3.9): strided convolutions over all planes of
+//! `global_estimator.*` — `MultiHeadEstimator` (docs/engine.md §3.9): strided convolutions over all planes of
 //! `direct_codes`, global max pooling and MLP heads (the spherical-Gaussian illumination amplitudes).
 
 use candle_core::{Module, Result, Tensor};

@@ -2,10 +2,10 @@
 //! two matmuls on any device: `out = Wy · img · Wxᵀ`.
 //!
 //! * [`bicubic_matrix`]: `F.interpolate(mode="bicubic", align_corners=False)` called with a *scale factor*
-//!   (spec §3.2, DINOv2 position embeddings: the source coordinate uses `1/scale`, not `in/out`; cubic
+//!   (docs/engine.md §3.2, DINOv2 position embeddings: the source coordinate uses `1/scale`, not `in/out`; cubic
 //!   convolution with A = −0.75, taps clamped to the edge, no clamping of negative source coordinates).
 //! * [`bilinear_matrix`]: `F.interpolate(mode="bilinear", align_corners=False, antialias=False)` with an output
-//!   size (spec §3.8, CLIP input): source `(dst + 0.5)·in/out − 0.5` clamped below at 0, upper tap clamped.
+//!   size (docs/engine.md §3.8, CLIP input): source `(dst + 0.5)·in/out − 0.5` clamped below at 0, upper tap clamped.
 
 use candle_core::{Device, Result, Tensor};
 

@@ -2,8 +2,8 @@
 //! `image_tokenizer`, `tokenizer`, `backbone`, `post_processor`, `decoder`, `image_estimator`,
 //! `global_estimator`, `bbox`); each block lives in the module of the same name.
 //!
-//! Precision (spec §8.1): the image tokenizer, backbone and post-processor run in the compute dtype (f32 on CPU,
-//! bf16 allowed on CUDA); the camera embedder, CLIP estimator, global estimator, triplane query and decoder
+//! Precision (docs/engine.md §8.1): the image tokenizer, backbone and post-processor run in the compute dtype (f32
+//! on CPU, bf16 allowed on CUDA); the camera embedder, CLIP estimator, global estimator, triplane query and decoder
 //! always run in f32, as the reference's fp32 paths do.
 
 pub mod attention;

@@ -1,5 +1,5 @@
-//! `post_processor.*` — `PixelShuffleUpsampleNetwork` (spec §3.5): a 3×3 conv stack with ReLUs on each plane,
-//! then PixelShuffle, turning `direct_codes [B, 3, C, P, P]` into `scene_codes [B, 3, C', rP, rP]`.
+//! `post_processor.*` — `PixelShuffleUpsampleNetwork` (docs/engine.md §3.5): a 3×3 conv stack with ReLUs on each
+//! plane, then PixelShuffle, turning `direct_codes [B, 3, C, P, P]` into `scene_codes [B, 3, C', rP, rP]`.
 
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, VarBuilder, conv2d};

@@ -1,5 +1,5 @@
-//! `tokenizer.*` — `TriplaneLearnablePositionalEmbedding` (spec §3.3): learned triplane tokens, and the inverse
-//! `detokenize` that turns backbone output back into planes.
+//! `tokenizer.*` — `TriplaneLearnablePositionalEmbedding` (docs/engine.md §3.3): learned triplane tokens, and the
+//! inverse `detokenize` that turns backbone output back into planes.
 
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;

@@ -1,4 +1,4 @@
-//! Triplane query (spec §3.6): features of world points from the three planes of `scene_codes`, as
+//! Triplane query (docs/engine.md §3.6): features of world points from the three planes of `scene_codes`, as
 //! `grid_sample(bilinear, align_corners = True, padding = zeros)` on the xy, xz and yz planes, concatenated
 //! plane-major.
 //!

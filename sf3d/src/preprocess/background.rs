@@ -1,5 +1,5 @@
 //! Built-in background removal for objects on a plain or smoothly graded background: the engine's replacement for
-//! the reference's rembg + u2net step (spec §4.2), which needs a 176 MB ONNX model we do not ship.
+//! the reference's rembg + u2net step (docs/engine.md §4.2), which needs a 176 MB ONNX model we do not ship.
 //!
 //! What users send for single-image 3D is mostly product shots and generated images: one object on a backdrop
 //! that is a single colour or a smooth gradient (studio sweep, vignette). The algorithm exploits exactly that:

@@ -1,5 +1,5 @@
-//! The conditioning image: spec §4.4 (`SF3D.prepare_image`) and §4.5 (the `ImageProcessor`, an exact identity
-//! at the same size).
+//! The conditioning image: docs/engine.md §4.4 (`SF3D.prepare_image`) and §4.5 (the `ImageProcessor`, an exact
+//! identity at the same size). Section numbers refer to docs/engine.md.
 //!
 //! `image.resize((size, size))` (Pillow's bicubic on premultiplied RGBA, [`pil_resize_bicubic_rgba`]) →
 //! `u8 / 255` in `f32` → `mask = alpha` → `rgb = torch.lerp(background, rgb, mask)`.

@@ -1,4 +1,4 @@
-//! Decoding user images: spec §4.1 ("open → convert to RGBA").
+//! Decoding user images: docs/engine.md §4.1 ("open → convert to RGBA").
 //!
 //! PNG, JPEG and WebP bytes become straight-alpha RGBA8 with the EXIF orientation applied. That is a deliberate
 //! deviation: the reference (Pillow's `Image.open` + `convert("RGBA")`) ignores EXIF orientation, but a phone

@@ -1,7 +1,7 @@
-//! Re-framing the object: spec §4.3, `resize_foreground(image, ratio)` of the reference `sf3d/utils.py`
-//! (the torchvision-crop version), without the optional output size.
+//! Re-framing the object: docs/engine.md §4.3, `resize_foreground(image, ratio)` of the reference `sf3d/utils.py`
+//! (the torchvision-crop version), without the optional output size. Section numbers refer to docs/engine.md.
 //!
-//! Quirks kept on purpose (Appendix B item 18): any alpha > 0 is foreground; the bounding box is inclusive but
+//! Quirks kept on purpose (§4.3, §9.1): any alpha > 0 is foreground; the bounding box is inclusive but
 //! its extent is `last − first` (no +1); the crop origin is truncated toward zero (Python `int()`), not floored,
 //! which shifts the crop by one pixel when it starts left of or above the image; the part of the crop outside the
 //! image is transparent black.

@@ -1,4 +1,5 @@
-//! Image input and preprocessing: spec §4 (all of it) and Appendix B items 18–19.
+//! Image input and preprocessing: docs/engine.md §4 (all of it), including the reference quirks kept in §4.3 and
+//! §4.4. Section numbers refer to docs/engine.md.
 //!
 //! The reference CLI runs: open → RGBA → background removal (§4.2) → `resize_foreground(ratio)` (§4.3) →
 //! `prepare_image` (§4.4: Pillow bicubic resize to `cond_image_size`, gray blend) → `ImageProcessor` (§4.5, an

@@ -1,5 +1,5 @@
-//! Pillow-exact `Image.resize(size)` for RGBA images with the default filter (BICUBIC): spec §4.4 step 2 and
-//! Appendix B item 19.
+//! Pillow-exact `Image.resize(size)` for RGBA images with the default filter (BICUBIC): docs/engine.md §4.4,
+//! step 1.
 //!
 //! Ports Pillow's `Image.resize` (RGBA → "RGBa" → resample → RGBA), `libImaging/Resample.c`
 //! (`precompute_coeffs`, `normalize_coeffs_8bpc`, `ImagingResampleHorizontal_8bpc`,

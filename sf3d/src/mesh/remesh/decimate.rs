@@ -1,6 +1,6 @@
 //! Decimation to a vertex count: meshoptimizer's simplifier for `remesh = none` with a target (our product's
-//! choice; the reference ignores the count there, spec §5.6), and shortest-edge collapse — what the reference
-//! uses before its isotropic remesh (gpytoolbox `decimate`, libigl) — as the remeshers' pre-pass.
+//! choice; the reference ignores the count there, docs/engine.md §5.6), and shortest-edge collapse — what the
+//! reference uses before its isotropic remesh (gpytoolbox `decimate`, libigl) — as the remeshers' pre-pass.
 //!
 //! This work is based on:
 //! * A. Kapoulkine, meshoptimizer 0.22 `meshopt_simplify` (quadric-error edge collapse, M. Garland,
@@ -42,8 +42,8 @@ const COLLAPSES_PER_CHECK: usize = 4096;
 ///
 /// When the input is an oriented manifold the output is one too: should meshoptimizer pinch a thin neck into a
 /// non-manifold edge (it does on tiny-a below ≈ 1500 vertices), the decimation is redone by shortest-edge collapse
-/// under the link condition (the reference's own decimation method, spec §5.6), and that is logged. A manifold
-/// result then goes through the remeshers' repair of degenerate and folded triangles (against the input).
+/// under the link condition (the reference's own decimation method, docs/engine.md §5.6), and that is logged. A
+/// manifold result then goes through the remeshers' repair of degenerate and folded triangles (against the input).
 pub fn decimate(mesh: &TriMesh, target_vertices: u32, progress: &mut dyn Progress) -> Result<TriMesh> {
     if target_vertices == 0 {
         return Err(sf3d_shared::ParamError::new("vertex_count", "must be positive").into());

@@ -11,7 +11,7 @@
 //! Buffers are flat (`Vec<u32>` per attribute, meshoptimizer style). Deleted faces keep their slot (their corners
 //! hold [`NONE`]) and deleted vertices have no outgoing half-edge; [`HalfEdgeMesh::to_trimesh`] compacts.
 //! Boundary vertices (on an edge with one face) are never moved or removed: the remeshers treat them as features,
-//! as gpytoolbox's `remesh_botsch` does (spec §5.6).
+//! as gpytoolbox's `remesh_botsch` does (docs/engine.md §5.6).
 
 use crate::error::{Error, Result};
 use crate::mesh::remesh::bvh::closest_on_triangle;

@@ -1,5 +1,5 @@
 //! Remeshing and vertex-count targets: SF3D's `remesh ∈ {none, triangle, quad}` with an optional
-//! `vertex_count` (spec §5.6), applied to the marching-tetrahedra mesh before UV unwrapping.
+//! `vertex_count` (docs/engine.md §5.6), applied to the marching-tetrahedra mesh before UV unwrapping.
 //!
 //! | option | with a target `n` | without |
 //! |---|---|---|
@@ -27,8 +27,8 @@
 //! * Components too small to remesh (fewer than a dozen vertices at the target density; marching tetrahedra
 //!   leaves such specks) keep their triangles, minus degenerate ones.
 //!
-//! Every remesher keeps the input's winding. The marching-tetrahedra mesh faces inward (spec §5.2, §5.8: negative
-//! signed volume) and so does the output; the flip to outward faces happens at export.
+//! Every remesher keeps the input's winding. The marching-tetrahedra mesh faces inward (docs/engine.md §5.2,
+//! §5.8: negative signed volume) and so does the output; the flip to outward faces happens at export.
 
 mod bvh;
 mod decimate;
@@ -54,8 +54,8 @@ use crate::error::Result;
 use crate::mesh::{TriMesh, cross, length, sub};
 use crate::progress::Progress;
 
-/// What the reference divides the vertex target by before handing it to Instant Meshes (spec §5.6); Instant
-/// Meshes' pure-quad subdivision multiplies the count by about as much again.
+/// What the reference divides the vertex target by before handing it to Instant Meshes (docs/engine.md §5.6);
+/// Instant Meshes' pure-quad subdivision multiplies the count by about as much again.
 pub const QUAD_TARGET_DIVISOR: u32 = 4;
 
 /// Applies SF3D's remesh option with an optional target vertex count (see the module docs for what each

@@ -1,6 +1,6 @@
-//! Field-aligned quad-dominant remeshing: SF3D's `remesh = quad` (spec §5.6), which the reference runs through
-//! Instant Meshes (`pynanoinstantmeshes` 0.0.3: 4-RoSy, 4-PoSy, no creases, no boundary alignment, 2 smoothing
-//! iterations) and then triangulates each quad `(a, b, c, d)` as `(a, b, c)`, `(a, c, d)`.
+//! Field-aligned quad-dominant remeshing: SF3D's `remesh = quad` (docs/engine.md §5.6), which the reference runs
+//! through Instant Meshes (`pynanoinstantmeshes` 0.0.3: 4-RoSy, 4-PoSy, no creases, no boundary alignment, 2
+//! smoothing iterations) and then triangulates each quad `(a, b, c, d)` as `(a, b, c)`, `(a, c, d)`.
 //!
 //! This work is based on:
 //! * W. Jakob, M. Tarini, D. Panozzo, O. Sorkine-Hornung, "Instant Field-Aligned Meshes", SIGGRAPH Asia 2015,

@@ -1,10 +1,10 @@
 //! The input surface a remesher must stay on: closest-point projection (through [`TriangleBvh`]) and a smooth
 //! reference normal at any surface point, used to tell a folded output triangle from a merely tilted one.
 //!
-//! The reference normal interpolates the input's area-weighted vertex normals (spec §5.5) barycentrically over
-//! the closest input triangle. Marching-tetrahedra meshes are full of slivers whose own face normals are noisy;
-//! the vertex normals average them out, so "flipped relative to the input" means flipped relative to the surface
-//! as a whole, not to one sliver.
+//! The reference normal interpolates the input's area-weighted vertex normals (docs/engine.md §5.5)
+//! barycentrically over the closest input triangle. Marching-tetrahedra meshes are full of slivers whose own face
+//! normals are noisy; the vertex normals average them out, so "flipped relative to the input" means flipped
+//! relative to the surface as a whole, not to one sliver.
 
 use crate::mesh::remesh::bvh::{Hit, TriangleBvh};
 use crate::mesh::{TriMesh, cross, dot, length, normalize, scale, sub, vertex_normals};

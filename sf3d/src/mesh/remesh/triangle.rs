@@ -1,9 +1,9 @@
-//! Isotropic triangle remeshing: SF3D's `remesh = triangle` (spec §5.6), which the reference runs through
-//! gpytoolbox 0.2.0 (`remesh_botsch`, 10 iterations, re-projection onto the input).
+//! Isotropic triangle remeshing: SF3D's `remesh = triangle` (docs/engine.md §5.6), which the reference runs
+//! through gpytoolbox 0.2.0 (`remesh_botsch`, 10 iterations, re-projection onto the input).
 //!
 //! This work is based on:
 //! * M. Botsch, L. Kobbelt, "A Remeshing Approach to Multiresolution Modeling", SGP 2004;
-//! * the reference's use of gpytoolbox (spec §5.6): with a target count it first subdivides (`ρ > 1`) or
+//! * the reference's use of gpytoolbox (docs/engine.md §5.6): with a target count it first subdivides (`ρ > 1`) or
 //!   decimates by shortest-edge collapse to `ρ = vertex_count / V`, then remeshes with the mean edge length.
 //!
 //! Deliberate deviations from the reference, each for a reason:

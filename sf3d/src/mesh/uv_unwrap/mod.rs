@@ -1,5 +1,6 @@
-//! SF3D's box-projection UV unwrapper (spec `docs/sf3d-model.md` §6.1–6.7; reference
-//! `uv_unwrapper/unwrap.py` and `uv_unwrapper/csrc/{unwrapper,bvh,intersect}.cpp` of Stability-AI/stable-fast-3d).
+//! SF3D's box-projection UV unwrapper (docs/engine.md §6.1–6.7; reference `uv_unwrapper/unwrap.py` and
+//! `uv_unwrapper/csrc/{unwrapper,bvh,intersect}.cpp` of Stability-AI/stable-fast-3d). Section numbers refer to
+//! docs/engine.md.
 //!
 //! Every face is projected onto one of the six faces of a cube aligned with the mesh's principal axes, the six
 //! charts are rotated into a consistent orientation, faces that overlap another face of their chart are moved to

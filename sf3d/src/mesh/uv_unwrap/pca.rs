@@ -30,7 +30,7 @@ const REFERENCE_PCA_SEED: u32 = 0;
 /// Subspace iterations of `torch.pca_lowrank` (its default `niter`).
 const REFERENCE_PCA_ITERATIONS: usize = 2;
 
-/// How the unwrapper picks its principal axes (§6.2).
+/// How the unwrapper picks its principal axes (docs/engine.md §6.2).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub enum PcaAxes {
     /// The reference's `torch.pca_lowrank(P, q = 2, niter = 2)` after `torch.manual_seed(0)`, reproduced exactly

@@ -1,5 +1,5 @@
-//! `image_estimator.model.visual.*` — open_clip's `VisionTransformer` (spec §3.8): conv1 (no bias) patch
-//! embedding, class token, positional embedding, `ln_pre`, pre-LN residual blocks with a fused `in_proj`,
+//! `image_estimator.model.visual.*` — open_clip's `VisionTransformer` (docs/engine.md §3.8): conv1 (no bias)
+//! patch embedding, class token, positional embedding, `ln_pre`, pre-LN residual blocks with a fused `in_proj`,
 //! `ln_post`, class-token pooling and `@ proj`. The text tower in the checkpoint is not loaded.
 
 use candle_core::{Module, Result, Tensor};

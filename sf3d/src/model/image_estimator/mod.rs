@@ -1,4 +1,4 @@
-//! `image_estimator.*` — `ClipBasedHeadEstimator` (spec §3.8): OpenCLIP vision features of the masked
+//! `image_estimator.*` — `ClipBasedHeadEstimator` (docs/engine.md §3.8): OpenCLIP vision features of the masked
 //! conditioning image, then per-material Beta heads whose mode is the estimate (roughness, metallic).
 
 pub mod clip;
@@ -79,7 +79,7 @@ impl BetaHead {
     }
 }
 
-/// Mode of Beta(α, β) as PyTorch computes it (spec §3.8): `(α−1)₊ / ((α−1)₊ + (β−1)₊)`, 1 when both
+/// Mode of Beta(α, β) as PyTorch computes it (docs/engine.md §3.8): `(α−1)₊ / ((α−1)₊ + (β−1)₊)`, 1 when both
 /// concentrations are below 1. The reference yields NaN for α = β = 1 exactly; we return 0.5 there (a GLB
 /// cannot carry NaN), which is the limit along α = β.
 pub fn beta_mode(alpha: f32, beta: f32) -> f32 {

@@ -1,8 +1,8 @@
-//! `image_tokenizer.model.*` — Hugging Face `Dinov2Model` with per-layer AdaLN modulation (spec §3.2).
+//! `image_tokenizer.model.*` — Hugging Face `Dinov2Model` with per-layer AdaLN modulation (docs/engine.md §3.2).
 //!
 //! Key names follow transformers' Dinov2 (`embeddings.*`, `encoder.layer.N.attention.attention.query`, …), one
 //! struct per reference class. The position-embedding table is interpolated once at construction with the exact
-//! bicubic "+0.1" semantics (spec §3.2; the candle zoo's nearest-neighbour resize is not used).
+//! bicubic "+0.1" semantics (docs/engine.md §3.2; the candle zoo's nearest-neighbour resize is not used).
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, LayerNorm, VarBuilder, conv2d, layer_norm};
@@ -56,7 +56,7 @@ impl Dinov2Embeddings {
 }
 
 /// transformers' `interpolate_pos_encoding`: the patch rows of the table viewed as a `grid × grid` image,
-/// resized bicubically with scale factors `(h + 0.1)/grid`, `(w + 0.1)/grid` (spec §3.2), computed in f32.
+/// resized bicubically with scale factors `(h + 0.1)/grid`, `(w + 0.1)/grid` (docs/engine.md §3.2), computed in f32.
 pub fn interpolate_pos_embed(table: &Tensor, grid: usize, h: usize, w: usize) -> Result<Tensor> {
     let dev = table.device().clone();
     let hidden = table.dim(2)?;

@@ -1,5 +1,5 @@
-//! `image_tokenizer.*` — `DINOV2SingleImageTokenizer` (spec §3.2): ImageNet normalisation, the camera-modulated
-//! DINOv2 ([`dinov2`]), and the token layout the backbone expects.
+//! `image_tokenizer.*` — `DINOV2SingleImageTokenizer` (docs/engine.md §3.2): ImageNet normalisation, the
+//! camera-modulated DINOv2 ([`dinov2`]), and the token layout the backbone expects.
 
 pub mod dinov2;
 pub mod modulation;

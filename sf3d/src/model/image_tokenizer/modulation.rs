@@ -1,5 +1,5 @@
 //! AdaLN modulation of the DINOv2 LayerNorms by the camera embedding (`norm{1,2}_modulation`), the
-//! single-layer `Modulation` of spec §3.2: `e = linear2(SiLU(cond))`, `scale, shift = e.chunk(2)`,
+//! single-layer `Modulation` of docs/engine.md §3.2: `e = linear2(SiLU(cond))`, `scale, shift = e.chunk(2)`,
 //! `out = h·(1 + scale) + shift`.
 
 use candle_core::{Module, Result, Tensor};
