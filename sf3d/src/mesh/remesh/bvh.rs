@@ -257,7 +257,7 @@ pub(crate) fn closest_on_triangle(p: [f32; 3], t: &[[f32; 3]; 3]) -> [f32; 3] {
         .unwrap_or(a)
 }
 
-fn closest_on_segment(p: [f32; 3], a: [f32; 3], b: [f32; 3]) -> [f32; 3] {
+pub(crate) fn closest_on_segment(p: [f32; 3], a: [f32; 3], b: [f32; 3]) -> [f32; 3] {
     let ab = sub(b, a);
     let l = dot(ab, ab);
     if l <= 0.0 {

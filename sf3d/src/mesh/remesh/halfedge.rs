@@ -10,11 +10,12 @@
 //!
 //! Buffers are flat (`Vec<u32>` per attribute, meshoptimizer style). Deleted faces keep their slot (their corners
 //! hold [`NONE`]) and deleted vertices have no outgoing half-edge; [`HalfEdgeMesh::to_trimesh`] compacts.
-//! Boundary vertices (on an edge with one face) are never moved or removed: the remeshers treat them as features,
-//! as gpytoolbox's `remesh_botsch` does (docs/engine.md §5.6).
+//! Boundary vertices (on an edge with one face) are never moved, and removed only along the boundary by
+//! [`HalfEdgeMesh::collapse_boundary`] (which the quad remesher uses to thin the boundary to its lattice spacing):
+//! the isotropic remesher treats them as features, as gpytoolbox's `remesh_botsch` does (docs/engine.md §5.6).
 
 use crate::error::{Error, Result};
-use crate::mesh::remesh::bvh::closest_on_triangle;
+use crate::mesh::remesh::bvh::{closest_on_segment, closest_on_triangle};
 use crate::mesh::{TriMesh, cross, dot, length, sub};
 
 /// "No half-edge / no vertex": the twin of a boundary half-edge, the corners of a deleted face, the outgoing
@@ -535,6 +536,149 @@ impl HalfEdgeMesh {
         self.live_faces -= 2;
         self.live_vertices -= 1;
         b
+    }
+
+    /// Whether the boundary half-edge `h` (from `a` to `b`, no twin) may be collapsed by
+    /// [`HalfEdgeMesh::collapse_boundary`]: its face is not alone (at most one of its other two edges is on the
+    /// boundary), `a` and `b` share exactly one neighbour (the face's third vertex `c`; the link condition of a
+    /// boundary edge, which also refuses to close a boundary loop of three edges), and `c` keeps a valid valence.
+    pub(crate) fn can_collapse_boundary(&mut self, h: u32) -> bool {
+        if !self.half_edge_alive(h) || self.twin(h) != NONE {
+            return false;
+        }
+        let (a, b, c) = (self.origin(h), self.dest(h), self.origin(prev(h)));
+        if self.twin(next(h)) == NONE && self.twin(prev(h)) == NONE {
+            return false;
+        }
+        // An interior `c` needs three neighbours left, a boundary one two.
+        let min_after = if self.is_boundary(c) { 2 } else { 3 };
+        if self.valence(c) <= min_after {
+            return false;
+        }
+        let epoch = self.next_epoch();
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
+        self.neighbors(a, &mut buf);
+        for &x in &buf {
+            self.mark[x as usize] = epoch;
+        }
+        buf.clear();
+        self.neighbors(b, &mut buf);
+        let shared = buf.iter().filter(|&&x| self.mark[x as usize] == epoch).count();
+        self.scratch = buf;
+        shared == 1
+    }
+
+    /// The other boundary neighbour of boundary vertex `a`: the origin of the boundary edge that ends at `a`.
+    pub(crate) fn boundary_predecessor(&self, a: u32) -> u32 {
+        let start = self.out[a as usize];
+        let mut h = start;
+        loop {
+            let r = self.rotate(h);
+            if r == NONE || r == start {
+                return self.origin(prev(h));
+            }
+            h = r;
+        }
+    }
+
+    /// Collapses the boundary half-edge `h` (from `a` to `b`; [`HalfEdgeMesh::can_collapse_boundary`] must hold):
+    /// `a` is removed along the boundary into `b`, which keeps its position, and the face of `h` disappears.
+    /// Returns `b`.
+    pub(crate) fn collapse_boundary(&mut self, h: u32) -> u32 {
+        debug_assert!(self.twin(h) == NONE, "collapse_boundary needs a boundary half-edge");
+        let (n0, p0) = (next(h), prev(h));
+        let (a, b, c) = (self.origin(h), self.dest(h), self.origin(p0));
+        let (x, y) = (self.twin(n0), self.twin(p0)); // c -> b, a -> c
+        // Rename `a` to `b` in every face around `a` (the dying face included; it is cleared below).
+        let start = self.out[a as usize];
+        let mut hh = start;
+        loop {
+            self.corner[hh as usize] = b;
+            hh = self.rotate(hh);
+            if hh == NONE || hh == start {
+                break;
+            }
+        }
+        // The face's other two edges become one: `y` (now b -> c) and `x` (c -> b); a missing one leaves the
+        // other on the boundary.
+        if x != NONE {
+            self.twin[x as usize] = y;
+        }
+        if y != NONE {
+            self.twin[y as usize] = x;
+        }
+        // b's boundary edge `n0` dies when b–c was on the boundary: `y` takes over. c's `p0` dies: `x` takes over
+        // (it is the boundary one when c–a was on the boundary, and exists whenever `p0` was c's choice).
+        if self.out[b as usize] == n0 {
+            self.out[b as usize] = y;
+        }
+        if self.out[c as usize] == p0 {
+            self.out[c as usize] = x;
+        }
+        for hh in [h, n0, p0] {
+            self.corner[hh as usize] = NONE;
+            self.twin[hh as usize] = NONE;
+        }
+        self.valence[b as usize] = self.valence[a as usize] + self.valence[b as usize] - 3;
+        self.valence[c as usize] -= 1;
+        self.out[a as usize] = NONE;
+        self.valence[a as usize] = 0;
+        self.boundary[a as usize] = false;
+        self.live_faces -= 1;
+        self.live_vertices -= 1;
+        b
+    }
+
+    /// Whether [`HalfEdgeMesh::collapse_boundary`] of `h` (from `a` to `b`) keeps the shape: every surviving
+    /// triangle around `a`, with `a` moved onto `b`, stays non-degenerate, turns by at most `acos(min_cos)` and
+    /// has edges from `b` at most `max_len_sq.sqrt()` long; and `a` lies within `max_dev` of the new boundary
+    /// segment from its other boundary neighbour to `b`.
+    pub(crate) fn boundary_collapse_keeps_shape(&self, h: u32, guard: &ShapeGuard) -> bool {
+        let (a, b) = (self.origin(h), self.dest(h));
+        let (pa, pb) = (self.pos[a as usize], self.pos[b as usize]);
+        let z = self.boundary_predecessor(a);
+        if z == b {
+            return false;
+        }
+        let pz = self.pos[z as usize];
+        if dist_sq(pa, closest_on_segment(pa, pz, pb)) > guard.max_dev * guard.max_dev {
+            return false;
+        }
+        let e = sub(pz, pb);
+        if dot(e, e) > guard.max_len_sq {
+            return false;
+        }
+        let dying = h / 3;
+        let start = self.out[a as usize];
+        let mut hh = start;
+        loop {
+            let f = hh / 3;
+            if f != dying {
+                let q = |x: u32| if x == a { pb } else { self.pos[x as usize] };
+                let [i, j, k] = self.face(f);
+                let tri = [q(i), q(j), q(k)];
+                let n_new = cross(sub(tri[1], tri[0]), sub(tri[2], tri[0]));
+                let l_new = length(n_new);
+                if l_new < guard.min_cross {
+                    return false;
+                }
+                let n_old = self.face_cross(f);
+                let l_old = length(n_old);
+                if l_old >= guard.min_cross && dot(n_new, n_old) < guard.min_cos * l_new * l_old {
+                    return false;
+                }
+                let other = sub(self.pos[self.dest(hh) as usize], pb);
+                if dot(other, other) > guard.max_len_sq {
+                    return false;
+                }
+            }
+            hh = self.rotate(hh);
+            if hh == NONE || hh == start {
+                break;
+            }
+        }
+        true
     }
 
     /// Whether moving both ends of `h` to `p` (a collapse of `h`) keeps the shape, i.e. for every triangle that

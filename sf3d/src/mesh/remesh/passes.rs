@@ -124,6 +124,43 @@ impl<'s> Work<'s> {
         collapses
     }
 
+    /// Thins the boundary: removes boundary vertices along the boundary (each into its successor, which stays
+    /// in place), shortest boundary edge first, while that edge is shorter than `min_len`, the new boundary edge
+    /// is at most `max_len` long and the shape guards pass (the removed vertex stays within `max_dev` of the new
+    /// boundary edge, so the outline keeps its corners). Runs passes until none collapses. Returns the number of
+    /// removed vertices.
+    pub(crate) fn thin_boundary(&mut self, min_len: f32, max_len: f32) -> usize {
+        let min_sq = min_len * min_len;
+        let guard =
+            ShapeGuard { min_cross: self.min_cross, min_cos: COLLAPSE_MIN_COS, max_len_sq: max_len * max_len, max_dev: self.max_dev };
+        let mut total = 0;
+        loop {
+            let mut edges: Vec<(f32, u32)> = (0..self.he.half_edge_slots() as u32)
+                .filter(|&h| self.he.half_edge_alive(h) && self.he.twin(h) == NONE)
+                .map(|h| (self.he.edge_length_sq(h), h))
+                .filter(|&(l, _)| l < min_sq)
+                .collect();
+            edges.sort_by(|x, y| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1)));
+            let mut collapses = 0;
+            for (_, h) in edges {
+                // Earlier collapses in this pass may have changed or removed the edge.
+                if self.he.half_edge_alive(h)
+                    && self.he.twin(h) == NONE
+                    && self.he.edge_length_sq(h) < min_sq
+                    && self.he.can_collapse_boundary(h)
+                    && self.he.boundary_collapse_keeps_shape(h, &guard)
+                {
+                    self.he.collapse_boundary(h);
+                    collapses += 1;
+                }
+            }
+            total += collapses;
+            if collapses == 0 {
+                return total;
+            }
+        }
+    }
+
     /// Tries to collapse the edge of `h` in whichever direction is allowed (see
     /// [`Work::collapse_short_edges`]); `guard` decides where the survivor goes and what a surviving triangle may
     /// become.

@@ -13,8 +13,9 @@
 //!
 //! Pipeline:
 //! 1. a fine working mesh: shortest-edge decimation down to [`FINE_VERTICES_PER_TARGET`] vertices per target
-//!    vertex when the input is much denser, then splitting of every edge longer than [`FINE_MAX_EDGE_RATIO`]
-//!    lattice spacings. Instant Meshes splits down to half a spacing; with SF3D's `V / 4` target the
+//!    vertex when the input is much denser, thinning of the boundary to about one vertex per lattice spacing
+//!    (the extraction below never merges boundary vertices), then splitting of every edge longer than
+//!    [`FINE_MAX_EDGE_RATIO`] lattice spacings. Instant Meshes splits down to half a spacing; with SF3D's `V / 4` target the
 //!    marching-tets mesh sits right at that density, and ¾ keeps every lattice cell populated (no empty circle
 //!    wider than a cell in a mesh of such edges) at about half the working-mesh size, i.e. half the field cost;
 //! 2. orientation and position fields on its vertex graph ([`super::field::solve`]);
@@ -64,6 +65,11 @@ const FINE_DECIMATE_FACTOR: f32 = 1.25;
 /// Working-mesh edges longer than this times the lattice spacing are split (Instant Meshes: ½; see the module
 /// docs).
 const FINE_MAX_EDGE_RATIO: f32 = 0.75;
+/// Boundary edges shorter than this times the lattice spacing are removed along the boundary before the fields are
+/// solved (open meshes: the extraction keeps every boundary vertex).
+const BOUNDARY_MIN_EDGE_RATIO: f32 = 0.75;
+/// ... as long as the boundary edge that replaces them is at most this long (times the spacing).
+const BOUNDARY_MAX_EDGE_RATIO: f32 = 1.5;
 /// After extraction, vertices closer than this times the spacing are merged (Instant Meshes snaps at 0.3).
 const SNAP_RATIO: f32 = 0.3;
 /// A snap may not create an edge longer than this times the spacing.
@@ -142,8 +148,9 @@ impl QuadMesh {
 /// [`Error::InvalidMesh`]; `target_vertices > 0`, else [`Error::Param`].
 ///
 /// Guarantees: the triangulation ([`QuadMesh::triangulate`]) is a manifold with the input's Euler characteristic
-/// and winding, vertices lie on the input surface, boundary vertices of the input are kept (they are never
-/// merged, so open meshes keep their whole boundary polyline). Degenerate and folded triangles are repaired; any
+/// and winding, vertices lie on the input surface; an open mesh's boundary is thinned to about one vertex per
+/// lattice spacing, its remaining vertices kept in place, within the collapse deviation bound of the input
+/// outline. Degenerate and folded triangles are repaired; any
 /// that survive are logged. Deterministic.
 pub fn quad_remesh(mesh: &TriMesh, options: &QuadOptions, progress: &mut dyn Progress) -> Result<QuadMesh> {
     if options.target_vertices == 0 {
@@ -180,6 +187,9 @@ pub fn quad_remesh(mesh: &TriMesh, options: &QuadOptions, progress: &mut dyn Pro
     if work.he.live_vertex_count() as f32 > FINE_DECIMATE_FACTOR * fine_target as f32 {
         collapse_shortest_edges(&mut work, fine_target, CollapseGuard::Turn(COLLAPSE_MIN_COS), &mut steps)?;
     }
+    // Extraction keeps boundary vertices where they are, so an open mesh's outline is thinned to about one
+    // vertex per lattice spacing first (else a long boundary alone would exceed the vertex budget).
+    work.thin_boundary(BOUNDARY_MIN_EDGE_RATIO * spacing, BOUNDARY_MAX_EDGE_RATIO * spacing);
     work.split_long_edges(FINE_MAX_EDGE_RATIO * spacing);
     steps.step()?;
     let (fine, map) = work.he.to_trimesh();

@@ -10,10 +10,10 @@
 //! count the subdivision will give (`V + E + F`, known before subdividing) until that is within
 //! [`COUNT_TOLERANCE`] of the request, at most [`MAX_ATTEMPTS`] extractions (two on the meshes we test).
 //!
-//! Open meshes: the extraction keeps every boundary vertex of the input (see [`quad_remesh`]), so a mesh whose
-//! boundary polyline is long next to the request (marching tets cut by the grid's box) cannot get below that many
-//! vertices plus their subdivision; the closest count reachable is delivered. Instant Meshes, called as the
-//! reference calls it (`align_to_boundaries = False`), resamples the boundary instead.
+//! Open meshes (marching tets cut by the grid's box): [`quad_remesh`] thins the boundary to about one vertex per
+//! lattice spacing before extracting, as Instant Meshes (called as the reference calls it,
+//! `align_to_boundaries = False`) resamples it, so the boundary takes its share of the budget rather than a
+//! floor under it.
 //!
 //! Folds: a quad bent by more than 60° across its diagonal is subdivided as its two triangles, and each sub-quad
 //! is split along the diagonal that agrees better with the surface. Sub-quads of an extracted triangle that
