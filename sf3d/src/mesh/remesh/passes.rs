@@ -131,8 +131,12 @@ impl<'s> Work<'s> {
     /// removed vertices.
     pub(crate) fn thin_boundary(&mut self, min_len: f32, max_len: f32) -> usize {
         let min_sq = min_len * min_len;
-        let guard =
-            ShapeGuard { min_cross: self.min_cross, min_cos: COLLAPSE_MIN_COS, max_len_sq: max_len * max_len, max_dev: self.max_dev };
+        let guard = ShapeGuard {
+            min_cross: self.min_cross,
+            min_cos: COLLAPSE_MIN_COS,
+            max_len_sq: max_len * max_len,
+            max_dev: self.max_dev,
+        };
         let mut total = 0;
         loop {
             let mut edges: Vec<(f32, u32)> = (0..self.he.half_edge_slots() as u32)

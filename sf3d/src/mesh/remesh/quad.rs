@@ -12,9 +12,9 @@
 //! composes the two for [`super::remesh`].
 //!
 //! Pipeline:
-//! 1. a fine working mesh: shortest-edge decimation down to [`FINE_VERTICES_PER_TARGET`] vertices per target
-//!    vertex when the input is much denser, thinning of the boundary to about one vertex per lattice spacing
-//!    (the extraction below never merges boundary vertices), then splitting of every edge longer than
+//! 1. a fine working mesh: thinning of the boundary to about one vertex per lattice spacing (the extraction
+//!    below never merges boundary vertices), shortest-edge decimation down to [`FINE_VERTICES_PER_TARGET`]
+//!    vertices per target vertex when the input is much denser, then splitting of every edge longer than
 //!    [`FINE_MAX_EDGE_RATIO`] lattice spacings. Instant Meshes splits down to half a spacing; with SF3D's `V / 4` target the
 //!    marching-tets mesh sits right at that density, and ¾ keeps every lattice cell populated (no empty circle
 //!    wider than a cell in a mesh of such edges) at about half the working-mesh size, i.e. half the field cost;
@@ -183,13 +183,15 @@ pub fn quad_remesh(mesh: &TriMesh, options: &QuadOptions, progress: &mut dyn Pro
     // 1. The working mesh.
     let mut work = Work::new(he, &surface, min_cross, max_dev);
     work.init_hints();
+    // Extraction keeps boundary vertices where they are, so an open mesh's outline is thinned to about one
+    // vertex per lattice spacing first (else a long boundary alone would exceed the vertex budget). Before the
+    // interior is decimated: there the neighbours of a boundary vertex are still close, so moving it along the
+    // boundary makes no long edges.
+    work.thin_boundary(BOUNDARY_MIN_EDGE_RATIO * spacing, BOUNDARY_MAX_EDGE_RATIO * spacing);
     let fine_target = FINE_VERTICES_PER_TARGET * target as usize;
     if work.he.live_vertex_count() as f32 > FINE_DECIMATE_FACTOR * fine_target as f32 {
         collapse_shortest_edges(&mut work, fine_target, CollapseGuard::Turn(COLLAPSE_MIN_COS), &mut steps)?;
     }
-    // Extraction keeps boundary vertices where they are, so an open mesh's outline is thinned to about one
-    // vertex per lattice spacing first (else a long boundary alone would exceed the vertex budget).
-    work.thin_boundary(BOUNDARY_MIN_EDGE_RATIO * spacing, BOUNDARY_MAX_EDGE_RATIO * spacing);
     work.split_long_edges(FINE_MAX_EDGE_RATIO * spacing);
     steps.step()?;
     let (fine, map) = work.he.to_trimesh();

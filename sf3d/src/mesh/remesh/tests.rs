@@ -7,13 +7,13 @@ use std::collections::HashMap;
 
 use sf3d_shared::RemeshOption;
 
-use super::bvh::TriangleBvh;
-use super::halfedge::HalfEdgeMesh;
+use super::bvh::{TriangleBvh, closest_on_segment};
+use super::halfedge::{HalfEdgeMesh, NONE};
 use super::surface::Surface;
 use super::*;
 use crate::error::Error;
 use crate::golden::GoldenSet;
-use crate::mesh::{add, dot, normalize, scale};
+use crate::mesh::{add, dot, length, normalize, scale, sub};
 use crate::progress::NoProgress;
 
 // ---- meshes ------------------------------------------------------------------------------------------------
@@ -675,24 +675,47 @@ fn cancellation_stops_every_mode() {
     }
 }
 
-/// An open mesh (a hemisphere) is remeshed with its boundary vertices kept exactly in place.
+/// An open mesh (a hemisphere): the triangle remesher keeps its boundary vertices exactly in place; the quad
+/// remesher thins the boundary to its lattice (its output outline stays within the collapse deviation of the input
+/// outline, and the input outline within that of the output, so no corner or stretch is lost).
 #[test]
 fn open_mesh_keeps_its_boundary() {
     let sphere = icosphere(4, 1.0);
     let keep: Vec<[u32; 3]> =
         sphere.faces.iter().copied().filter(|t| t.iter().all(|&i| sphere.positions[i as usize][2] >= -1e-6)).collect();
     let input = TriMesh { positions: sphere.positions.clone(), faces: keep };
-    let he = HalfEdgeMesh::from_trimesh(&input).unwrap();
-    let boundary: Vec<[f32; 3]> = (0..he.vertex_slots() as u32)
-        .filter(|&v| he.vertex_alive(v) && he.is_boundary(v))
-        .map(|v| he.pos[v as usize])
-        .collect();
-    assert!(!boundary.is_empty());
+    let outline = |m: &TriMesh| -> Vec<([f32; 3], [f32; 3])> {
+        let he = HalfEdgeMesh::from_trimesh(m).unwrap();
+        (0..he.half_edge_slots() as u32)
+            .filter(|&h| he.half_edge_alive(h) && he.twin(h) == NONE)
+            .map(|h| (he.pos[he.origin(h) as usize], he.pos[he.dest(h) as usize]))
+            .collect()
+    };
+    let gap = |from: &[([f32; 3], [f32; 3])], to: &[([f32; 3], [f32; 3])]| {
+        from.iter()
+            .map(|&(p, _)| {
+                to.iter().map(|&(a, b)| length(sub(p, closest_on_segment(p, a, b)))).fold(f32::INFINITY, f32::min)
+            })
+            .fold(0.0f32, f32::max)
+    };
+    let before = outline(&input);
+    assert!(!before.is_empty());
     for option in [RemeshOption::Triangle, RemeshOption::Quad] {
         let out = remesh(&input, option, Some(600), &mut NoProgress).unwrap();
-        HalfEdgeMesh::from_trimesh(&out).unwrap();
-        for p in &boundary {
-            assert!(out.positions.contains(p), "{option:?}: boundary vertex {p:?} moved");
+        let after = outline(&out);
+        match option {
+            RemeshOption::Triangle => {
+                for (p, _) in &before {
+                    assert!(out.positions.contains(p), "{option:?}: boundary vertex {p:?} moved");
+                }
+            }
+            _ => {
+                // The extraction lattice of 600 / 4 vertices on this hemisphere (area 2π) has a spacing of ≈ 0.2;
+                // the boundary may deviate by a quarter of it.
+                let (out_to_in, in_to_out) = (gap(&after, &before), gap(&before, &after));
+                assert!(out_to_in < 0.06 && in_to_out < 0.06, "{option:?}: outline moved {out_to_in} / {in_to_out}");
+                assert!(after.len() < before.len(), "{option:?}: the boundary was not thinned");
+            }
         }
         assert_eq!(euler(&out), euler(&input), "{option:?}");
     }
