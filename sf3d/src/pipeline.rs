@@ -35,10 +35,8 @@ use crate::preprocess::{
 };
 use crate::progress::Progress;
 
-/// UV island padding of the unwrapper (docs/engine.md §2.3).
-pub const ISLAND_PADDING: f32 = 0.02;
-/// JPEG quality of the textures (PIL's default, which the reference's trimesh export uses).
-pub const JPEG_QUALITY: u8 = 75;
+pub use crate::mesh::bake::JPEG_QUALITY;
+pub use crate::mesh::uv_unwrap::ISLAND_PADDING;
 /// Shortest interval between two `progress` events of one stage.
 const PROGRESS_INTERVAL_MS: u128 = 100;
 

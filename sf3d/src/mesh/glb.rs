@@ -89,6 +89,8 @@ use gltf_json as json;
 use json::validation::{Checked::Valid, USize64};
 
 use crate::error::{Error, Result};
+use crate::mesh::uv_unwrap::TANGENT_DEN_MIN;
+use crate::mesh::{cross64, dot64, sub64};
 
 // ---- constants -------------------------------------------------------------------------------------------
 
@@ -103,8 +105,6 @@ const DEGENERATE_ANGLE: f64 = 1e-8;
 const UNITIZE_THRESHOLD: f64 = 1e-13;
 /// Normal of a vertex whose faces are all degenerate (§5.5 uses the same default).
 const DEGENERATE_NORMAL: [f32; 3] = [0.0, 0.0, 1.0];
-/// The one-sided clamp of the UV determinant in the reference's tangent formula (§5.5).
-const TANGENT_DEN_MIN: f64 = 1e-6;
 /// Exported tangent = this × the baked per-face tangent: the export inverts the frame (module docs).
 pub const TANGENT_DIRECTION: f64 = -1.0;
 /// glTF `TANGENT.w` of every vertex: `B = w·(N × T)` must equal the inverted baked bitangent (module docs).
@@ -704,18 +704,6 @@ pub fn dump_to_dir(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf> {
 }
 
 // ---- float64 vector helpers (trimesh computes normals in float64) ------------------------------------------
-
-fn sub64(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
-    [a[0] - b[0], a[1] - b[1], a[2] - b[2]]
-}
-
-fn dot64(a: [f64; 3], b: [f64; 3]) -> f64 {
-    a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
-}
-
-fn cross64(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
-    [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]]
-}
 
 fn norm64(a: [f64; 3]) -> f64 {
     dot64(a, a).sqrt()

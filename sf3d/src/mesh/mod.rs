@@ -182,11 +182,28 @@ pub fn normalize(a: [f32; 3], eps: f32) -> [f32; 3] {
     [a[0] / l, a[1] / l, a[2] / l]
 }
 
-fn dot64(a: [f64; 3], b: [f64; 3]) -> f64 {
+/// Squared distance.
+#[inline]
+pub(crate) fn dist_sq(a: [f32; 3], b: [f32; 3]) -> f32 {
+    let d = sub(a, b);
+    dot(d, d)
+}
+
+// ---- float64 vector helpers (the reference computes normals, tangents and the unwrap's frames in float64) ----
+
+pub(crate) fn add64(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
+    [a[0] + b[0], a[1] + b[1], a[2] + b[2]]
+}
+
+pub(crate) fn sub64(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
+    [a[0] - b[0], a[1] - b[1], a[2] - b[2]]
+}
+
+pub(crate) fn dot64(a: [f64; 3], b: [f64; 3]) -> f64 {
     a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
 }
 
-fn cross64(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
+pub(crate) fn cross64(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
     [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]]
 }
 

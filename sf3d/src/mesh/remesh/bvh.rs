@@ -11,7 +11,7 @@
 
 use rayon::prelude::*;
 
-use crate::mesh::{add, cross, dot, length, scale, sub};
+use crate::mesh::{add, cross, dist_sq, dot, length, scale, sub};
 
 /// Triangles per leaf.
 const LEAF_SIZE: usize = 4;
@@ -198,12 +198,6 @@ fn bounds(points: impl Iterator<Item = [f32; 3]>) -> ([f32; 3], [f32; 3]) {
     points.fold(([f32::INFINITY; 3], [f32::NEG_INFINITY; 3]), |(lo, hi), p| {
         (std::array::from_fn(|k| lo[k].min(p[k])), std::array::from_fn(|k| hi[k].max(p[k])))
     })
-}
-
-#[inline]
-fn dist_sq(a: [f32; 3], b: [f32; 3]) -> f32 {
-    let d = sub(a, b);
-    dot(d, d)
 }
 
 #[inline]

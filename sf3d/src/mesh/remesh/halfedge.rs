@@ -16,7 +16,7 @@
 
 use crate::error::{Error, Result};
 use crate::mesh::remesh::bvh::{closest_on_segment, closest_on_triangle};
-use crate::mesh::{TriMesh, cross, dot, length, sub};
+use crate::mesh::{TriMesh, cross, dist_sq, dot, length, sub};
 
 /// "No half-edge / no vertex": the twin of a boundary half-edge, the corners of a deleted face, the outgoing
 /// half-edge of a deleted vertex.
@@ -34,12 +34,6 @@ pub(crate) struct ShapeGuard {
     pub(crate) max_len_sq: f32,
     /// Largest distance of an old end from the new fan.
     pub(crate) max_dev: f32,
-}
-
-#[inline]
-fn dist_sq(a: [f32; 3], b: [f32; 3]) -> f32 {
-    let d = sub(a, b);
-    dot(d, d)
 }
 
 /// The half-edge after `h` in its face.

@@ -39,7 +39,7 @@ mod pca;
 pub use pca::{PcaAxes, alignment_rotation, torch_pca_lowrank_axes};
 use rayon::prelude::*;
 
-use super::{TriMesh, vertex_normals, vertex_tangents};
+use super::{TriMesh, add64, cross64, dot64, sub64, vertex_normals, vertex_tangents};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 
@@ -55,8 +55,9 @@ const DIRECTIONS: usize = 6;
 const NORMALIZE_EPS_AXIS: f64 = 1e-6;
 /// Default `F.normalize` eps.
 const NORMALIZE_EPS: f64 = 1e-12;
-/// One-sided clamp of the UV determinant in the tangent formula (§5.5).
-const TANGENT_DEN_MIN: f64 = 1e-6;
+/// One-sided clamp of the UV determinant in the reference's tangent formula (§5.5); the export's tangents use it
+/// too.
+pub(crate) const TANGENT_DEN_MIN: f64 = 1e-6;
 /// Orientation epsilon of the reference's 2-D predicates (`EPSILON` in `common.h`).
 const ORIENT_EPS: f64 = 1e-7;
 /// Intersection polygons smaller than this do not count as overlap (§6.5).
@@ -770,22 +771,6 @@ fn mat_vec(m: &[[f64; 3]; 3], v: [f64; 3]) -> [f64; 3] {
     std::array::from_fn(|i| m[i][0] * v[0] + m[i][1] * v[1] + m[i][2] * v[2])
 }
 
-fn dot64(a: [f64; 3], b: [f64; 3]) -> f64 {
-    a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
-}
-
-fn cross64(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
-    [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]]
-}
-
-fn add64(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
-    [a[0] + b[0], a[1] + b[1], a[2] + b[2]]
-}
-
-fn sub64(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
-    [a[0] - b[0], a[1] - b[1], a[2] - b[2]]
-}
-
 fn normalize64(a: [f64; 3], eps: f64) -> [f64; 3] {
     let l = dot64(a, a).sqrt().max(eps);
     a.map(|x| x / l)
@@ -875,84 +860,8 @@ mod tests {
         assert!(matches!(unwrap_uv(&mesh, &normals, ISLAND_PADDING, &mut cancel), Err(Error::Cancelled)));
     }
 
-    /// Diagnostic: our chart UVs rotated by the angles the golden atlas implies, then our layering.
-    fn golden_angle_diagnostic(mesh: &TriMesh, normals: &[[f32; 3]], golden_uv: &[f32], gl: &[u8]) {
-        let rot = alignment_rotation(&mesh.positions, PcaAxes::ReferenceLowRank).unwrap();
-        let p: Vec<[f64; 3]> = mesh.positions.iter().map(|x| mat_vec(&rot, x.map(f64::from))).collect();
-        let n: Vec<[f64; 3]> = normals.iter().map(|x| mat_vec(&rot, x.map(f64::from))).collect();
-        let (uv0, dir) = box_project(&p, &n, &mesh.faces);
-        let mut uv = uv0.clone();
-        rotate_charts(&p, &n, &mesh.faces, &mut uv, &dir);
-        let mut angles = [0.0f64; DIRECTIONS];
-        for d in 0..DIRECTIONS {
-            // Golden chart-local UVs of its primary faces, and a complex least-squares fit g ≈ k·z + t.
-            let mut za = Vec::new();
-            let mut zb = Vec::new();
-            for f in 0..gl.len() {
-                if gl[f] as usize != d || dir[f] as usize != d {
-                    continue;
-                }
-                for c in 0..3 {
-                    let g = [0, 1].map(|k| {
-                        let off = if k == 0 { CELL_X[d] / 3.0 } else { CELL_Y[d] / 3.0 };
-                        ((f64::from(golden_uv[6 * f + 2 * c + k]) - off) * 3.0 - 0.02) / 0.96
-                    });
-                    za.push(uv0[f][c]);
-                    zb.push(g);
-                }
-            }
-            let m = za.len() as f64;
-            let ma = za.iter().fold([0.0; 2], |s, p| [s[0] + p[0] / m, s[1] + p[1] / m]);
-            let mb = zb.iter().fold([0.0; 2], |s, p| [s[0] + p[0] / m, s[1] + p[1] / m]);
-            let (mut re, mut im) = (0.0, 0.0);
-            for (a, b) in za.iter().zip(&zb) {
-                let (ax, ay, bx, by) = (a[0] - ma[0], a[1] - ma[1], b[0] - mb[0], b[1] - mb[1]);
-                re += ax * bx + ay * by;
-                im += ax * by - ay * bx;
-            }
-            angles[d] = im.atan2(re);
-        }
-        let mut golden_rot = uv0.clone();
-        for (t, &d) in golden_rot.iter_mut().zip(&dir) {
-            let (c, s) = (angles[usize::from(d)].cos(), angles[usize::from(d)].sin());
-            for q in t.iter_mut() {
-                let (x, y) = (2.0 * q[0] - 1.0, 2.0 * q[1] - 1.0);
-                *q = [c * x - s * y, s * x + c * y];
-            }
-        }
-        let mut lo = [f64::INFINITY; DIRECTIONS];
-        let mut hi = [f64::NEG_INFINITY; DIRECTIONS];
-        for (t, &d) in golden_rot.iter().zip(&dir) {
-            for q in t {
-                lo[usize::from(d)] = lo[usize::from(d)].min(q[0]).min(q[1]);
-                hi[usize::from(d)] = hi[usize::from(d)].max(q[0]).max(q[1]);
-            }
-        }
-        for (t, &d) in golden_rot.iter_mut().zip(&dir) {
-            let d = usize::from(d);
-            for q in t.iter_mut() {
-                *q = q.map(|x| (x - lo[d]) / (hi[d] - lo[d]));
-            }
-        }
-        let ours = assign_layers(&p, &mesh.faces, &uv, &dir);
-        let with_golden_angles = assign_layers(&p, &mesh.faces, &golden_rot, &dir);
-        let same = |a: &[u8]| a.iter().zip(gl).filter(|(x, y)| x == y).count();
-        println!("golden chart angles {angles:?}");
-        println!(
-            "layers equal to golden: ours {} / with golden angles {} (of {})",
-            same(&ours),
-            same(&with_golden_angles),
-            gl.len()
-        );
-        let mut hist = [0u32; LAYER_COUNT];
-        for &l in &with_golden_angles {
-            hist[usize::from(l)] += 1;
-        }
-        println!("layer histogram with golden angles {hist:?}");
-    }
-
-    /// Parity with the reference unwrapper on the golden set `SF3D_GOLDEN` names (default `tiny-a`); prints the
-    /// measurements the report quotes.
+    /// Parity with the reference unwrapper on the golden set `SF3D_GOLDEN` names (default `tiny-a`): the same
+    /// projection axes and layers as the reference, and its positions and normals; prints the measurements.
     #[test]
     fn golden_unwrap_parity() {
         let set = GoldenSet::open(GoldenSet::default_dir()).unwrap();
@@ -1011,7 +920,6 @@ mod tests {
                 // (How close the UVs must be is check-golden's call: it derives a bound per corner from the
                 // reference's float32 axis noise, see `parity::axis_noise_spread`.)
                 assert!(agreement.layer_fraction() >= 0.95, "{agreement:?}");
-                golden_angle_diagnostic(&mesh, &normals, &golden_uv.data, &gl);
                 let pos = set.f32("unwrap_v_pos").unwrap();
                 let c = compare("unwrap_v_pos", out.positions.as_flattened(), &pos.data, Tolerance::Exact);
                 println!("{c}");
