@@ -398,7 +398,8 @@ async fn connections_are_limited() {
 
 /// Submitting and cancelling uploads in a loop does not pin their bytes: the images of cancelled jobs are
 /// released at once, not when the job registry forgets them (an hour later). 300 uploads of 4 MiB would hold
-/// 1.2 GB; the bound leaves room for what the busy worker and the tests running beside this one allocate.
+/// 1.2 GB (with what else runs, RSS then grows by about 1.5 GB); the bound leaves room for what the busy worker
+/// and the tests running beside this one allocate (a few hundred MB).
 #[tokio::test]
 async fn submit_and_cancel_keeps_memory_flat() {
     let srv = TestServer::start(Options::default()).await;
@@ -426,7 +427,7 @@ async fn submit_and_cancel_keeps_memory_flat() {
         grown >> 20
     );
     assert!(queued >= 200, "only {queued} of 300 uploads were still queued when cancelled");
-    assert!(grown < 400 << 20, "RSS grew by {} MiB over 1.2 GB of cancelled uploads", grown >> 20);
+    assert!(grown < 700 << 20, "RSS grew by {} MiB over 1.2 GB of cancelled uploads", grown >> 20);
     srv.stop().await;
 }
 
