@@ -24,7 +24,8 @@ use crate::progress::NoProgress;
 pub const TOL_NETWORK: Tolerance = Tolerance::Abs(1e-4);
 /// Exponential outputs (density, grid sdf): 1e-4 absolute below 1, relative above.
 pub const TOL_DENSITY: Tolerance = Tolerance::AbsOrRel(1e-4);
-/// The conditioning image from `input.png`: the issue allows 2/255 (we are bit-exact).
+/// The conditioning image from `input.png`: 2/255 covers an off-by-one rounding of 8-bit channels (we are
+/// bit-exact).
 pub const TOL_PREPARE: Tolerance = Tolerance::Abs(2.0 / 255.0);
 /// Geometry that only moves values around (split, bake interpolation, export transforms).
 pub const TOL_GEOMETRY: Tolerance = Tolerance::Abs(1e-5);

@@ -390,21 +390,6 @@ impl Pipeline {
         self.encode_image(key, input, params, &mut r)
     }
 
-    /// Encodes an already decoded image (e.g. a gallery entry's stored input); the decode stage is reported as
-    /// skipped.
-    pub fn encode_decoded(
-        &self,
-        key: EncodeKey,
-        input: RgbaImage,
-        params: &GenerateParams,
-        events: &mut dyn Events,
-    ) -> Result<Encoded> {
-        params.validate()?;
-        let mut r = StageRunner::new(events);
-        r.skip(Stage::Decode, "image already decoded");
-        self.encode_image(key, input, params, &mut r)
-    }
-
     fn encode_image(
         &self,
         key: EncodeKey,

@@ -80,11 +80,6 @@ pub fn test_model_config() -> Result<ModelConfig> {
     Ok(cfg)
 }
 
-/// The tet grid of the test model (the config's resolution, one Freudenthal cell per grid step).
-pub fn test_model_grid() -> Result<TetGrid> {
-    TetGrid::freudenthal(test_model_config()?.sf3d.isosurface_resolution)
-}
-
 /// A fixed calibration image: a soft-edged disc with a colour gradient on a transparent background.
 fn calibration_image(size: u32) -> image::RgbaImage {
     let c = size as f32 / 2.0;

@@ -13,7 +13,7 @@ use sf3d::mesh::uv_unwrap::{ISLAND_PADDING, UnwrapStats, UnwrappedMesh, unwrap_u
 
 /// Golden bake resolution (README: run_image bake_resolution 128).
 const GOLDEN_RES: u32 = 128;
-/// Float-texture parity bound away from triangle edges (the 1e-4).
+/// Float-texture parity bound away from triangle edges (the project's per-stage fidelity target).
 const TEX_TOL: f32 = 1e-4;
 
 fn golden() -> GoldenSet {

@@ -4,7 +4,9 @@
 //!
 //! Precision (docs/engine.md §8.1): the image tokenizer, backbone and post-processor run in the compute dtype (f32
 //! on CPU, bf16 allowed on CUDA); the camera embedder, CLIP estimator, global estimator, triplane query and decoder
-//! always run in f32, as the reference's fp32 paths do.
+//! always run in f32. On the CPU that is what the reference does; on CUDA the reference autocasts the blocks before
+//! the scene codes to bf16, CLIP included, and we keep those small blocks in f32 (half precision in CLIP moves
+//! roughness and metallic).
 
 pub mod attention;
 pub mod backbone;

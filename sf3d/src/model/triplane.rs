@@ -37,11 +37,6 @@ impl TriplaneSampler {
         Ok(Self { planes, height: h, width: w, channels: c, radius: radius as f64, host })
     }
 
-    /// Feature width `3·C`.
-    pub fn feature_dim(&self) -> usize {
-        3 * self.channels
-    }
-
     /// `points [N, 3]` (world, f32) → `features [N, 3·C]`: `[plane0 (x,y) | plane1 (x,z) | plane2 (y,z)]`.
     pub fn query(&self, points: &Tensor) -> Result<Tensor> {
         if self.host.is_some() && points.device().is_cpu() { self.query_cpu(points) } else { self.query_tensor(points) }

@@ -1,5 +1,5 @@
 //! Tests of the whole remesh stage on meshes built here (icosphere, torus, subdivided cube) and on the tiny-a
-//! marching-tetrahedra mesh, checking what the issue asks of every mode: manifold and consistently oriented,
+//! marching-tetrahedra mesh, checking what every mode must deliver: manifold and consistently oriented,
 //! same Euler characteristic, no degenerate or folded triangle, signed volume of the same sign, symmetric
 //! Hausdorff distance under a stated bound, vertex count within tolerance.
 
