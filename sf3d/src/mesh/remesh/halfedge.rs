@@ -462,6 +462,11 @@ impl HalfEdgeMesh {
         if self.is_boundary(a) || c == d || self.valence(c) <= 3 || self.valence(d) <= 3 {
             return false;
         }
+        self.shared_neighbors(a, b) == 2
+    }
+
+    /// How many neighbours `a` and `b` have in common (the link condition's count).
+    fn shared_neighbors(&mut self, a: u32, b: u32) -> usize {
         let epoch = self.next_epoch();
         let mut buf = std::mem::take(&mut self.scratch);
         buf.clear();
@@ -473,7 +478,7 @@ impl HalfEdgeMesh {
         self.neighbors(b, &mut buf);
         let shared = buf.iter().filter(|&&x| self.mark[x as usize] == epoch).count();
         self.scratch = buf;
-        shared == 2
+        shared
     }
 
     /// Collapses `h` as described in [`HalfEdgeMesh::can_collapse`] (which must hold) and puts the surviving
@@ -549,18 +554,7 @@ impl HalfEdgeMesh {
         if self.valence(c) <= min_after {
             return false;
         }
-        let epoch = self.next_epoch();
-        let mut buf = std::mem::take(&mut self.scratch);
-        buf.clear();
-        self.neighbors(a, &mut buf);
-        for &x in &buf {
-            self.mark[x as usize] = epoch;
-        }
-        buf.clear();
-        self.neighbors(b, &mut buf);
-        let shared = buf.iter().filter(|&&x| self.mark[x as usize] == epoch).count();
-        self.scratch = buf;
-        shared == 1
+        self.shared_neighbors(a, b) == 1
     }
 
     /// The other boundary neighbour of boundary vertex `a`: the origin of the boundary edge that ends at `a`.
@@ -651,15 +645,7 @@ impl HalfEdgeMesh {
             if f != dying {
                 let q = |x: u32| if x == a { pb } else { self.pos[x as usize] };
                 let [i, j, k] = self.face(f);
-                let tri = [q(i), q(j), q(k)];
-                let n_new = cross(sub(tri[1], tri[0]), sub(tri[2], tri[0]));
-                let l_new = length(n_new);
-                if l_new < guard.min_cross {
-                    return false;
-                }
-                let n_old = self.face_cross(f);
-                let l_old = length(n_old);
-                if l_old >= guard.min_cross && dot(n_new, n_old) < guard.min_cos * l_new * l_old {
+                if !self.moved_face_keeps_shape(f, &[q(i), q(j), q(k)], guard) {
                     return false;
                 }
                 let other = sub(self.pos[self.dest(hh) as usize], pb);
@@ -673,6 +659,19 @@ impl HalfEdgeMesh {
             }
         }
         true
+    }
+
+    /// Whether live face `f`, with its corners moved to `tri`, stays non-degenerate and turns by at most
+    /// `acos(min_cos)` (the turn is not judged for a face that was already degenerate).
+    fn moved_face_keeps_shape(&self, f: u32, tri: &[[f32; 3]; 3], guard: &ShapeGuard) -> bool {
+        let n_new = cross(sub(tri[1], tri[0]), sub(tri[2], tri[0]));
+        let l_new = length(n_new);
+        if l_new < guard.min_cross {
+            return false;
+        }
+        let n_old = self.face_cross(f);
+        let l_old = length(n_old);
+        l_old < guard.min_cross || dot(n_new, n_old) >= guard.min_cos * l_new * l_old
     }
 
     /// Whether moving both ends of `h` to `p` (a collapse of `h`) keeps the shape, i.e. for every triangle that
@@ -700,14 +699,7 @@ impl HalfEdgeMesh {
                         if x == a || x == b { p } else { self.pos[x as usize] }
                     };
                     let tri = [q(i), q(j), q(k)];
-                    let n_new = cross(sub(tri[1], tri[0]), sub(tri[2], tri[0]));
-                    let l_new = length(n_new);
-                    if l_new < guard.min_cross {
-                        return false;
-                    }
-                    let n_old = self.face_cross(f);
-                    let l_old = length(n_old);
-                    if l_old >= guard.min_cross && dot(n_new, n_old) < guard.min_cos * l_new * l_old {
+                    if !self.moved_face_keeps_shape(f, &tri, guard) {
                         return false;
                     }
                     let other = self.dest(hh);
