@@ -123,7 +123,8 @@ async fn foreign_host_names_are_refused() {
     any.stop().await;
 }
 
-/// A JSON body must be sent as JSON (a cross-site form post cannot set that type without a preflight).
+/// A JSON body must be sent as JSON (a cross-site form post cannot set that type without a preflight) and is
+/// bounded.
 #[tokio::test]
 async fn json_bodies_need_their_content_type() {
     let srv = TestServer::start(Options::default()).await;
@@ -143,6 +144,14 @@ async fn json_bodies_need_their_content_type() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404, "with the right type the request reaches the handler");
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/meshes/01JDQ40A3G7ZC1T5PHXW2N9M6B/regenerate", srv.base))
+        .header("content-type", "application/json")
+        .body(format!(r#"{{"params":{{}},"pad":"{}"}}"#, "x".repeat(70_000)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413, "a JSON body is bounded");
     srv.stop().await;
 }
 

@@ -2,8 +2,9 @@
 //! answer with the GLB once the job ends; `POST /api/meshes/{id}/regenerate` re-extracts a stored mesh.
 //!
 //! The upload limit is enforced while streaming (a body past the limit is cut off with 413 in our error format,
-//! not buffered); the whole upload must arrive within the upload timeout (408 otherwise). The job runs on the worker like every other; if the HTTP client goes away, the job still
-//! finishes and lands in the gallery.
+//! not buffered); the whole upload must arrive within the upload timeout (408 otherwise), and so must a
+//! regenerate's JSON body (at most 64 KiB). The job runs on the worker like every other; if the HTTP client goes
+//! away, the job still finishes and lands in the gallery.
 
 use std::sync::Arc;
 
@@ -170,6 +171,11 @@ async fn respond_with_glb(state: &AppState, job: Arc<Job>) -> Result<Response, A
     }
 }
 
+/// A body that did not arrive within the upload timeout.
+fn upload_late(timeout: std::time::Duration) -> ApiError {
+    ApiError::new(ErrorCode::RequestTimeout, format!("the upload did not arrive within {} s", timeout.as_secs()))
+}
+
 /// A JSON body must say so: a page cannot send `Content-Type: application/json` across sites without a CORS
 /// preflight, so this keeps "simple" cross-site form posts out even where no `Origin` is sent.
 fn require_json(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
@@ -191,14 +197,9 @@ pub(crate) async fn generate(
 ) -> Result<Response, ApiError> {
     let timeout = state.config.upload_timeout;
     let (bytes, filename, params) =
-        tokio::time::timeout(timeout, read_upload(multipart, state.config.max_upload_bytes)).await.map_err(
-            |_| {
-                ApiError::new(
-                    ErrorCode::RequestTimeout,
-                    format!("the upload did not arrive within {} s", timeout.as_secs_f32().round()),
-                )
-            },
-        )??;
+        tokio::time::timeout(timeout, read_upload(multipart, state.config.max_upload_bytes))
+            .await
+            .map_err(|_| upload_late(timeout))??;
     let job = state.jobs.submit(JobRequest { input: JobInput::Image { bytes, filename }, params }, None)?;
     respond_with_glb(&state, job).await
 }
@@ -207,8 +208,19 @@ pub(crate) async fn regenerate(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: axum::http::HeaderMap,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> Result<Response, ApiError> {
+    let timeout = state.config.upload_timeout;
+    let body = match tokio::time::timeout(timeout, axum::body::to_bytes(body, MAX_FIELD_BYTES)).await {
+        Err(_) => return Err(upload_late(timeout)),
+        Ok(Err(_)) => {
+            return Err(ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("the body is unreadable or over {MAX_FIELD_BYTES} bytes"),
+            ));
+        }
+        Ok(Ok(b)) => b,
+    };
     let params = if body.iter().all(u8::is_ascii_whitespace) {
         GenerateParams::default()
     } else {
