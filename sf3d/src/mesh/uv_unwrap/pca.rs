@@ -22,8 +22,9 @@
 //! sensitive to rounding of its input. `sf3d/tests/data/pca_lowrank_reference.safetensors` holds torch's output on
 //! random clouds, near-degenerate ones included, and the test below compares against it.
 
-use super::{NORMALIZE_EPS_AXIS, argmax_abs, cross64, dot64, normalize64};
+use super::{NORMALIZE_EPS_AXIS, normalize64};
 use crate::error::{Error, Result};
+use crate::mesh::{cross64, dot64};
 
 /// Seed the reference sets right before `torch.pca_lowrank`.
 const REFERENCE_PCA_SEED: u32 = 0;
@@ -98,6 +99,17 @@ pub(super) fn rotation_from_axes(v1: [f64; 3], v2: [f64; 3]) -> Result<[[f64; 3]
         rot[slot] = axis;
     }
     Ok(rot)
+}
+
+/// Index of the largest `|aᵢ|`, first on ties (torch `argmax`).
+fn argmax_abs(a: [f64; 3]) -> usize {
+    let mut k = 0;
+    for i in 1..3 {
+        if a[i].abs() > a[k].abs() {
+            k = i;
+        }
+    }
+    k
 }
 
 /// The first two columns of `V` from `torch.manual_seed(0); torch.pca_lowrank(P, q = 2)`, computed in f64 the way
