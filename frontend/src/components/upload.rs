@@ -1,5 +1,5 @@
 //! The input panel: pick an image by drag-and-drop, file picker or paste (the paste listener is page-wide, in
-//! `app.rs`), and see it next to the background-removed input the server prepared from it. While a gallery
+//! `app/mod.rs`), and see it next to the background-removed input the server prepared from it. While a gallery
 //! entry is being tweaked, the panel shows that entry's images instead.
 
 use leptos::prelude::*;
