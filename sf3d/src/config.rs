@@ -56,7 +56,19 @@ pub struct CameraEmbedderConfig {
     /// Embedding width (= DINOv2 `modulation_cond_dim`).
     pub out_channels: usize,
     /// Batch keys concatenated, in order.
-    pub conditions: Vec<String>,
+    pub conditions: Vec<CameraCondition>,
+}
+
+/// A camera quantity the camera embedder concatenates (the reference's batch keys).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CameraCondition {
+    /// The 4×4 camera-to-world matrix (16 values).
+    C2wCond,
+    /// The 3×3 intrinsics divided by the image size (9 values).
+    IntrinsicNormedCond,
+    /// The 3×3 intrinsics in pixels (9 values).
+    IntrinsicCond,
 }
 
 /// `sf3d.models.tokenizers.image.DINOV2SingleImageTokenizer`.
@@ -65,10 +77,10 @@ pub struct ImageTokenizerConfig {
     /// Hugging Face id (`facebook/dinov2-large`) or a folder next to config.yaml with a `config.json`.
     pub pretrained_model_name_or_path: String,
     /// Input width.
-    #[serde(default = "d_512")]
+    #[serde(default = "default_image_size")]
     pub width: usize,
     /// Input height.
-    #[serde(default = "d_512")]
+    #[serde(default = "default_image_size")]
     pub height: usize,
     /// Width of the AdaLN condition (the camera embedding).
     pub modulation_cond_dim: usize,
@@ -106,10 +118,10 @@ pub struct BackboneConfig {
     #[serde(default)]
     pub dropout: f64,
     /// Std of `latent_init` at construction (random weights only).
-    #[serde(default = "d_latent_init_std")]
+    #[serde(default = "default_latent_init_std")]
     pub latent_init_std: f64,
     /// GroupNorm groups on the triplane input.
-    #[serde(default = "d_32")]
+    #[serde(default = "default_norm_groups")]
     pub norm_num_groups: usize,
     /// Whether q/k/v projections have a bias (false in SF3D).
     #[serde(default)]
@@ -118,10 +130,10 @@ pub struct BackboneConfig {
     #[serde(default)]
     pub norm_x_input: bool,
     /// Width of the image tokens the basic blocks cross-attend to.
-    #[serde(default = "d_1024")]
+    #[serde(default = "default_cross_attention_dim")]
     pub cross_attention_dim: usize,
     /// Whether the latent stream starts with the projected image tokens (true in SF3D).
-    #[serde(default = "d_true")]
+    #[serde(default = "enabled")]
     pub mix_latent: bool,
 }
 
@@ -144,7 +156,7 @@ pub struct PostProcessorConfig {
     /// Number of convolutions.
     pub conv_layers: usize,
     /// Kernel size of every convolution.
-    #[serde(default = "d_3")]
+    #[serde(default = "default_kernel_size")]
     pub conv_kernel_size: usize,
 }
 
@@ -193,7 +205,7 @@ pub struct DecoderConfig {
     /// Hidden width.
     pub n_neurons: usize,
     /// Hidden activation.
-    #[serde(default = "d_silu")]
+    #[serde(default = "default_decoder_activation")]
     pub activation: Activation,
     /// The heads.
     pub heads: Vec<DecoderHeadConfig>,
@@ -226,22 +238,22 @@ pub struct EstimatorHeadConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct ImageEstimatorConfig {
     /// open_clip model name (`ViT-B-32`) or a name described by `open_clip_config.json` next to config.yaml.
-    #[serde(default = "d_clip_model")]
+    #[serde(default = "default_clip_model")]
     pub model: String,
     /// Pretraining tag (informational: the weights come from the checkpoint).
-    #[serde(default = "d_clip_pretrain")]
+    #[serde(default = "default_clip_pretrain")]
     pub pretrain: String,
-    /// Output distribution (`beta`).
-    #[serde(default = "d_beta")]
-    pub distribution: String,
-    /// How the distribution becomes a value (`mode`).
-    #[serde(default = "d_mode")]
-    pub distribution_eval: String,
+    /// Output distribution of the heads.
+    #[serde(default)]
+    pub distribution: Distribution,
+    /// How the distribution becomes a value.
+    #[serde(default)]
+    pub distribution_eval: DistributionEval,
     /// Hidden activation.
-    #[serde(default = "d_relu")]
+    #[serde(default = "default_estimator_activation")]
     pub activation: Activation,
     /// Hidden width of the heads.
-    #[serde(default = "d_512")]
+    #[serde(default = "default_hidden_features")]
     pub hidden_features: usize,
     /// The heads (roughness, metallic).
     pub heads: Vec<EstimatorHeadConfig>,
@@ -253,62 +265,103 @@ pub struct GlobalEstimatorConfig {
     /// Channels per plane of `direct_codes`.
     pub triplane_features: usize,
     /// Strided convolutions.
-    #[serde(default = "d_2")]
+    #[serde(default = "default_estimator_layers")]
     pub n_layers: usize,
     /// Width of convolutions and heads.
-    #[serde(default = "d_512")]
+    #[serde(default = "default_hidden_features")]
     pub hidden_features: usize,
     /// Hidden activation.
-    #[serde(default = "d_relu")]
+    #[serde(default = "default_estimator_activation")]
     pub activation: Activation,
-    /// Spatial pooling (`max`).
-    #[serde(default = "d_max")]
-    pub pool: String,
+    /// Spatial pooling before the heads.
+    #[serde(default)]
+    pub pool: Pool,
     /// The heads (sg_amplitudes).
     pub heads: Vec<EstimatorHeadConfig>,
 }
 
-fn d_512() -> usize {
+/// Output distribution of the CLIP estimator's heads (only what SF3D uses is implemented).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Distribution {
+    /// A Beta distribution per head (two concentrations).
+    #[default]
+    Beta,
+}
+
+/// How a head's distribution becomes one value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DistributionEval {
+    /// The mode.
+    #[default]
+    Mode,
+}
+
+/// Spatial pooling of the global estimator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pool {
+    /// Maximum over the spatial axes.
+    #[default]
+    Max,
+}
+
+/// The DINOv2 MLP activation (Hugging Face's `hidden_act`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HiddenAct {
+    /// Exact (erf) GELU.
+    #[default]
+    Gelu,
+}
+
+/// Side of the conditioning image the tokenizer is built for.
+fn default_image_size() -> usize {
     512
 }
-fn d_1024() -> usize {
+/// Hidden width of the estimators.
+fn default_hidden_features() -> usize {
+    512
+}
+/// Width of the image tokens the backbone's basic blocks attend to (DINOv2-L).
+fn default_cross_attention_dim() -> usize {
     1024
 }
-fn d_32() -> usize {
+/// GroupNorm groups (the diffusers default).
+fn default_norm_groups() -> usize {
     32
 }
-fn d_3() -> usize {
+/// Convolution kernel side.
+fn default_kernel_size() -> usize {
     3
 }
-fn d_2() -> usize {
+/// RGB.
+fn default_color_channels() -> usize {
+    3
+}
+/// Strided convolutions of the global estimator.
+fn default_estimator_layers() -> usize {
     2
 }
-fn d_true() -> bool {
+fn enabled() -> bool {
     true
 }
-fn d_latent_init_std() -> f64 {
+/// Std of the learned latents at construction.
+fn default_latent_init_std() -> f64 {
     0.02
 }
-fn d_silu() -> Activation {
+fn default_decoder_activation() -> Activation {
     Activation::Silu
 }
-fn d_relu() -> Activation {
+fn default_estimator_activation() -> Activation {
     Activation::Relu
 }
-fn d_clip_model() -> String {
+fn default_clip_model() -> String {
     "ViT-B-32".into()
 }
-fn d_clip_pretrain() -> String {
+fn default_clip_pretrain() -> String {
     "laion2b_s34b_b79k".into()
-}
-fn d_beta() -> String {
-    "beta".into()
-}
-fn d_mode() -> String {
-    "mode".into()
-}
-fn d_max() -> String {
-    "max".into()
 }
 
 /// Hugging Face `Dinov2Config` fields the port uses (`config.json`).
@@ -321,26 +374,26 @@ pub struct Dinov2Config {
     /// Attention heads.
     pub num_attention_heads: usize,
     /// MLP width multiplier.
-    #[serde(default = "d_mlp_ratio")]
+    #[serde(default = "default_mlp_ratio")]
     pub mlp_ratio: f64,
-    /// Activation (`gelu` = exact GELU).
-    #[serde(default = "d_gelu")]
-    pub hidden_act: String,
+    /// MLP activation.
+    #[serde(default)]
+    pub hidden_act: HiddenAct,
     /// LayerNorm eps.
-    #[serde(default = "d_eps_6")]
+    #[serde(default = "default_layer_norm_eps")]
     pub layer_norm_eps: f64,
     /// Pretraining image size (sets the position table: `(image_size/patch_size)² + 1` rows).
     pub image_size: usize,
     /// Patch side.
     pub patch_size: usize,
     /// Input channels.
-    #[serde(default = "d_3")]
+    #[serde(default = "default_color_channels")]
     pub num_channels: usize,
     /// Whether q/k/v have biases.
-    #[serde(default = "d_true")]
+    #[serde(default = "enabled")]
     pub qkv_bias: bool,
     /// Initial layer-scale value (random weights only).
-    #[serde(default = "d_one")]
+    #[serde(default = "default_layerscale")]
     pub layerscale_value: f64,
     /// SwiGLU feed-forward (not supported: SF3D uses the plain MLP).
     #[serde(default)]
@@ -350,16 +403,13 @@ pub struct Dinov2Config {
     pub num_register_tokens: usize,
 }
 
-fn d_mlp_ratio() -> f64 {
+fn default_mlp_ratio() -> f64 {
     4.0
 }
-fn d_gelu() -> String {
-    "gelu".into()
-}
-fn d_eps_6() -> f64 {
+fn default_layer_norm_eps() -> f64 {
     1e-6
 }
-fn d_one() -> f64 {
+fn default_layerscale() -> f64 {
     1.0
 }
 
@@ -371,7 +421,7 @@ impl Dinov2Config {
             num_hidden_layers: 24,
             num_attention_heads: 16,
             mlp_ratio: 4.0,
-            hidden_act: "gelu".into(),
+            hidden_act: HiddenAct::Gelu,
             layer_norm_eps: 1e-6,
             image_size: 518,
             patch_size: 14,
@@ -406,14 +456,14 @@ pub struct ClipVisionConfig {
     /// Patch side.
     pub patch_size: usize,
     /// Width per head (heads = width / head_width).
-    #[serde(default = "d_head_width")]
+    #[serde(default = "default_head_width")]
     pub head_width: usize,
     /// MLP width multiplier.
-    #[serde(default = "d_mlp_ratio")]
+    #[serde(default = "default_mlp_ratio")]
     pub mlp_ratio: f64,
 }
 
-fn d_head_width() -> usize {
+fn default_head_width() -> usize {
     64
 }
 
@@ -562,6 +612,12 @@ impl ModelConfig {
                     c.backbone.norm_num_groups, c.backbone.raw_triplane_channels
                 ),
             );
+        }
+        if !c.backbone.mix_latent {
+            return err("backbone.mix_latent", "only true (SF3D's configuration) is implemented".into());
+        }
+        if c.backbone.norm_x_input {
+            return err("backbone.norm_x_input", "only false (SF3D's configuration) is implemented".into());
         }
         if self.dinov2.use_swiglu_ffn || self.dinov2.num_register_tokens != 0 {
             return err(
@@ -773,6 +829,31 @@ mod tests {
         let text = RELEASE_CONFIG_YAML.replace("num_latents: 1792", "num_latents: many");
         let e = Sf3dConfig::from_yaml_str(&text, "x.yaml").unwrap_err().to_string();
         assert!(e.contains("backbone.num_latents"), "{e}");
+    }
+
+    #[test]
+    fn values_outside_the_closed_sets_are_config_errors_naming_their_key() {
+        let cases = [
+            ("distribution: beta", "distribution: normal", "image_estimator.distribution"),
+            ("distribution_eval: mode", "distribution_eval: mean", "image_estimator.distribution_eval"),
+            ("conditions: [c2w_cond, intrinsic_normed_cond]", "conditions: [c2w_cond, depth]", "conditions"),
+        ];
+        for (from, to, key) in cases {
+            assert!(RELEASE_CONFIG_YAML.contains(from), "{from}");
+            let text = RELEASE_CONFIG_YAML.replace(from, to);
+            let e = Sf3dConfig::from_yaml_str(&text, "x.yaml").unwrap_err().to_string();
+            assert!(e.contains(key), "{to}: {e}");
+        }
+        let text = RELEASE_CONFIG_YAML.replace("global_estimator:\n", "global_estimator:\n  pool: mean\n");
+        let e = Sf3dConfig::from_yaml_str(&text, "x.yaml").unwrap_err().to_string();
+        assert!(e.contains("global_estimator.pool"), "{e}");
+        let mut cfg = ModelConfig::release();
+        cfg.sf3d.backbone.norm_x_input = true;
+        let e = cfg.check("x.yaml").unwrap_err().to_string();
+        assert!(e.contains("backbone.norm_x_input"), "{e}");
+        let c = ModelConfig::release();
+        assert_eq!((c.sf3d.global_estimator.pool, c.dinov2.hidden_act), (Pool::Max, HiddenAct::Gelu));
+        assert_eq!(c.sf3d.camera_embedder.conditions, [CameraCondition::C2wCond, CameraCondition::IntrinsicNormedCond]);
     }
 
     #[test]

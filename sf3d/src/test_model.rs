@@ -52,7 +52,7 @@ pub fn test_model_config() -> Result<ModelConfig> {
         num_hidden_layers: 2,
         num_attention_heads: 2,
         mlp_ratio: 4.0,
-        hidden_act: "gelu".into(),
+        hidden_act: crate::config::HiddenAct::Gelu,
         layer_norm_eps: 1e-6,
         image_size: 126,
         patch_size: 14,

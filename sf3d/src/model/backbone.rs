@@ -230,11 +230,6 @@ pub struct TwoStreamInterleaveTransformer {
 impl TwoStreamInterleaveTransformer {
     /// Loads `backbone.*`.
     pub fn new(cfg: &BackboneConfig, vb: VarBuilder<'_>) -> Result<Self> {
-        if !cfg.mix_latent || cfg.norm_x_input {
-            candle_core::bail!(
-                "backbone: only mix_latent = true, norm_x_input = false (SF3D's configuration) is implemented"
-            );
-        }
         let (dim, raw_tri, tri, raw_img) =
             (cfg.inner_dim(), cfg.raw_triplane_channels, cfg.triplane_channels, cfg.raw_image_channels);
         let init = candle_nn::Init::Randn { mean: 0.0, stdev: cfg.latent_init_std };

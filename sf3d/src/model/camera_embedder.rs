@@ -6,7 +6,7 @@
 use candle_core::{Device, Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder, linear};
 
-use crate::config::{CameraEmbedderConfig, Sf3dConfig};
+use crate::config::{CameraCondition, CameraEmbedderConfig, Sf3dConfig};
 
 /// The conditioning camera every image is seen from.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,7 +40,7 @@ impl DefaultCamera {
 #[derive(Debug, Clone)]
 pub struct LinearCameraEmbedder {
     linear: Linear,
-    conditions: Vec<String>,
+    conditions: Vec<CameraCondition>,
 }
 
 impl LinearCameraEmbedder {
@@ -53,12 +53,11 @@ impl LinearCameraEmbedder {
     /// Embeds a camera: `[1, 1, out_channels]` (batch and view axes of one).
     pub fn forward(&self, camera: &DefaultCamera, device: &Device) -> Result<Tensor> {
         let mut inputs: Vec<f32> = Vec::with_capacity(25);
-        for name in &self.conditions {
-            match name.as_str() {
-                "c2w_cond" => inputs.extend(camera.c2w.iter().flatten()),
-                "intrinsic_normed_cond" => inputs.extend(camera.intrinsic_normed.iter().flatten()),
-                "intrinsic_cond" => inputs.extend(camera.intrinsic.iter().flatten()),
-                other => candle_core::bail!("camera_embedder.conditions: unknown condition {other:?}"),
+        for condition in &self.conditions {
+            match condition {
+                CameraCondition::C2wCond => inputs.extend(camera.c2w.iter().flatten()),
+                CameraCondition::IntrinsicNormedCond => inputs.extend(camera.intrinsic_normed.iter().flatten()),
+                CameraCondition::IntrinsicCond => inputs.extend(camera.intrinsic.iter().flatten()),
             }
         }
         let n = inputs.len();

@@ -4,7 +4,7 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, Linear, VarBuilder, conv2d, linear};
 
-use crate::config::{Activation, EstimatorHeadConfig, GlobalEstimatorConfig};
+use crate::config::{Activation, EstimatorHeadConfig, GlobalEstimatorConfig, Pool};
 use crate::model::decoder::activate;
 
 /// Stride of every convolution (no padding).
@@ -26,15 +26,13 @@ struct Head {
 pub struct MultiHeadEstimator {
     convs: Vec<Conv2d>,
     act: Activation,
+    pool: Pool,
     heads: Vec<Head>,
 }
 
 impl MultiHeadEstimator {
     /// Loads `global_estimator.layers.{0,2,…}` and `global_estimator.heads.*`.
     pub fn new(cfg: &GlobalEstimatorConfig, vb: VarBuilder<'_>) -> Result<Self> {
-        if cfg.pool != "max" {
-            candle_core::bail!("global_estimator.pool {:?} is not implemented (SF3D uses max)", cfg.pool);
-        }
         let conv_cfg = Conv2dConfig { stride: CONV_STRIDE, ..Default::default() };
         let lv = vb.pp("layers");
         let convs = (0..cfg.n_layers)
@@ -45,7 +43,7 @@ impl MultiHeadEstimator {
             .collect::<Result<_>>()?;
         let hv = vb.pp("heads");
         let heads = cfg.heads.iter().map(|h| Self::head(cfg, h, hv.pp(&h.name))).collect::<Result<_>>()?;
-        Ok(Self { convs, act: cfg.activation, heads })
+        Ok(Self { convs, act: cfg.activation, pool: cfg.pool, heads })
     }
 
     fn head(cfg: &GlobalEstimatorConfig, h: &EstimatorHeadConfig, vb: VarBuilder<'_>) -> Result<Head> {
@@ -71,7 +69,9 @@ impl MultiHeadEstimator {
         for conv in &self.convs {
             x = activate(&conv.forward(&x)?, Some(self.act))?;
         }
-        let pooled = x.flatten_from(2)?.max(2)?; // [B, hidden]
+        let pooled = match self.pool {
+            Pool::Max => x.flatten_from(2)?.max(2)?, // [B, hidden]
+        };
         self.heads
             .iter()
             .map(|head| {

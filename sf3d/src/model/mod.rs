@@ -154,11 +154,6 @@ impl Sf3dNetwork {
         self.dtype
     }
 
-    /// The conditioning camera.
-    pub fn camera(&self) -> &DefaultCamera {
-        &self.camera
-    }
-
     /// The decoder.
     pub fn decoder(&self) -> &MaterialMlp {
         &self.decoder
@@ -187,16 +182,6 @@ impl Sf3dNetwork {
     /// The post-processor.
     pub fn post_processor(&self) -> &PixelShuffleUpsampleNetwork {
         &self.post_processor
-    }
-
-    /// The CLIP estimator.
-    pub fn image_estimator(&self) -> &ClipBasedHeadEstimator {
-        &self.image_estimator
-    }
-
-    /// The illumination estimator.
-    pub fn global_estimator(&self) -> &MultiHeadEstimator {
-        &self.global_estimator
     }
 
     /// Camera embedding `[1, 1, C]` (f32).

@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder, linear};
 
-use crate::config::{Activation, ClipConfig, EstimatorHeadConfig, ImageEstimatorConfig};
+use crate::config::{
+    Activation, ClipConfig, Distribution, DistributionEval, EstimatorHeadConfig, ImageEstimatorConfig,
+};
 use crate::model::attention::AttentionOptions;
 use crate::model::decoder::{activate, softplus};
 use crate::model::interpolate::{bilinear_matrix, resize_separable};
@@ -119,8 +121,9 @@ pub struct ClipBasedHeadEstimator {
 impl ClipBasedHeadEstimator {
     /// Loads `image_estimator.model.visual.*` and `image_estimator.heads.*`.
     pub fn new(cfg: &ImageEstimatorConfig, clip: &ClipConfig, vb: VarBuilder<'_>) -> Result<Self> {
-        if cfg.distribution != "beta" || cfg.distribution_eval != "mode" {
-            candle_core::bail!("image_estimator: only distribution beta with eval mode is implemented");
+        // The heads are Beta distributions read at their mode; a new variant of either enum needs its own head.
+        match (cfg.distribution, cfg.distribution_eval) {
+            (Distribution::Beta, DistributionEval::Mode) => {}
         }
         let visual = VisionTransformer::new(clip, vb.pp("model").pp("visual"))?;
         let hv = vb.pp("heads");

@@ -8,7 +8,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, LayerNorm, VarBuilder, conv2d, layer_norm};
 
 use super::modulation::Modulation;
-use crate::config::Dinov2Config;
+use crate::config::{Dinov2Config, HiddenAct};
 use crate::model::attention::{AttentionOptions, multi_head_attention};
 use crate::model::interpolate::{bicubic_matrix, resize_separable};
 use crate::model::linear::{Linear, linear, linear_b};
@@ -109,11 +109,12 @@ impl Dinov2Attention {
     }
 }
 
-/// `Dinov2MLP`: `fc2(GELU(fc1(x)))` with exact GELU.
+/// `Dinov2MLP`: `fc2(act(fc1(x)))`.
 #[derive(Debug, Clone)]
 pub struct Dinov2Mlp {
     fc1: Linear,
     fc2: Linear,
+    act: HiddenAct,
 }
 
 impl Dinov2Mlp {
@@ -122,13 +123,18 @@ impl Dinov2Mlp {
         Ok(Self {
             fc1: linear(cfg.hidden_size, cfg.mlp_hidden(), vb.pp("fc1"))?,
             fc2: linear(cfg.mlp_hidden(), cfg.hidden_size, vb.pp("fc2"))?,
+            act: cfg.hidden_act,
         })
     }
 }
 
 impl Module for Dinov2Mlp {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.fc2.forward(&crate::model::ops::gelu_erf(&self.fc1.forward(x)?)?)
+        let h = self.fc1.forward(x)?;
+        let h = match self.act {
+            HiddenAct::Gelu => crate::model::ops::gelu_erf(&h)?,
+        };
+        self.fc2.forward(&h)
     }
 }
 
