@@ -11,15 +11,14 @@
 # How it works, and why:
 # * The wheels `nvidia-cuda-nvcc`, `-crt`, `-nvvm`, `-cccl`, `-runtime`, `-nvrtc`, `nvidia-cublas`,
 #   `nvidia-curand` (pinned to 13.2 so pip does not mix in 13.5 headers) give `nvcc`, `cicc`, the headers and the
-#   versioned libraries under `site-packages/nvidia/cu13`. The cu12 wheels ship no nvcc (toolchain.md §9).
+#   versioned libraries under `site-packages/nvidia/cu13`. The cu12 wheels ship no nvcc, so this build needs the cu13 set.
 # * The linker wants unversioned names (`libcudart.so`, …): we make a folder of symlinks and put it on
 #   LIBRARY_PATH. The binary then records the SONAMEs (`libcudart.so.13`, `libcublas.so.13`, …) and the GPU
 #   host's dynamic loader finds them the usual way (ld.so.cache, LD_LIBRARY_PATH).
 # * candle enables cudarc's `dynamic-linking`, which links `-lcuda`, the driver library that no wheel ships. We
 #   build a link stub `libcuda.so` whose SONAME is `libcuda.so.1`, exporting every `cu*` entry point cudarc
 #   declares; at run time the host driver's real `libcuda.so.1` is loaded instead (the stub is never shipped).
-# * candle-kernels always compiles its MoE/GGUF kernels too (15 heavy files into libmoe.a; toolchain.md estimated
-#   40–50 min). Measured on 2 cores from a fresh machine, wheels included: 13.5 min for the whole cold build. The
+# * candle-kernels always compiles its MoE/GGUF kernels too (15 heavy files into libmoe.a). Measured on 2 cores from a fresh machine, wheels included: 13.5 min for the whole cold build. The
 #   build is cached in the CUDA target dir, so only the first build pays for it; run it in the background.
 set -euo pipefail
 

@@ -22,7 +22,7 @@ use std::time::Instant;
 const TRUNK_VERSION: &str = "0.21.14";
 /// Host and port of the seed's plan: the lab GPU box serves on 9299.
 const DEFAULT_ADDR: (&str, &str) = ("127.0.0.1", "9299");
-/// Debian's Chromium for the browser tests (the version ../shared/docs/toolchain.md verified).
+/// Debian's Chromium for the browser tests, pinned to the bookworm-security build the tests were last run with.
 const CHROMIUM_VERSION: &str = "156.0.8078.108-1~deb12u1";
 const CHROMIUM: &str = "/usr/bin/chromium";
 /// Python packages of the documented clients (docs/clients.md), pinned.
@@ -175,7 +175,7 @@ fn setup() -> Result {
     }
 
     // 3. wasm-bindgen-cli at the lock file's version. Not `--locked`: its lock pins a webpki-roots release
-    //    the registry mirror lacks (see ../shared/docs/toolchain.md §2).
+    //    that an offline registry mirror may lack; the lock file's own pin of the CLI version is what matters.
     let want = locked_wasm_bindgen_version()?;
     let have = output_of({
         let mut c = cmd("wasm-bindgen");
