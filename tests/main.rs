@@ -9,6 +9,8 @@ mod browser;
 mod clients;
 /// REST: generation, seed aliases, limits, auth, gallery persistence, regenerate.
 mod http_api;
+/// The worker pool and the job journal: parallel workers, dead workers, deadlines, restarts.
+mod pool;
 /// Safety on a shared network: cross-site policy, WebSocket and HTTP bounds, memory under abuse.
 mod security;
 /// Server, clients and fixtures shared by the tests.

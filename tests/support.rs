@@ -10,9 +10,9 @@ use sf3d::pipeline::PipelineOptions;
 use sf3d_backend::auth::ApiKey;
 use sf3d_backend::cache::EncodeCache;
 use sf3d_backend::gallery::Gallery;
-use sf3d_backend::model_source::{DeviceChoice, ModelSource, load_pipeline};
+use sf3d_backend::model_source::{DeviceChoice, ModelSource, load_pipelines};
 use sf3d_backend::routes::guard::SitePolicy;
-use sf3d_backend::worker::Engine;
+use sf3d_backend::worker::{Engine, TestHooks};
 use sf3d_backend::{Server, ServerConfig};
 use sf3d_shared::{ClientMessage, GenerateParams, ImageRef, ServerMessage};
 use tokio_tungstenite::tungstenite::Message;
@@ -84,6 +84,12 @@ pub struct Options {
     pub max_connections: usize,
     /// Connections one client address may hold.
     pub max_connections_per_client: usize,
+    /// CPU workers (`--device cpu,cpu` is 2); they share the test model's weights.
+    pub workers: usize,
+    /// `--job-timeout` (the server's default when `None`).
+    pub job_timeout: Option<Duration>,
+    /// `--test-hook` values.
+    pub test_hooks: TestHooks,
 }
 
 impl Default for Options {
@@ -103,6 +109,9 @@ impl Default for Options {
             max_jobs_per_connection: 8,
             max_connections: sf3d_backend::MAX_CONNECTIONS,
             max_connections_per_client: sf3d_backend::MAX_CONNECTIONS_PER_CLIENT,
+            workers: 2,
+            job_timeout: None,
+            test_hooks: TestHooks::default(),
         }
     }
 }
@@ -127,11 +136,13 @@ impl TestServer {
             .try_init();
         let data = opts.data.clone().unwrap_or_else(|| temp_dir("data"));
         let d = data.clone();
+        let workers = opts.workers.max(1);
         let engine = tokio::task::spawn_blocking(move || {
-            let pipeline = load_pipeline(&ModelSource::Builtin, DeviceChoice::Cpu, None, PipelineOptions::default())
-                .expect("test model");
+            let devices = vec![DeviceChoice::Cpu; workers];
+            let pipelines =
+                load_pipelines(&ModelSource::Builtin, &devices, None, PipelineOptions::default()).expect("test model");
             let gallery = std::sync::Arc::new(Gallery::open(&d).expect("gallery"));
-            Engine { pipeline, gallery, cache: EncodeCache::new(256 << 20) }
+            Engine::with_workers(pipelines[0].clone(), pipelines[1..].to_vec(), gallery, EncodeCache::new(256 << 20))
         })
         .await
         .expect("engine task");
@@ -149,6 +160,8 @@ impl TestServer {
             max_jobs_per_connection: opts.max_jobs_per_connection,
             max_connections: opts.max_connections,
             max_connections_per_client: opts.max_connections_per_client,
+            job_timeout: opts.job_timeout,
+            test_hooks: opts.test_hooks.clone(),
             ..ServerConfig::default()
         };
         let server = Server::start(engine, config, opts.max_queue).expect("server");

@@ -114,45 +114,48 @@ async fn eight_concurrent_clients_with_a_small_queue() {
     srv.stop().await;
 }
 
-/// A queued job is cancelled at once; a running one stops at its next check.
+/// A queued job is cancelled at once; a running one stops at its next check. One slow job per worker keeps
+/// every worker busy, so the last job waits.
 #[tokio::test]
 async fn cancel_queued_and_running_jobs() {
-    let srv = TestServer::start(Options::default()).await;
+    let opts = Options::default();
+    let workers = opts.workers;
+    let srv = TestServer::start(opts).await;
     let mut c = WsClient::connect(&srv.ws_url(None)).await.unwrap();
     let slow = sf3d_shared::GenerateParams { texture_resolution: 2048, ..Default::default() };
-    c.generate(&slow, &test_png(), "first").await.unwrap();
-    c.generate(&slow, &test_png(), "second").await.unwrap();
-    let (mut first, mut second) = (None, None);
-    while first.is_none() || second.is_none() {
-        if let ServerMessage::Accepted { job_id, request_id, .. } = c.next().await.unwrap() {
-            match request_id.as_deref() {
-                Some("first") => first = Some(job_id),
-                Some("second") => second = Some(job_id),
-                _ => {}
-            }
+    for i in 0..=workers {
+        c.generate(&slow, &test_png(), &format!("job{i}")).await.unwrap();
+    }
+    let mut ids = vec![String::new(); workers + 1];
+    let mut accepted = 0;
+    while accepted <= workers {
+        if let ServerMessage::Accepted { job_id, request_id: Some(r), .. } = c.next().await.unwrap() {
+            ids[r.trim_start_matches("job").parse::<usize>().unwrap()] = job_id;
+            accepted += 1;
         }
     }
-    let (first, second) = (first.unwrap(), second.unwrap());
-    // The second waits behind the first: cancel it while queued.
-    c.send(&ClientMessage::Cancel { job_id: second.clone() }).await.unwrap();
-    // Cancel the first once it is running.
-    let mut cancelled_running = false;
+    let queued = ids[workers].clone();
+    let running: Vec<String> = ids[..workers].to_vec();
+    // The last waits behind the others: cancel it while queued.
+    c.send(&ClientMessage::Cancel { job_id: queued.clone() }).await.unwrap();
+    // Cancel each of the others once it is running.
+    let mut cancelled_running = Vec::new();
     let mut got = Vec::new();
-    while got.len() < 2 {
+    while got.len() <= workers {
         match c.next().await.unwrap() {
             ServerMessage::Stage { job_id, stage: Stage::Backbone, state: StageState::Started, .. }
-                if job_id == first && !cancelled_running =>
+                if running.contains(&job_id) && !cancelled_running.contains(&job_id) =>
             {
-                c.send(&ClientMessage::Cancel { job_id: first.clone() }).await.unwrap();
-                cancelled_running = true;
+                c.send(&ClientMessage::Cancel { job_id: job_id.clone() }).await.unwrap();
+                cancelled_running.push(job_id);
             }
             ServerMessage::Cancelled { job_id } => got.push(job_id),
             ServerMessage::Done { job_id, .. } => panic!("job {job_id} finished despite the cancel"),
             _ => {}
         }
     }
-    assert!(got.contains(&first) && got.contains(&second), "{got:?}");
-    assert_eq!(got[0], second, "the queued job is cancelled at once");
+    assert!(ids.iter().all(|id| got.contains(id)), "{got:?}");
+    assert_eq!(got[0], queued, "the queued job is cancelled at once");
     c.send(&ClientMessage::Cancel { job_id: "01JDQ40A3G7ZC1T5PHXW2N9M6B".into() }).await.unwrap();
     assert!(matches!(c.next().await.unwrap(), ServerMessage::Error { code: ErrorCode::NotFound, .. }));
     srv.stop().await;

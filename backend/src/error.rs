@@ -92,6 +92,9 @@ impl From<GalleryError> for ApiError {
 
 impl From<crate::jobs::SubmitError> for ApiError {
     fn from(e: crate::jobs::SubmitError) -> Self {
+        if let crate::jobs::SubmitError::Journal(detail) = &e {
+            return Self::internal("job journal", detail);
+        }
         let mut err = Self::new(e.code(), e.to_string());
         if matches!(e, crate::jobs::SubmitError::QueueFull(_)) {
             err.retry_after = Some(crate::RETRY_AFTER_SECS);

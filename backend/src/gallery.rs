@@ -45,6 +45,11 @@ CREATE TABLE IF NOT EXISTS meshes (
 );
 CREATE INDEX IF NOT EXISTS meshes_parent ON meshes(parent_id);
 ";
+/// Added after the first release: the job that made a mesh, so a job that ran twice writes one entry.
+const MIGRATE_JOB_ID: &str = "
+ALTER TABLE meshes ADD COLUMN job_id TEXT;
+CREATE INDEX IF NOT EXISTS meshes_job ON meshes(job_id);
+";
 
 /// Gallery failures.
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +140,11 @@ impl Gallery {
         db.pragma_update(None, "synchronous", "NORMAL")?;
         db.busy_timeout(std::time::Duration::from_secs(5))?;
         db.execute_batch(SCHEMA)?;
+        let has_job_id: bool =
+            db.query_row("SELECT COUNT(*) FROM pragma_table_info('meshes') WHERE name = 'job_id'", [], |r| r.get(0))?;
+        if !has_job_id {
+            db.execute_batch(MIGRATE_JOB_ID)?;
+        }
         let g = Self { root: dir.to_path_buf(), db: Mutex::new(db) };
         g.prune_previews(std::time::Duration::ZERO)?;
         g.sweep_folders()?;
@@ -267,8 +277,9 @@ impl Gallery {
             serde_json::to_string(&m.params).map_err(|source| GalleryError::Json { id: id.clone(), source })?;
         let meta = serde_json::to_string(m).map_err(|source| GalleryError::Json { id: id.clone(), source })?;
         self.conn()?.execute(
-            "INSERT INTO meshes (id, created_at, parent_id, status, vertex_count, face_count, total_ms, params, metadata)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "INSERT INTO meshes (id, created_at, parent_id, status, vertex_count, face_count, total_ms, params, metadata,
+                                 job_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             params![
                 id,
                 m.created_at,
@@ -278,7 +289,8 @@ impl Gallery {
                 m.face_count as i64,
                 m.total_ms,
                 params,
-                meta
+                meta,
+                m.job_id
             ],
         )?;
         Ok(())
@@ -294,6 +306,32 @@ impl Gallery {
             serde_json::from_str(&meta).map_err(|source| GalleryError::Json { id: id.clone(), source })?;
         let cached = dir.join(CACHE_FILE).is_file();
         Ok(Some(MeshEntry { urls: MeshUrls::for_mesh(&id), id, metadata, cached }))
+    }
+
+    /// The entry job `job_id` wrote (its preview when `preview`), if it wrote one.
+    pub fn find_by_job(&self, job_id: &str, preview: bool) -> Result<Option<MeshEntry>> {
+        let row: Option<(String, String)> = self
+            .conn()?
+            .query_row(
+                "SELECT id, metadata FROM meshes WHERE job_id = ?1 AND status = ?2 ORDER BY id LIMIT 1",
+                params![job_id, if preview { STATUS_PREVIEW } else { STATUS_FINAL }],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        match row {
+            Some((id, meta)) => self.entry_from_row(id, meta),
+            None => Ok(None),
+        }
+    }
+
+    /// The database file (the job journal keeps its table in the same file).
+    pub fn db_path(&self) -> PathBuf {
+        self.root.join("gallery.sqlite3")
+    }
+
+    /// The data folder.
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     /// One entry.
@@ -402,6 +440,8 @@ mod tests {
             params: GenerateParams::default(),
             model: ModelInfo { id: "m".into(), test_model: true, attribution: None, dtype: "f32".into() },
             device: DeviceInfo { kind: DeviceKind::Cpu, name: "cpu".into(), memory_total_bytes: None },
+            worker: None,
+            job_id: None,
             timings: vec![],
             total_ms: 1.0,
             vertex_count: 3,
@@ -516,6 +556,34 @@ mod tests {
         assert_eq!(std::fs::read(g.file_path(&ids[1], "mesh.glb").unwrap()).unwrap(), b"glTF");
         assert!(g.file_path(&ids[1], "../gallery.sqlite3").is_err());
         assert!(g.file_path("..", "mesh.glb").is_err());
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn entries_are_found_by_their_job_even_when_reindexed_and_old_databases_gain_the_column() {
+        let dir = temp_dir("byjob");
+        {
+            // A database from before the job column.
+            std::fs::create_dir_all(&dir).unwrap();
+            let db = Connection::open(dir.join("gallery.sqlite3")).unwrap();
+            db.execute_batch(SCHEMA).unwrap();
+        }
+        let g = Gallery::open(&dir).unwrap();
+        let (a, b) = (new_id(), new_id());
+        let mut m = new_mesh(&a);
+        m.metadata.job_id = Some("JOB1".into());
+        g.insert(&m).unwrap();
+        assert_eq!(g.find_by_job("JOB1", false).unwrap().unwrap().id, a);
+        assert!(g.find_by_job("JOB1", true).unwrap().is_none());
+        assert!(g.find_by_job("JOB2", false).unwrap().is_none());
+        // A folder whose row was never written (a crash between the two) is re-indexed with its job.
+        let mut m = new_mesh(&b);
+        m.metadata.job_id = Some("JOB2".into());
+        g.insert(&m).unwrap();
+        g.conn().unwrap().execute("DELETE FROM meshes WHERE id = ?1", [&b]).unwrap();
+        drop(g);
+        let g = Gallery::open(&dir).unwrap();
+        assert_eq!(g.find_by_job("JOB2", false).unwrap().unwrap().id, b);
         std::fs::remove_dir_all(dir).ok();
     }
 

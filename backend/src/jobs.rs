@@ -1,34 +1,50 @@
-//! The job queue in front of the model: a bounded FIFO, a registry of recent jobs for `subscribe`, and the
-//! per-job event stream.
+//! The job queue in front of the workers: a bounded FIFO, a registry of recent jobs for `subscribe`, the
+//! per-job event stream, and (in a server) the [`Journal`] that makes accepted jobs outlive the process.
 //!
 //! Every state change of a job goes through [`Job::publish`], which updates the job's snapshot and broadcasts
 //! the message under one lock; [`Job::subscribe`] takes the snapshot and a receiver under the same lock, so a
-//! late subscriber neither misses nor duplicates an event. Inference itself runs on the worker thread(s) of
-//! [`crate::worker`], never on the async runtime.
+//! late subscriber neither misses nor duplicates an event. The first terminal message (`done`, `error`,
+//! `cancelled`) ends a job for good: whatever a late or stuck worker publishes after it is dropped. Inference
+//! runs on the worker threads of [`crate::worker`], never on the async runtime.
+//!
+//! With a journal, a job is journaled (its image written to disk) before `accepted` is published, its image is
+//! read from disk when it runs and removed when it ends, and [`JobManager::recover`] queues the jobs a previous
+//! process left open again at start-up.
 
 use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use sf3d::CancelToken;
+use sf3d_shared::api::JobStatus;
 use sf3d_shared::{ErrorCode, GenerateParams, JobState, ServerMessage, StageSnapshot};
 use tokio::sync::broadcast;
 
+use crate::journal::{JobRecord, Journal, MAX_ATTEMPTS};
+
 /// Events buffered per subscriber before it starts lagging (stage events are small and few).
 const EVENT_BUFFER: usize = 1024;
-/// How long finished jobs stay available to `subscribe`.
+/// How long finished jobs stay in memory (the journal answers for older ones).
 const RETAIN_FINISHED: Duration = Duration::from_secs(3600);
-/// At most this many finished jobs are retained.
+/// At most this many finished jobs stay in memory.
 const RETAIN_MAX: usize = 512;
 
 /// Where a job's image comes from.
 #[derive(Debug, Clone)]
 pub enum JobInput {
-    /// Uploaded bytes.
+    /// Uploaded bytes, in memory (until the journal stores them).
     Image {
         /// The file.
         bytes: Vec<u8>,
+        /// Its name, if given.
+        filename: Option<String>,
+    },
+    /// An upload stored by the journal.
+    Upload {
+        /// `DATA/jobs/{id}/input`.
+        path: PathBuf,
         /// Its name, if given.
         filename: Option<String>,
     },
@@ -61,6 +77,8 @@ struct JobInner {
     terminal: Option<ServerMessage>,
     preview: Option<ServerMessage>,
     finished_at: Option<Instant>,
+    attempts: u32,
+    started_at: Option<Instant>,
 }
 
 /// One job.
@@ -73,6 +91,8 @@ pub struct Job {
     tx: broadcast::Sender<ServerMessage>,
     /// Cancellation flag checked by the pipeline.
     pub cancel: CancelToken,
+    /// Set when a client (not a deadline or the shutdown) cancelled it.
+    cancelled_by_client: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -81,13 +101,22 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The state a terminal message puts a job in.
+fn terminal_state(msg: &ServerMessage) -> Option<JobState> {
+    match msg {
+        ServerMessage::Done { .. } => Some(JobState::Succeeded),
+        ServerMessage::Cancelled { .. } => Some(JobState::Cancelled),
+        ServerMessage::Error { .. } => Some(JobState::Failed),
+        _ => None,
+    }
+}
+
 impl Job {
-    fn new(request: JobRequest) -> Self {
+    fn new(id: String, request: Option<JobRequest>, attempts: u32) -> Self {
         let (tx, _) = broadcast::channel(EVENT_BUFFER);
         Self {
-            // Random (not the gallery's monotonic ids): a job id is what lets a client follow or cancel a job.
-            id: ulid::Ulid::new().to_string(),
-            request: Mutex::new(Some(request)),
+            id,
+            request: Mutex::new(request),
             inner: Mutex::new(JobInner {
                 state: JobState::Queued,
                 position: None,
@@ -95,15 +124,31 @@ impl Job {
                 terminal: None,
                 preview: None,
                 finished_at: None,
+                attempts,
+                started_at: None,
             }),
             tx,
             cancel: CancelToken::new(),
+            cancelled_by_client: AtomicBool::new(false),
         }
     }
 
-    /// Takes the request (once, by the worker).
-    pub fn take_request(&self) -> Option<JobRequest> {
-        lock(&self.request).take()
+    /// A job known only from the journal (it ended, or its process did).
+    fn from_record(id: &str, rec: JobRecord) -> Self {
+        let job = Self::new(id.to_string(), None, rec.attempts);
+        {
+            let mut inner = lock(&job.inner);
+            inner.state = rec.state;
+            inner.stages = rec.stages;
+            inner.finished_at = rec.terminal.as_ref().map(|_| Instant::now());
+            inner.terminal = rec.terminal;
+        }
+        job
+    }
+
+    /// The request (a copy: an upload is a path once journaled). `None` once the job ended.
+    pub fn request(&self) -> Option<JobRequest> {
+        lock(&self.request).clone()
     }
 
     /// Current state.
@@ -111,9 +156,28 @@ impl Job {
         lock(&self.inner).state
     }
 
-    /// Updates the snapshot with `msg` and broadcasts it.
-    pub fn publish(&self, msg: ServerMessage) {
+    /// Runs started (this process's and, for a resumed job, the previous ones').
+    pub fn attempts(&self) -> u32 {
+        lock(&self.inner).attempts
+    }
+
+    /// When the current run started.
+    pub fn started_at(&self) -> Option<Instant> {
+        lock(&self.inner).started_at
+    }
+
+    /// Whether a client cancelled it.
+    pub fn cancelled_by_client(&self) -> bool {
+        self.cancelled_by_client.load(Ordering::SeqCst)
+    }
+
+    /// Updates the snapshot with `msg` and broadcasts it; returns false (and sends nothing) once the job has
+    /// ended.
+    pub fn publish(&self, msg: ServerMessage) -> bool {
         let mut inner = lock(&self.inner);
+        if inner.terminal.is_some() {
+            return false;
+        }
         match &msg {
             ServerMessage::Queue { position, .. } | ServerMessage::Accepted { position, .. } => {
                 inner.position = Some(*position)
@@ -129,18 +193,8 @@ impl Job {
                 }
             }
             ServerMessage::Preview { .. } => inner.preview = Some(msg.clone()),
-            ServerMessage::Done { .. } => {
-                inner.state = JobState::Succeeded;
-                inner.terminal = Some(msg.clone());
-                inner.finished_at = Some(Instant::now());
-            }
-            ServerMessage::Cancelled { .. } => {
-                inner.state = JobState::Cancelled;
-                inner.terminal = Some(msg.clone());
-                inner.finished_at = Some(Instant::now());
-            }
-            ServerMessage::Error { .. } => {
-                inner.state = JobState::Failed;
+            ServerMessage::Done { .. } | ServerMessage::Cancelled { .. } | ServerMessage::Error { .. } => {
+                inner.state = terminal_state(&msg).unwrap_or(JobState::Failed);
                 inner.terminal = Some(msg.clone());
                 inner.finished_at = Some(Instant::now());
             }
@@ -148,13 +202,24 @@ impl Job {
         }
         // No receivers is fine: nobody is watching this job right now.
         let _ = self.tx.send(msg);
+        true
     }
 
     /// Marks the job running (before its first stage event).
-    pub fn set_running(&self) {
+    fn set_running(&self, attempts: u32) {
         let mut inner = lock(&self.inner);
         inner.state = JobState::Running;
         inner.position = None;
+        inner.attempts = attempts;
+        inner.started_at = Some(Instant::now());
+    }
+
+    /// Puts a job whose run was cut short back to waiting (its stages start over).
+    fn set_queued(&self) {
+        let mut inner = lock(&self.inner);
+        inner.state = JobState::Queued;
+        inner.stages.clear();
+        inner.started_at = None;
     }
 
     /// A `status` snapshot, the messages that already ended the job (preview, terminal) and a receiver for
@@ -172,6 +237,19 @@ impl Job {
         (status, replay, rx)
     }
 
+    /// The job's state for `GET /api/jobs/{id}`.
+    pub fn status(&self) -> JobStatus {
+        let inner = lock(&self.inner);
+        JobStatus {
+            job_id: self.id.clone(),
+            state: inner.state,
+            position: inner.position,
+            attempts: inner.attempts,
+            stages: inner.stages.clone(),
+            terminal: inner.terminal.clone(),
+        }
+    }
+
     /// The message that ended the job, once it ended.
     pub fn terminal(&self) -> Option<ServerMessage> {
         lock(&self.inner).terminal.clone()
@@ -179,7 +257,7 @@ impl Job {
 }
 
 /// Why a job was not queued.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SubmitError {
     /// The queue holds `capacity` waiting jobs.
     #[error("the queue is full ({0} jobs waiting); retry later")]
@@ -187,14 +265,22 @@ pub enum SubmitError {
     /// The server is shutting down.
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// Every worker is dead.
+    #[error("every inference worker of this server has failed; it takes no jobs until it is restarted")]
+    Unavailable,
+    /// The journal could not record the job (the detail goes to the log only).
+    #[error("the job could not be recorded: {0}")]
+    Journal(String),
 }
 
 impl SubmitError {
     /// The wire error code.
-    pub fn code(self) -> ErrorCode {
+    pub fn code(&self) -> ErrorCode {
         match self {
             SubmitError::QueueFull(_) => ErrorCode::QueueFull,
             SubmitError::ShuttingDown => ErrorCode::ShuttingDown,
+            SubmitError::Unavailable => ErrorCode::Unavailable,
+            SubmitError::Journal(_) => ErrorCode::Internal,
         }
     }
 }
@@ -208,10 +294,13 @@ pub struct JobManager {
     capacity: u32,
     running: AtomicU32,
     closed: AtomicBool,
+    journal: Option<Arc<Journal>>,
+    /// Workers started and still alive (`None` before [`Self::set_workers`]: the queue alone, in unit tests).
+    workers: Mutex<Option<(u32, u32)>>,
 }
 
 impl JobManager {
-    /// A queue holding at most `capacity` waiting jobs.
+    /// A queue holding at most `capacity` waiting jobs, in memory only.
     pub fn new(capacity: u32) -> Self {
         Self {
             queue: Mutex::new(VecDeque::new()),
@@ -220,7 +309,45 @@ impl JobManager {
             capacity,
             running: AtomicU32::new(0),
             closed: AtomicBool::new(false),
+            journal: None,
+            workers: Mutex::new(None),
         }
+    }
+
+    /// A queue whose jobs are journaled.
+    pub fn with_journal(capacity: u32, journal: Arc<Journal>) -> Self {
+        Self { journal: Some(journal), ..Self::new(capacity) }
+    }
+
+    /// The journal, if jobs are durable.
+    pub fn journal(&self) -> Option<&Arc<Journal>> {
+        self.journal.as_ref()
+    }
+
+    /// `n` workers take jobs from now on.
+    pub fn set_workers(&self, n: u32) {
+        *lock(&self.workers) = Some((n, n));
+    }
+
+    /// A worker died; returns how many are still alive.
+    pub fn worker_died(&self) -> u32 {
+        let mut w = lock(&self.workers);
+        let (total, alive) = w.unwrap_or((1, 1));
+        *w = Some((total, alive.saturating_sub(1)));
+        if alive <= 1 {
+            // Nobody will take the waiting jobs: end them now rather than let them wait forever.
+            drop(w);
+            let drained: Vec<Arc<Job>> = lock(&self.queue).drain(..).collect();
+            for job in drained {
+                self.finish(&job, unavailable_message(&job.id));
+            }
+        }
+        alive.saturating_sub(1)
+    }
+
+    /// Whether every started worker is dead.
+    pub fn all_workers_dead(&self) -> bool {
+        matches!(*lock(&self.workers), Some((_, 0)))
     }
 
     /// Queues a request; the job's `accepted` message is already published when this returns.
@@ -229,7 +356,8 @@ impl JobManager {
     }
 
     /// Like [`Self::submit`], with a receiver subscribed before the job is queued: it sees every message of the
-    /// job from `accepted` on, whenever the worker picks it up.
+    /// job from `accepted` on, whenever a worker picks it up. With a journal, the job (and its image) is on
+    /// disk before `accepted` is published.
     pub fn submit_subscribed(
         &self,
         request: JobRequest,
@@ -238,12 +366,45 @@ impl JobManager {
         if self.closed.load(Ordering::SeqCst) {
             return Err(SubmitError::ShuttingDown);
         }
-        let job = Arc::new(Job::new(request));
+        if self.all_workers_dead() {
+            return Err(SubmitError::Unavailable);
+        }
+        let full = |n: usize| n as u32 >= self.capacity;
+        if full(lock(&self.queue).len()) {
+            return Err(SubmitError::QueueFull(self.capacity));
+        }
+        // Random (not the gallery's monotonic ids): a job id is what lets a client follow or cancel a job.
+        let id = ulid::Ulid::new().to_string();
+        let journal_error = |e: crate::journal::JournalError| {
+            tracing::error!(job = %id, error = %e, "cannot journal a new job");
+            SubmitError::Journal("the server could not store it; see its log".into())
+        };
+        // The image is written outside the queue lock (it may be megabytes); the row is inserted under it, so
+        // the journal's order is the queue's.
+        let request = match &self.journal {
+            Some(j) => JobRequest { input: j.store_input(&id, request.input).map_err(journal_error)?, ..request },
+            None => request,
+        };
+        let job = Arc::new(Job::new(id.clone(), Some(request), 0));
         let rx = job.tx.subscribe();
         let position = {
             let mut q = lock(&self.queue);
-            if q.len() as u32 >= self.capacity {
-                return Err(SubmitError::QueueFull(q.len() as u32));
+            let refused = if full(q.len()) {
+                Some(SubmitError::QueueFull(q.len() as u32))
+            } else if let Some(j) = &self.journal {
+                let req = job.request().ok_or_else(|| SubmitError::Journal("request vanished".into()))?;
+                j.insert(&id, &req, request_id.as_deref()).err().map(journal_error)
+            } else {
+                None
+            };
+            if let Some(e) = refused {
+                drop(q);
+                if let Some(JobRequest { input: JobInput::Upload { path, .. }, .. }) = job.request()
+                    && let Some(dir) = path.parent()
+                {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+                return Err(e);
             }
             q.push_back(job.clone());
             q.len() as u32 - 1
@@ -255,9 +416,60 @@ impl JobManager {
         Ok((job, rx))
     }
 
-    /// A job by id (queued, running, or finished within the retention window).
+    /// Queues again the jobs a previous process left open, in their old order (called once, before the
+    /// workers start). A job that was running has been cut short: it runs again unless it already started
+    /// [`MAX_ATTEMPTS`] times, in which case it ends with `interrupted`. Returns how many were queued.
+    pub fn recover(&self) -> usize {
+        let Some(journal) = &self.journal else { return 0 };
+        let open = match journal.open_jobs() {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the job journal; earlier jobs are not resumed");
+                return 0;
+            }
+        };
+        let mut queued = 0;
+        for o in open {
+            let job = Arc::new(Job::new(o.id.clone(), Some(o.request), o.attempts));
+            lock(&self.jobs).insert(job.id.clone(), job.clone());
+            if o.was_running && o.attempts >= MAX_ATTEMPTS {
+                tracing::warn!(job = %o.id, attempts = o.attempts, "a job was interrupted on every attempt; ending it");
+                self.finish(&job, interrupted_message(&job.id, o.attempts));
+                continue;
+            }
+            if o.was_running {
+                tracing::warn!(job = %o.id, attempt = o.attempts + 1, "resuming a job the previous process was running");
+            }
+            let mut q = lock(&self.queue);
+            job.publish(ServerMessage::Queue { job_id: job.id.clone(), position: q.len() as u32 });
+            q.push_back(job);
+            queued += 1;
+        }
+        if queued > 0 {
+            tracing::info!(jobs = queued, "resumed jobs from the journal");
+            self.ready.notify_all();
+        }
+        queued
+    }
+
+    /// A job by id: queued, running, finished within the memory window, or — with a journal — any job of the
+    /// journal's retention window, across restarts.
     pub fn get(&self, id: &str) -> Option<Arc<Job>> {
-        lock(&self.jobs).get(id).cloned()
+        if let Some(job) = lock(&self.jobs).get(id).cloned() {
+            return Some(job);
+        }
+        if !crate::gallery::is_valid_id(id) {
+            return None;
+        }
+        let record = match self.journal.as_ref()?.lookup(id) {
+            Ok(r) => r?,
+            Err(e) => {
+                tracing::warn!(job = %id, error = %e, "cannot read a job from the journal");
+                return None;
+            }
+        };
+        let job = Arc::new(Job::from_record(id, record));
+        Some(lock(&self.jobs).entry(id.to_string()).or_insert(job).clone())
     }
 
     /// Cancels a job: a queued one leaves the queue at once, a running one stops at its next check. Returns
@@ -270,11 +482,12 @@ impl JobManager {
             q.retain(|j| j.id != id);
             before != q.len()
         };
+        if job.terminal().is_none() {
+            job.cancelled_by_client.store(true, Ordering::SeqCst);
+        }
         job.cancel.cancel();
         if removed {
-            // The uploaded image goes now, not when the job leaves the registry.
-            drop(job.take_request());
-            job.publish(ServerMessage::Cancelled { job_id: job.id.clone() });
+            self.finish(&job, ServerMessage::Cancelled { job_id: job.id.clone() });
             self.publish_positions();
         }
         true
@@ -287,7 +500,14 @@ impl JobManager {
             if let Some(job) = q.pop_front() {
                 drop(q);
                 self.running.fetch_add(1, Ordering::SeqCst);
-                job.set_running();
+                let attempts = match &self.journal {
+                    Some(j) => j.started(&job.id).unwrap_or_else(|e| {
+                        tracing::warn!(job = %job.id, error = %e, "cannot journal a job's start");
+                        job.attempts() + 1
+                    }),
+                    None => job.attempts() + 1,
+                };
+                job.set_running(attempts);
                 self.publish_positions();
                 return Some(job);
             }
@@ -298,7 +518,70 @@ impl JobManager {
         }
     }
 
-    /// The worker finished a job.
+    /// Ends a job with `msg` (`done`, `error` or `cancelled`) for good: published, journaled, its image
+    /// released. Returns false when it had already ended (the first end wins).
+    pub fn finish(&self, job: &Job, msg: ServerMessage) -> bool {
+        let Some(state) = terminal_state(&msg) else { return false };
+        if !job.publish(msg.clone()) {
+            return false;
+        }
+        drop(lock(&job.request).take());
+        if let Some(j) = &self.journal {
+            let stages = lock(&job.inner).stages.clone();
+            if let Err(e) = j.finished(&job.id, state, &stages, &msg) {
+                tracing::error!(job = %job.id, error = %e, "cannot journal the end of a job");
+            }
+        }
+        true
+    }
+
+    /// A running job was cancelled because the server stops: its clients hear so, and with a journal it stays
+    /// open for the next start.
+    pub fn stopped_by_shutdown(&self, job: &Job) {
+        self.end_for_now(job, shutdown_message(&job.id, self.journal.is_some()));
+    }
+
+    /// Ends a job for the clients of this process only, leaving it open in the journal (the server stops; the
+    /// next start runs it). Without a journal this is [`Self::finish`].
+    fn end_for_now(&self, job: &Job, msg: ServerMessage) {
+        if self.journal.is_some() {
+            job.publish(msg);
+        } else {
+            self.finish(job, msg);
+        }
+    }
+
+    /// The run of `job` was cut short by its worker's death: the job waits again at the head of the queue, or
+    /// ends with `interrupted` once it has started [`MAX_ATTEMPTS`] times.
+    pub fn requeue(&self, job: Arc<Job>) {
+        let attempts = job.attempts();
+        if job.terminal().is_some() {
+            return;
+        }
+        if attempts >= MAX_ATTEMPTS {
+            self.finish(&job, interrupted_message(&job.id, attempts));
+            return;
+        }
+        if self.closed.load(Ordering::SeqCst) {
+            self.end_for_now(&job, shutdown_message(&job.id, self.journal.is_some()));
+            return;
+        }
+        if self.all_workers_dead() {
+            self.finish(&job, unavailable_message(&job.id));
+            return;
+        }
+        job.set_queued();
+        if let Some(j) = &self.journal
+            && let Err(e) = j.requeued(&job.id)
+        {
+            tracing::warn!(job = %job.id, error = %e, "cannot journal a job's return to the queue");
+        }
+        lock(&self.queue).push_front(job);
+        self.publish_positions();
+        self.ready.notify_one();
+    }
+
+    /// A worker is done with the job it took from [`Self::next`].
     pub fn done(&self) {
         self.running.fetch_sub(1, Ordering::SeqCst);
     }
@@ -315,20 +598,14 @@ impl JobManager {
         (lock(&self.queue).len() as u32, self.running.load(Ordering::SeqCst), self.capacity)
     }
 
-    /// Refuses new jobs, cancels the queued ones and wakes the workers so they can exit; running jobs are
-    /// cancelled when `cancel_running` is set (otherwise they finish).
+    /// Refuses new jobs, ends the queued ones for this process's clients (with a journal they stay queued for
+    /// the next start) and wakes the workers so they can exit; running jobs are cancelled when
+    /// `cancel_running` is set (otherwise they finish).
     pub fn close(&self, cancel_running: bool) {
         self.closed.store(true, Ordering::SeqCst);
         let drained: Vec<Arc<Job>> = lock(&self.queue).drain(..).collect();
         for job in drained {
-            job.cancel.cancel();
-            drop(job.take_request());
-            job.publish(ServerMessage::Error {
-                job_id: Some(job.id.clone()),
-                code: ErrorCode::ShuttingDown,
-                message: "the server is shutting down; the job was not started".into(),
-                field: None,
-            });
+            self.end_for_now(&job, shutdown_message(&job.id, self.journal.is_some()));
         }
         if cancel_running {
             for job in lock(&self.jobs).values() {
@@ -345,7 +622,7 @@ impl JobManager {
         self.closed.load(Ordering::SeqCst)
     }
 
-    /// Forgets finished jobs older than the retention window (or beyond the retention count).
+    /// Forgets finished jobs older than the memory window (or beyond the count); the journal keeps them.
     fn gc(&self) {
         let mut jobs = lock(&self.jobs);
         let mut finished: Vec<(Instant, String)> =
@@ -357,6 +634,45 @@ impl JobManager {
                 jobs.remove(id);
             }
         }
+    }
+}
+
+/// The end of a job whose runs were all cut short.
+fn interrupted_message(job_id: &str, attempts: u32) -> ServerMessage {
+    ServerMessage::Error {
+        job_id: Some(job_id.to_string()),
+        code: ErrorCode::Interrupted,
+        message: format!(
+            "the job was interrupted {attempts} times (the server or its worker stopped while it ran) and is not \
+             retried again"
+        ),
+        field: None,
+    }
+}
+
+/// What the clients of a queued or cut-short job hear when the server stops.
+fn shutdown_message(job_id: &str, durable: bool) -> ServerMessage {
+    ServerMessage::Error {
+        job_id: Some(job_id.to_string()),
+        code: ErrorCode::ShuttingDown,
+        message: if durable {
+            "the server is shutting down; the job stays queued and runs when the server starts again (subscribe to \
+             it then)"
+                .into()
+        } else {
+            "the server is shutting down; the job was not started".into()
+        },
+        field: None,
+    }
+}
+
+/// The end of a job nobody can run.
+fn unavailable_message(job_id: &str) -> ServerMessage {
+    ServerMessage::Error {
+        job_id: Some(job_id.to_string()),
+        code: ErrorCode::Unavailable,
+        message: "every inference worker of this server has failed; restart the server".into(),
+        field: None,
     }
 }
 
@@ -389,7 +705,7 @@ mod tests {
         let b = m.submit(req(), None).unwrap();
         assert!(m.cancel(&a.id));
         assert_eq!(a.state(), JobState::Cancelled);
-        assert!(a.take_request().is_none(), "a cancelled job keeps no image");
+        assert!(a.request().is_none(), "a cancelled job keeps no image");
         assert_eq!(m.next().unwrap().id, b.id);
         assert!(!m.cancel("nope"));
     }
@@ -438,5 +754,96 @@ mod tests {
         assert_eq!(a.state(), JobState::Failed);
         assert_eq!(m.submit(req(), None).unwrap_err(), SubmitError::ShuttingDown);
         assert!(m.next().is_none());
+    }
+
+    fn journaled(name: &str) -> (std::path::PathBuf, Arc<Journal>) {
+        let data = std::env::temp_dir().join(format!("sf3d-jobs-{name}-{}", crate::gallery::new_id()));
+        std::fs::create_dir_all(&data).unwrap();
+        let j = Arc::new(Journal::open(&data.join("gallery.sqlite3"), &data).unwrap());
+        (data, j)
+    }
+
+    fn image_req(bytes: &[u8]) -> JobRequest {
+        JobRequest {
+            input: JobInput::Image { bytes: bytes.to_vec(), filename: None },
+            params: GenerateParams::default(),
+        }
+    }
+
+    #[test]
+    fn journaled_jobs_keep_their_image_on_disk_and_resume_in_order() {
+        let (data, j) = journaled("resume");
+        let (a, b, c);
+        {
+            let m = JobManager::with_journal(8, j.clone());
+            a = m.submit(image_req(b"a"), None).unwrap().id.clone();
+            b = m.submit(image_req(b"b"), None).unwrap().id.clone();
+            c = m.submit(image_req(b"c"), None).unwrap().id.clone();
+            let running = m.next().unwrap();
+            assert_eq!((running.id.clone(), running.attempts()), (a.clone(), 1));
+            match running.request().unwrap().input {
+                JobInput::Upload { path, .. } => assert_eq!(std::fs::read(path).unwrap(), b"a"),
+                other => panic!("{other:?}"),
+            }
+            assert!(m.cancel(&c));
+            assert!(!data.join("jobs").join(&c).exists());
+        } // the process "dies" with a running and b waiting
+        let m = JobManager::with_journal(8, j.clone());
+        assert_eq!(m.recover(), 2);
+        assert_eq!(m.get(&a).unwrap().state(), JobState::Queued);
+        let again = m.next().unwrap();
+        assert_eq!((again.id.clone(), again.attempts()), (a.clone(), 2));
+        assert_eq!(m.next().unwrap().id, b);
+        assert!(m.finish(&again, ServerMessage::Cancelled { job_id: a.clone() }));
+        assert!(!m.finish(&again, ServerMessage::Cancelled { job_id: a.clone() }), "the first end wins");
+        // A fresh manager answers for ended jobs from the journal.
+        let fresh = JobManager::with_journal(8, j);
+        let ended = fresh.get(&c).unwrap();
+        assert_eq!(ended.state(), JobState::Cancelled);
+        assert_eq!(ended.terminal(), Some(ServerMessage::Cancelled { job_id: c.clone() }));
+        std::fs::remove_dir_all(data).ok();
+    }
+
+    #[test]
+    fn a_job_cut_short_twice_ends_interrupted() {
+        let (data, j) = journaled("interrupted");
+        let a;
+        {
+            let m = JobManager::with_journal(8, j.clone());
+            a = m.submit(image_req(b"a"), None).unwrap().id.clone();
+            m.next().unwrap();
+        }
+        {
+            let m = JobManager::with_journal(8, j.clone());
+            assert_eq!(m.recover(), 1);
+            assert_eq!(m.next().unwrap().attempts(), 2);
+        }
+        let m = JobManager::with_journal(8, j);
+        assert_eq!(m.recover(), 0);
+        let job = m.get(&a).unwrap();
+        assert_eq!(job.state(), JobState::Failed);
+        assert!(matches!(job.terminal(), Some(ServerMessage::Error { code: ErrorCode::Interrupted, .. })));
+        assert!(!data.join("jobs").join(&a).exists());
+        std::fs::remove_dir_all(data).ok();
+    }
+
+    #[test]
+    fn a_dead_workers_job_runs_again_once_then_ends_interrupted() {
+        let m = JobManager::new(4);
+        m.set_workers(2);
+        let a = m.submit(req(), None).unwrap();
+        let taken = m.next().unwrap();
+        m.done();
+        assert_eq!(m.worker_died(), 1);
+        m.requeue(taken);
+        assert_eq!(a.state(), JobState::Queued);
+        let again = m.next().unwrap();
+        assert_eq!(again.attempts(), 2);
+        m.done();
+        assert_eq!(m.worker_died(), 0);
+        m.requeue(again);
+        assert!(matches!(a.terminal(), Some(ServerMessage::Error { code: ErrorCode::Interrupted, .. })));
+        assert!(m.all_workers_dead());
+        assert_eq!(m.submit(req(), None).unwrap_err(), SubmitError::Unavailable);
     }
 }

@@ -1,11 +1,11 @@
 //! SF3D Studio's server: axum routes (WebSocket jobs, REST, gallery) around one engine instance, plus the
 //! client and CLI pieces of the `sf3d` binary.
 //!
-//! [`app`] builds the router from an [`AppState`] (tests drive it with `oneshot` or over a real socket);
-//! [`Server::start`] loads nothing itself: it takes a loaded [`worker::Engine`], starts the inference worker and
-//! returns the state; [`serve`] runs the router on a listener until a shutdown future resolves, then stops the
-//! queue, closes WebSockets, lets the running job finish (or cancels it after a grace period) and flushes the
-//! gallery.
+//! [`app`] builds the router from an [`AppState`] (`routes/tests.rs` drives it in-process with `oneshot`); [`Server::start`] loads nothing itself: it takes a loaded
+//! [`worker::Engine`] (one pipeline per worker), opens the job journal beside the gallery, queues the jobs an
+//! earlier process left open, starts one inference worker per pipeline and returns the state; [`serve`] runs the
+//! router on a listener until a shutdown future resolves, then stops the queue, closes WebSockets, lets running
+//! jobs finish (or cancels them after a grace period) and flushes the gallery.
 
 pub mod auth;
 pub mod cache;
@@ -16,6 +16,7 @@ mod fuzz;
 pub mod gallery;
 pub mod http;
 pub mod jobs;
+pub mod journal;
 pub mod model_source;
 pub mod remote;
 pub mod routes;
@@ -33,7 +34,7 @@ use tokio::sync::watch;
 use crate::auth::ApiKey;
 use crate::jobs::JobManager;
 use crate::routes::guard::SitePolicy;
-use crate::worker::Engine;
+use crate::worker::{Engine, TestHooks, WorkerOptions, WorkerSlot};
 
 /// `Retry-After` seconds sent with `queue_full`.
 pub const RETRY_AFTER_SECS: u64 = 5;
@@ -79,6 +80,11 @@ pub struct ServerConfig {
     pub max_jobs_per_connection: usize,
     /// Jobs one WebSocket connection may follow at once (its own and `subscribe`d ones).
     pub max_subscriptions_per_connection: usize,
+    /// A job running longer fails with `deadline_exceeded` (`None`: [`worker::default_job_timeout`] of the
+    /// first worker's device).
+    pub job_timeout: Option<Duration>,
+    /// Failure injection for the worker pool's tests.
+    pub test_hooks: TestHooks,
 }
 
 impl Default for ServerConfig {
@@ -97,6 +103,8 @@ impl Default for ServerConfig {
             max_connections_per_client: MAX_CONNECTIONS_PER_CLIENT,
             max_jobs_per_connection: 8,
             max_subscriptions_per_connection: 32,
+            job_timeout: None,
+            test_hooks: TestHooks::default(),
         }
     }
 }
@@ -122,6 +130,8 @@ pub struct AppInner {
     pub engine: Arc<Engine>,
     /// HTTP settings.
     pub config: ServerConfig,
+    /// The inference workers.
+    pub workers: Vec<Arc<WorkerSlot>>,
     /// Flips to true when the server shuts down (WebSocket connections close).
     pub shutdown: watch::Receiver<bool>,
     shutdown_tx: watch::Sender<bool>,
@@ -134,15 +144,23 @@ impl AppInner {
     /// The health response.
     pub fn health(&self) -> HealthResponse {
         let (waiting, running, capacity) = self.jobs.occupancy();
-        let p = &self.engine.pipeline;
+        let p = self.engine.pipeline();
+        let status = if self.jobs.is_closed() {
+            "shutting_down"
+        } else if self.jobs.all_workers_dead() {
+            "degraded"
+        } else {
+            "ok"
+        };
         HealthResponse {
-            status: if self.jobs.is_closed() { "shutting_down".into() } else { "ok".into() },
+            status: status.into(),
             version: SOFTWARE_VERSION.into(),
             protocol: PROTOCOL_VERSION,
             device: p.device().clone(),
             model: p.model().clone(),
             queue: QueueInfo { waiting, running, capacity },
             auth_required: self.config.api_key.is_some(),
+            workers: self.workers.iter().map(|w| w.info()).collect(),
         }
     }
 
@@ -162,22 +180,53 @@ pub struct Server {
     /// The state handlers share.
     pub state: AppState,
     workers: Vec<std::thread::JoinHandle<()>>,
+    watchdog: Option<std::thread::JoinHandle<()>>,
+    stop_watchdog: Arc<std::sync::atomic::AtomicBool>,
 }
 
+/// How often running jobs are checked against their deadline.
+const DEADLINE_CHECK: Duration = Duration::from_millis(200);
+
 impl Server {
-    /// Starts `workers` inference threads (one per model instance; the engine is shared) behind a queue of
-    /// `max_queue` waiting jobs.
+    /// Opens the job journal beside the gallery, queues the jobs a previous process left open, and starts one
+    /// inference worker per pipeline of `engine` behind a queue of `max_queue` waiting jobs.
     pub fn start(engine: Engine, config: ServerConfig, max_queue: u32) -> std::io::Result<Self> {
         let engine = Arc::new(engine);
-        let jobs = Arc::new(JobManager::new(max_queue));
-        let workers = vec![worker::spawn_worker(jobs.clone(), engine.clone())?];
+        let g = &engine.gallery;
+        let journal = journal::Journal::open(&g.db_path(), g.root()).map_err(std::io::Error::other)?;
+        let jobs = Arc::new(JobManager::with_journal(max_queue, Arc::new(journal)));
+        let slots: Vec<Arc<WorkerSlot>> = engine
+            .pipelines()
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Arc::new(WorkerSlot::new(i as u32, p.clone())))
+            .collect();
+        jobs.set_workers(slots.len() as u32);
+        jobs.recover();
+        let timeout = config.job_timeout.unwrap_or_else(|| {
+            worker::default_job_timeout(engine.pipeline().device().kind == sf3d_shared::DeviceKind::Cuda)
+        });
+        let options = WorkerOptions { job_timeout: timeout, hooks: config.test_hooks.clone() };
+        let workers = slots
+            .iter()
+            .map(|slot| worker::spawn_worker(jobs.clone(), engine.clone(), slot.clone(), options.clone()))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let stop_watchdog = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watchdog =
+            worker::watch_deadlines(jobs.clone(), slots.clone(), timeout, DEADLINE_CHECK, stop_watchdog.clone())?;
         let (shutdown_tx, shutdown) = watch::channel(false);
-        Ok(Self { state: Arc::new(AppInner { jobs, engine, config, shutdown, shutdown_tx }), workers })
+        Ok(Self {
+            state: Arc::new(AppInner { jobs, engine, config, workers: slots, shutdown, shutdown_tx }),
+            workers,
+            watchdog: Some(watchdog),
+            stop_watchdog,
+        })
     }
 
-    /// Stops the queue, tells WebSockets to close, waits for the running job up to the grace period, cancels
-    /// it if needed, joins the workers and flushes the gallery.
-    pub fn stop(self) {
+    /// Stops the queue, tells WebSockets to close, waits for running jobs up to the grace period, cancels them
+    /// if needed, joins the workers (for at most the grace period again: a worker stuck in a stage is left
+    /// behind) and flushes the gallery.
+    pub fn stop(mut self) {
         let s = &self.state;
         let _ = s.shutdown_tx.send(true);
         s.jobs.close(false);
@@ -186,10 +235,22 @@ impl Server {
             std::thread::sleep(Duration::from_millis(50));
         }
         if s.jobs.occupancy().1 > 0 {
-            tracing::warn!("cancelling the running job after the shutdown grace period");
+            tracing::warn!("cancelling running jobs after the shutdown grace period");
             s.jobs.close(true);
         }
-        for w in self.workers {
+        let join_by = std::time::Instant::now() + s.config.shutdown_grace;
+        for w in self.workers.drain(..) {
+            while !w.is_finished() && std::time::Instant::now() < join_by {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if w.is_finished() {
+                let _ = w.join();
+            } else {
+                tracing::warn!("a worker did not stop in time; leaving it");
+            }
+        }
+        self.stop_watchdog.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(w) = self.watchdog.take() {
             let _ = w.join();
         }
         if let Err(e) = s.engine.gallery.checkpoint() {

@@ -87,6 +87,16 @@ pub enum DeviceChoice {
     Cuda(usize),
 }
 
+impl std::fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceChoice::Auto => f.write_str("auto"),
+            DeviceChoice::Cpu => f.write_str("cpu"),
+            DeviceChoice::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
 impl FromStr for DeviceChoice {
     type Err = anyhow::Error;
 
@@ -101,6 +111,81 @@ impl FromStr for DeviceChoice {
             },
         }
     }
+}
+
+/// `--device` of `sf3d serve`: one entry per worker, comma-separated (`cuda:0,cuda:1`, `cpu,cpu`). `auto` alone
+/// means every visible GPU that this binary can use, else one CPU worker.
+pub fn parse_device_list(s: &str) -> anyhow::Result<Vec<DeviceChoice>> {
+    let list = s.split(',').map(str::parse).collect::<anyhow::Result<Vec<DeviceChoice>>>()?;
+    if list.len() > 1 && list.contains(&DeviceChoice::Auto) {
+        bail!("--device {s:?}: `auto` stands alone (it already means every GPU)");
+    }
+    if list.len() > MAX_WORKERS {
+        bail!("--device {s:?}: at most {MAX_WORKERS} workers");
+    }
+    Ok(match list.as_slice() {
+        [DeviceChoice::Auto] => {
+            visible_gpus().map_or(vec![DeviceChoice::Auto], |n| (0..n).map(DeviceChoice::Cuda).collect())
+        }
+        _ => list,
+    })
+}
+
+/// Most workers one process runs.
+pub const MAX_WORKERS: usize = 16;
+
+/// How many GPUs `auto` would use: `None` when none is usable by this binary.
+fn visible_gpus() -> Option<usize> {
+    #[cfg(feature = "cuda")]
+    {
+        use crate::doctor::{Build, Driver, gpu_usable, probe_host};
+        let (build, host) = (Build::current(), probe_host());
+        if gpu_usable(&build, &host)
+            && let Driver::Ready { gpus, .. } = &host.driver
+            && !gpus.is_empty()
+        {
+            return Some(gpus.len());
+        }
+    }
+    None
+}
+
+/// One pipeline per entry of `devices` (from [`parse_device_list`]): each distinct device loads the weights
+/// once, all devices in parallel; entries naming the same device share its pipeline.
+pub fn load_pipelines(
+    source: &ModelSource,
+    devices: &[DeviceChoice],
+    dtype: Option<DType>,
+    options: PipelineOptions,
+) -> anyhow::Result<Vec<std::sync::Arc<Pipeline>>> {
+    if let ModelSource::Hub { repo, revision } = source {
+        // Download once, before the loaders (each finds it in the cache then).
+        download_hub(repo, revision.as_deref())?;
+    }
+    let mut distinct: Vec<DeviceChoice> = Vec::new();
+    for d in devices {
+        if !distinct.contains(d) {
+            distinct.push(*d);
+        }
+    }
+    let loaded: Vec<anyhow::Result<Pipeline>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = distinct
+            .iter()
+            .map(|&d| {
+                let options = options.clone();
+                scope.spawn(move || load_pipeline(source, d, dtype, options))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("loading the model panicked"))))
+            .collect()
+    });
+    let mut by_device = Vec::new();
+    for (d, p) in distinct.iter().zip(loaded) {
+        by_device.push((*d, std::sync::Arc::new(p.with_context(|| format!("device {d}"))?)));
+    }
+    Ok(devices.iter().filter_map(|d| by_device.iter().find(|(b, _)| b == d).map(|(_, p)| p.clone())).collect())
 }
 
 /// The candle device and its description.
@@ -311,6 +396,11 @@ mod tests {
         assert_eq!("./m".parse::<ModelSource>().unwrap(), ModelSource::Dir("./m".into()));
         assert_eq!("cuda:1".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cuda(1));
         assert!("tpu".parse::<DeviceChoice>().is_err());
+        assert_eq!(parse_device_list("cpu,cpu").unwrap(), [DeviceChoice::Cpu, DeviceChoice::Cpu]);
+        assert_eq!(parse_device_list("cuda:0, cuda:1").unwrap(), [DeviceChoice::Cuda(0), DeviceChoice::Cuda(1)]);
+        assert!(parse_device_list("auto,cpu").is_err());
+        assert!(parse_device_list("cpu,").is_err());
+        assert!(parse_device_list(&vec!["cpu"; MAX_WORKERS + 1].join(",")).is_err());
     }
 
     #[test]

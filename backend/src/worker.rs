@@ -1,54 +1,290 @@
-//! The inference worker: a dedicated OS thread that takes jobs from the queue and runs the pipeline, pushing
-//! every stage event to the job's subscribers the moment it happens, storing results in the gallery and the
-//! scene-code cache.
+//! The inference workers: one OS thread per `--device` entry, each with the engine of its device, taking jobs
+//! from the shared queue and running the pipeline, pushing every stage event to the job's subscribers the
+//! moment it happens, storing results in the gallery and the scene-code cache.
+//!
+//! A panic inside a job fails that job only. A worker that dies outside a job (a panic in its own loop, a lost
+//! device) is reported `dead`, its job goes back to the head of the queue (once: see
+//! [`crate::journal::MAX_ATTEMPTS`]) and the other workers carry on. [`watch_deadlines`] ends a job that runs
+//! past `--job-timeout` at once and tells the pipeline to stop at its next check.
 
-use std::sync::Arc;
-use std::time::SystemTime;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use sf3d::pipeline::{EncodeKey, Encoded, Events, Extracted, Pipeline, StageEvent, png_bytes};
-use sf3d_shared::{ErrorCode, GenerateParams, MeshMetadata, MeshUrls, ServerMessage, StageTiming};
+use sf3d_shared::api::{WorkerInfo, WorkerState};
+use sf3d_shared::{ErrorCode, GenerateParams, MeshMetadata, MeshUrls, ServerMessage, StageState, StageTiming};
 
 use crate::cache::EncodeCache;
 use crate::error::{ApiError, engine_error};
 use crate::gallery::{CACHE_FILE, Gallery, NewMesh};
 use crate::jobs::{Job, JobInput, JobManager, JobRequest};
 
-/// Everything a worker needs.
+/// The models and the stores the workers share.
 #[derive(Debug)]
 pub struct Engine {
-    /// The loaded model.
-    pub pipeline: Pipeline,
+    /// One pipeline per worker, in `--device` order; workers on the same device share one (the weights are
+    /// loaded once per device).
+    pipelines: Vec<Arc<Pipeline>>,
     /// Where results go.
     pub gallery: Arc<Gallery>,
-    /// Recent encodes.
+    /// Recent encodes (scene codes live on the CPU, so any worker can extract from them).
     pub cache: EncodeCache,
 }
 
-/// Starts a worker thread.
-pub fn spawn_worker(manager: Arc<JobManager>, engine: Arc<Engine>) -> std::io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new().name("sf3d-worker".into()).spawn(move || {
-        while let Some(job) = manager.next() {
-            let span = tracing::info_span!("job", id = %job.id);
-            let _guard = span.enter();
-            let started = std::time::Instant::now();
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_job(&engine, &job)));
-            let msg = match outcome {
-                Ok(Ok(msg)) => msg,
-                Ok(Err(e)) if e.code == ErrorCode::Cancelled => ServerMessage::Cancelled { job_id: job.id.clone() },
-                Ok(Err(e)) => e.to_message(Some(job.id.clone())),
-                Err(_) => ApiError::internal("worker", "the pipeline panicked").to_message(Some(job.id.clone())),
-            };
-            match &msg {
-                ServerMessage::Done { mesh_id, .. } => {
-                    tracing::info!(%mesh_id, elapsed = ?started.elapsed(), "job done")
-                }
-                ServerMessage::Cancelled { .. } => tracing::info!("job cancelled"),
-                other => tracing::warn!(?other, "job failed"),
+impl Engine {
+    /// One worker on `pipeline`.
+    pub fn new(pipeline: Pipeline, gallery: Arc<Gallery>, cache: EncodeCache) -> Self {
+        Self { pipelines: vec![Arc::new(pipeline)], gallery, cache }
+    }
+
+    /// One worker per pipeline (`more` after `first`, in `--device` order).
+    pub fn with_workers(
+        first: Arc<Pipeline>,
+        more: Vec<Arc<Pipeline>>,
+        gallery: Arc<Gallery>,
+        cache: EncodeCache,
+    ) -> Self {
+        let mut pipelines = vec![first];
+        pipelines.extend(more);
+        Self { pipelines, gallery, cache }
+    }
+
+    /// The first worker's pipeline: the model and device health and `hello` name first.
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipelines[0]
+    }
+
+    /// Every worker's pipeline.
+    pub fn pipelines(&self) -> &[Arc<Pipeline>] {
+        &self.pipelines
+    }
+}
+
+/// Failure injection for the worker pool's own tests (`sf3d serve --test-hook`, hidden from `--help`).
+#[derive(Debug, Clone, Default)]
+pub struct TestHooks {
+    /// The first worker to take a job panics right after taking it, outside the job's own panic guard.
+    panic_on_first_take: bool,
+    /// The first stage of the first job stalls this long without looking at cancellation (a stuck stage).
+    stall_first_job: Option<Duration>,
+    /// Set once the panic hook fired (shared by the clones a server's workers hold).
+    panic_fired: Arc<AtomicBool>,
+    /// Set once the stall hook fired.
+    stall_fired: Arc<AtomicBool>,
+}
+
+impl TestHooks {
+    /// The first worker to take a job panics right after taking it.
+    pub fn panic_on_first_take() -> Self {
+        Self { panic_on_first_take: true, ..Self::default() }
+    }
+
+    /// The first stage of the first job stalls for `d`.
+    pub fn stall_first_job(d: Duration) -> Self {
+        Self { stall_first_job: Some(d), ..Self::default() }
+    }
+
+    /// Parses one `--test-hook` value: `panic-on-first-take` or `stall-first-job=MILLISECONDS`.
+    pub fn add(&mut self, hook: &str) -> Result<(), String> {
+        match hook.split_once('=') {
+            None if hook == "panic-on-first-take" => self.panic_on_first_take = true,
+            Some(("stall-first-job", ms)) => {
+                let ms: u64 = ms.parse().map_err(|_| format!("--test-hook stall-first-job={ms}: not milliseconds"))?;
+                self.stall_first_job = Some(Duration::from_millis(ms));
             }
-            job.publish(msg);
+            _ => return Err(format!("unknown --test-hook {hook:?}: panic-on-first-take, stall-first-job=MS")),
+        }
+        Ok(())
+    }
+}
+
+/// Settings of the workers.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// A job running longer than this fails with `deadline_exceeded`.
+    pub job_timeout: Duration,
+    /// Failure injection (tests only).
+    pub hooks: TestHooks,
+}
+
+/// The default `--job-timeout`: generous for the device (a full-size CPU run takes a minute or two).
+pub fn default_job_timeout(on_gpu: bool) -> Duration {
+    Duration::from_secs(if on_gpu { 60 } else { 600 })
+}
+
+/// One worker as health sees it.
+#[derive(Debug)]
+pub struct WorkerSlot {
+    /// Index in `--device` order.
+    pub id: u32,
+    /// Its engine.
+    pub pipeline: Arc<Pipeline>,
+    state: Mutex<WorkerState>,
+    jobs_done: AtomicU64,
+    current: Mutex<Option<Arc<Job>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl WorkerSlot {
+    /// A worker of `pipeline`.
+    pub fn new(id: u32, pipeline: Arc<Pipeline>) -> Self {
+        Self {
+            id,
+            pipeline,
+            state: Mutex::new(WorkerState::Idle),
+            jobs_done: AtomicU64::new(0),
+            current: Mutex::new(None),
+        }
+    }
+
+    /// What health reports.
+    pub fn info(&self) -> WorkerInfo {
+        WorkerInfo {
+            id: self.id,
+            device: self.pipeline.device().clone(),
+            state: *lock(&self.state),
+            jobs_done: self.jobs_done.load(Ordering::SeqCst),
+        }
+    }
+
+    /// The job it runs, if any.
+    pub fn current(&self) -> Option<Arc<Job>> {
+        lock(&self.current).clone()
+    }
+
+    fn begin(&self, job: Arc<Job>) {
+        *lock(&self.current) = Some(job);
+        *lock(&self.state) = WorkerState::Busy;
+    }
+
+    fn end(&self) {
+        *lock(&self.current) = None;
+        *lock(&self.state) = WorkerState::Idle;
+        self.jobs_done.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Reports its worker dead when the worker's thread unwinds, and hands the job it held back to the queue.
+struct DeathWatch {
+    slot: Arc<WorkerSlot>,
+    manager: Arc<JobManager>,
+}
+
+impl Drop for DeathWatch {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        *lock(&self.slot.state) = WorkerState::Dead;
+        let job = lock(&self.slot.current).take();
+        let alive = self.manager.worker_died();
+        tracing::error!(worker = self.slot.id, alive, "a worker died outside a job");
+        if let Some(job) = job {
+            self.manager.done();
+            tracing::warn!(job = %job.id, "returning the dead worker's job to the queue");
+            self.manager.requeue(job);
+        }
+    }
+}
+
+/// Starts the worker of `slot`.
+pub fn spawn_worker(
+    manager: Arc<JobManager>,
+    engine: Arc<Engine>,
+    slot: Arc<WorkerSlot>,
+    options: WorkerOptions,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new().name(format!("sf3d-worker-{}", slot.id)).spawn(move || {
+        let _watch = DeathWatch { slot: slot.clone(), manager: manager.clone() };
+        while let Some(job) = manager.next() {
+            slot.begin(job.clone());
+            if options.hooks.panic_on_first_take && !options.hooks.panic_fired.swap(true, Ordering::SeqCst) {
+                panic!("test hook: worker {} fails outside a job", slot.id);
+            }
+            let span = tracing::info_span!("job", id = %job.id, worker = slot.id);
+            let _guard = span.enter();
+            let started = Instant::now();
+            let stall =
+                options.hooks.stall_first_job.filter(|_| !options.hooks.stall_fired.swap(true, Ordering::SeqCst));
+            let outcome =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_job(&engine, &slot, &job, stall)));
+            let msg = match outcome {
+                Ok(Ok(msg)) => Some(msg),
+                Ok(Err(e)) if e.code == ErrorCode::Cancelled => {
+                    if job.cancelled_by_client() || job.terminal().is_some() {
+                        Some(ServerMessage::Cancelled { job_id: job.id.clone() })
+                    } else {
+                        // Neither a client nor the deadline: the server stops.
+                        manager.stopped_by_shutdown(&job);
+                        None
+                    }
+                }
+                Ok(Err(e)) => Some(e.to_message(Some(job.id.clone()))),
+                Err(_) => Some(ApiError::internal("worker", "the pipeline panicked").to_message(Some(job.id.clone()))),
+            };
+            if let Some(msg) = msg {
+                let ended_here = manager.finish(&job, msg.clone());
+                match &msg {
+                    _ if !ended_here => tracing::info!("job had already ended (deadline); its run stopped"),
+                    ServerMessage::Done { mesh_id, .. } => {
+                        tracing::info!(%mesh_id, elapsed = ?started.elapsed(), "job done")
+                    }
+                    ServerMessage::Cancelled { .. } => tracing::info!("job cancelled"),
+                    other => tracing::warn!(?other, "job failed"),
+                }
+            }
+            slot.end();
             manager.done();
         }
-        tracing::info!("worker stopped");
+        tracing::info!(worker = slot.id, "worker stopped");
+    })
+}
+
+/// Ends jobs that run past `timeout` (checked every `every` until `stop` is set), and prunes the journal
+/// hourly.
+pub fn watch_deadlines(
+    manager: Arc<JobManager>,
+    slots: Vec<Arc<WorkerSlot>>,
+    timeout: Duration,
+    every: Duration,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new().name("sf3d-deadlines".into()).spawn(move || {
+        let mut last_prune = Instant::now();
+        while !stop.load(Ordering::SeqCst) {
+            std::thread::sleep(every);
+            for slot in &slots {
+                let Some(job) = slot.current() else { continue };
+                let overdue = job.started_at().is_some_and(|t| t.elapsed() > timeout);
+                if overdue && job.terminal().is_none() {
+                    let msg = ServerMessage::Error {
+                        job_id: Some(job.id.clone()),
+                        code: ErrorCode::DeadlineExceeded,
+                        message: format!(
+                            "the job ran longer than this server's deadline of {} s (--job-timeout) and was stopped",
+                            timeout.as_secs_f64()
+                        ),
+                        field: None,
+                    };
+                    if manager.finish(&job, msg) {
+                        tracing::warn!(job = %job.id, worker = slot.id, ?timeout, "job past its deadline");
+                    }
+                    job.cancel.cancel();
+                }
+            }
+            if last_prune.elapsed() > Duration::from_secs(3600) {
+                last_prune = Instant::now();
+                if let Some(j) = manager.journal()
+                    && let Err(e) = j.prune()
+                {
+                    tracing::warn!(error = %e, "pruning the job journal failed");
+                }
+            }
+        }
     })
 }
 
@@ -56,10 +292,13 @@ pub fn spawn_worker(manager: Arc<JobManager>, engine: Arc<Engine>) -> std::io::R
 struct JobEvents<'a> {
     job: &'a Job,
     label: Option<&'static str>,
+    /// A test hook: the next stage to start stalls this long.
+    stall: Option<Duration>,
 }
 
 impl Events for JobEvents<'_> {
     fn emit(&mut self, e: StageEvent) {
+        let starts = e.state == StageState::Started;
         self.job.publish(ServerMessage::Stage {
             job_id: self.job.id.clone(),
             stage: e.stage,
@@ -72,6 +311,9 @@ impl Events for JobEvents<'_> {
                 (l, p) => l.or(p.map(String::from)),
             },
         });
+        if starts && let Some(d) = self.stall.take() {
+            std::thread::sleep(d);
+        }
     }
 
     fn cancelled(&self) -> bool {
@@ -92,17 +334,41 @@ struct Source {
     parent_id: Option<String>,
 }
 
-fn run_job(engine: &Engine, job: &Job) -> Result<ServerMessage, ApiError> {
+/// The `done` message of a gallery entry.
+fn done_message(job: &Job, mesh_id: String, metadata: MeshMetadata) -> ServerMessage {
+    ServerMessage::Done {
+        job_id: job.id.clone(),
+        urls: MeshUrls::for_mesh(&mesh_id),
+        mesh_id,
+        metadata: Box::new(metadata),
+    }
+}
+
+fn run_job(engine: &Engine, slot: &WorkerSlot, job: &Job, stall: Option<Duration>) -> Result<ServerMessage, ApiError> {
+    // A job that ran before (its process or worker died) may have stored its result already.
+    if job.attempts() > 1
+        && let Some(entry) = engine.gallery.find_by_job(&job.id, false)?
+    {
+        tracing::info!(mesh_id = %entry.id, "the job's result was stored by an earlier run");
+        return Ok(done_message(job, entry.id, entry.metadata));
+    }
     let JobRequest { input, params } =
-        job.take_request().ok_or_else(|| ApiError::internal("worker", "job without request"))?;
-    let mut events = JobEvents { job, label: None };
-    let src = obtain_encoding(engine, input, &params, &mut events)?;
+        job.request().ok_or_else(|| ApiError::internal("worker", "job without request"))?;
+    let pipeline = &slot.pipeline;
+    let mut events = JobEvents { job, label: None, stall };
+    let src = obtain_encoding(engine, pipeline, input, &params, &mut events)?;
+    let save = |ext: &Extracted, params: &GenerateParams, preview: bool| {
+        if job.terminal().is_some() || job.cancel.is_cancelled() {
+            return Err(ApiError::new(ErrorCode::Cancelled, "the job ended while it ran"));
+        }
+        store(engine, pipeline, slot.id, job, &src, ext, params, preview)
+    };
 
     if params.preview {
         let preview_params = params.preview_params();
-        let mut ev = JobEvents { job, label: Some("preview") };
-        let ext = engine.pipeline.extract(&src.encoded, &preview_params, &mut ev).map_err(|e| engine_error(&e))?;
-        let (mesh_id, metadata) = store(engine, &src, &ext, &preview_params, true)?;
+        let mut ev = JobEvents { job, label: Some("preview"), stall: None };
+        let ext = pipeline.extract(&src.encoded, &preview_params, &mut ev).map_err(|e| engine_error(&e))?;
+        let (mesh_id, metadata) = save(&ext, &preview_params, true)?;
         job.publish(ServerMessage::Preview {
             job_id: job.id.clone(),
             urls: MeshUrls::for_mesh(&mesh_id),
@@ -110,31 +376,30 @@ fn run_job(engine: &Engine, job: &Job) -> Result<ServerMessage, ApiError> {
             metadata: Box::new(metadata),
         });
     }
-    let ext = engine.pipeline.extract(&src.encoded, &params, &mut events).map_err(|e| engine_error(&e))?;
-    let (mesh_id, metadata) = store(engine, &src, &ext, &params, false)?;
-    Ok(ServerMessage::Done {
-        job_id: job.id.clone(),
-        urls: MeshUrls::for_mesh(&mesh_id),
-        mesh_id,
-        metadata: Box::new(metadata),
-    })
+    let ext = pipeline.extract(&src.encoded, &params, &mut events).map_err(|e| engine_error(&e))?;
+    let (mesh_id, metadata) = save(&ext, &params, false)?;
+    Ok(done_message(job, mesh_id, metadata))
 }
 
 /// The encoded image of a request: from the memory cache, the disk cache, or the network.
 fn obtain_encoding(
     engine: &Engine,
+    p: &Pipeline,
     input: JobInput,
     params: &GenerateParams,
     events: &mut JobEvents<'_>,
 ) -> Result<Source, ApiError> {
-    let p = &engine.pipeline;
     match input {
-        JobInput::Image { bytes, filename } => encode_bytes(engine, bytes, params, events, filename, None),
+        JobInput::Image { bytes, filename } => encode_bytes(engine, p, bytes, params, events, filename, None),
+        JobInput::Upload { path, filename } => {
+            let bytes = std::fs::read(&path).map_err(|e| ApiError::internal("journaled upload", e))?;
+            encode_bytes(engine, p, bytes, params, events, filename, None)
+        }
         JobInput::FromMesh { mesh_id } => {
             let entry = engine.gallery.get(&mesh_id)?;
             let path = engine.gallery.file_path(&mesh_id, "input.png")?;
             let bytes = std::fs::read(&path).map_err(|e| ApiError::internal("gallery input", e))?;
-            encode_bytes(engine, bytes, params, events, entry.metadata.source_name, None)
+            encode_bytes(engine, p, bytes, params, events, entry.metadata.source_name, None)
         }
         JobInput::Regenerate { parent_id } => {
             let parent = engine.gallery.get(&parent_id)?;
@@ -143,7 +408,7 @@ fn obtain_encoding(
             let same_encode = parent.metadata.params.foreground_ratio.to_bits() == params.foreground_ratio.to_bits()
                 && parent.metadata.params.background == params.background
                 && parent.metadata.model.id == p.model().id;
-            if same_encode && let Some(encoded) = cached_encoding(engine, &parent_id) {
+            if same_encode && let Some(encoded) = cached_encoding(engine, p, &parent_id) {
                 let encode_timings = p.report_cached(events);
                 return Ok(Source {
                     encoded,
@@ -153,20 +418,20 @@ fn obtain_encoding(
                     parent_id: Some(parent_id),
                 });
             }
-            encode_bytes(engine, input_png, params, events, parent.metadata.source_name, Some(parent_id))
+            encode_bytes(engine, p, input_png, params, events, parent.metadata.source_name, Some(parent_id))
         }
     }
 }
 
 fn encode_bytes(
     engine: &Engine,
+    p: &Pipeline,
     bytes: Vec<u8>,
     params: &GenerateParams,
     events: &mut JobEvents<'_>,
     source_name: Option<String>,
     parent_id: Option<String>,
 ) -> Result<Source, ApiError> {
-    let p = &engine.pipeline;
     let key = EncodeKey::new(&bytes, params, &p.model().id);
     let digest = key.digest();
     if let Some(encoded) = engine.cache.get(&digest) {
@@ -183,7 +448,7 @@ fn encode_bytes(
 }
 
 /// The parent's encode from memory, else from its cache file; a damaged file is reported and ignored.
-fn cached_encoding(engine: &Engine, mesh_id: &str) -> Option<Arc<Encoded>> {
+fn cached_encoding(engine: &Engine, p: &Pipeline, mesh_id: &str) -> Option<Arc<Encoded>> {
     if let Some(e) = engine.cache.get_for_mesh(mesh_id) {
         return Some(e);
     }
@@ -198,7 +463,7 @@ fn cached_encoding(engine: &Engine, mesh_id: &str) -> Option<Arc<Encoded>> {
         Encoded::from_bytes(&bytes, img("input.png")?, img("preprocessed.png")?).map_err(|e| e.to_string())
     };
     match load() {
-        Ok(e) if e.key.model_id == engine.pipeline.model().id => {
+        Ok(e) if e.key.model_id == p.model().id => {
             let e = Arc::new(e);
             let digest = e.key.digest();
             engine.cache.insert(&digest, e.clone());
@@ -216,18 +481,29 @@ fn cached_encoding(engine: &Engine, mesh_id: &str) -> Option<Arc<Encoded>> {
     }
 }
 
+/// Stores a result in the gallery, once per job: an entry this job already wrote (an earlier run that died
+/// before it could report) is returned instead of a second one.
+#[allow(clippy::too_many_arguments)]
 fn store(
     engine: &Engine,
+    pipeline: &Pipeline,
+    worker: u32,
+    job: &Job,
     src: &Source,
     ext: &Extracted,
     params: &GenerateParams,
     preview: bool,
 ) -> Result<(String, MeshMetadata), ApiError> {
+    if let Some(entry) = engine.gallery.find_by_job(&job.id, preview)? {
+        return Ok((entry.id, entry.metadata));
+    }
     let mesh_id = crate::gallery::new_id();
     let mut timings = src.encode_timings.clone();
     timings.extend(ext.timings.iter().copied());
-    let mut metadata = engine.pipeline.metadata(&src.encoded, ext, params, timings, now_rfc3339());
+    let mut metadata = pipeline.metadata(&src.encoded, ext, params, timings, now_rfc3339());
     metadata.mesh_id = mesh_id.clone();
+    metadata.worker = Some(worker);
+    metadata.job_id = Some(job.id.clone());
     metadata.parent_id = src.parent_id.clone();
     metadata.source_name = src.source_name.clone();
     metadata.preview = preview;

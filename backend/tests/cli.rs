@@ -451,7 +451,7 @@ fn remote_client_saves_results_and_merges_into_the_seed_folder() {
         .unwrap();
         let gallery = std::sync::Arc::new(sf3d_backend::gallery::Gallery::open(&data).unwrap());
         let engine =
-            sf3d_backend::worker::Engine { pipeline, gallery, cache: sf3d_backend::cache::EncodeCache::new(1 << 28) };
+            sf3d_backend::worker::Engine::new(pipeline, gallery, sf3d_backend::cache::EncodeCache::new(1 << 28));
         let server = sf3d_backend::Server::start(engine, Default::default(), 4).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -592,6 +592,8 @@ impl Pipeline {
             params: params.clone(),
             model: self.model.clone(),
             device: self.device.clone(),
+            worker: None,
+            job_id: None,
             timings,
             total_ms,
             vertex_count: ext.vertex_count as u64,

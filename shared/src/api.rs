@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::params::GenerateParams;
+use crate::protocol::{JobState, ServerMessage, StageSnapshot};
 use crate::stage::{Stage, StageState};
 
 /// Response header carrying the gallery id of a mesh returned by `POST /api/generate`.
@@ -75,10 +76,36 @@ pub struct QueueInfo {
     pub capacity: u32,
 }
 
+/// What an inference worker is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerState {
+    /// Waiting for a job.
+    Idle,
+    /// Running a job.
+    Busy,
+    /// Stopped by a failure outside a job (a panic, a lost device); it takes no more jobs.
+    Dead,
+}
+
+/// One inference worker: a thread with the engine of one device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    /// Index in `--device` order, from 0.
+    pub id: u32,
+    /// Its device.
+    pub device: DeviceInfo,
+    /// What it is doing.
+    pub state: WorkerState,
+    /// Jobs it has ended (done, failed or cancelled) since the server started.
+    pub jobs_done: u64,
+}
+
 /// `GET /api/health`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HealthResponse {
-    /// `"ok"` when the model is loaded and the worker runs.
+    /// `"ok"` while at least one worker is alive, `"degraded"` when every worker is dead (new jobs get 503
+    /// `unavailable`), `"shutting_down"` once the server stops accepting work.
     pub status: String,
     /// Software version.
     pub version: String,
@@ -92,6 +119,30 @@ pub struct HealthResponse {
     pub queue: QueueInfo,
     /// Whether requests need `Authorization: Bearer <key>`.
     pub auth_required: bool,
+    /// Every inference worker (one per `--device` entry); `device` above is the first one's.
+    #[serde(default)]
+    pub workers: Vec<WorkerInfo>,
+}
+
+/// `GET /api/jobs/{id}`: a job's state, live or from the journal (finished jobs are kept for a day, across
+/// restarts).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobStatus {
+    /// The job.
+    pub job_id: String,
+    /// Its state.
+    pub state: JobState,
+    /// Jobs ahead of it while it waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<u32>,
+    /// Times it was started (a run interrupted by a crash or restart counts; the limit is 2).
+    pub attempts: u32,
+    /// The stages seen so far (of the current attempt).
+    #[serde(default)]
+    pub stages: Vec<StageSnapshot>,
+    /// The message that ended it (`done`, `error` or `cancelled`), once it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terminal: Option<ServerMessage>,
 }
 
 /// `GET /health`: the seed client's shape (extra fields are harmless to it).
@@ -107,6 +158,9 @@ pub struct SeedHealth {
     pub model: String,
     /// Whether this is the built-in test model.
     pub test_model: bool,
+    /// Every inference worker.
+    #[serde(default)]
+    pub workers: Vec<WorkerInfo>,
 }
 
 /// Wall time of one stage.
@@ -152,6 +206,12 @@ pub struct MeshMetadata {
     pub model: ModelInfo,
     /// Device used.
     pub device: DeviceInfo,
+    /// The worker that ran the job (index in `--device` order), when a server made it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<u32>,
+    /// The job that made it (a job writes its result once, even when it ran twice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
     /// Per-stage wall times, in pipeline order.
     pub timings: Vec<StageTiming>,
     /// Sum of `timings`.
@@ -287,6 +347,12 @@ pub enum ErrorCode {
     Cancelled,
     /// The server is shutting down.
     ShuttingDown,
+    /// Every inference worker is dead: the server takes no jobs until it is restarted.
+    Unavailable,
+    /// The job ran past its deadline (`--job-timeout`).
+    DeadlineExceeded,
+    /// The job was started twice and both runs were cut short by a crash or restart of the server.
+    Interrupted,
     /// A bug or an unexpected failure on the server (details are in its log).
     Internal,
 }
@@ -305,7 +371,9 @@ impl ErrorCode {
             ErrorCode::UnsupportedImage | ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::InvalidParams | ErrorCode::NoForeground | ErrorCode::NoSurface => 422,
             ErrorCode::QueueFull => 429,
-            ErrorCode::ShuttingDown => 503,
+            ErrorCode::ShuttingDown | ErrorCode::Unavailable => 503,
+            ErrorCode::DeadlineExceeded => 504,
+            ErrorCode::Interrupted => 500,
             ErrorCode::Internal => 500,
         }
     }
@@ -330,6 +398,9 @@ impl ErrorCode {
             ErrorCode::UnknownMessage => "unknown_message",
             ErrorCode::Cancelled => "cancelled",
             ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::DeadlineExceeded => "deadline_exceeded",
+            ErrorCode::Interrupted => "interrupted",
             ErrorCode::Internal => "internal",
         }
     }
@@ -361,6 +432,11 @@ impl ErrorCode {
             ErrorCode::ProtocolMismatch => "Client and server versions differ; reload the page or update the client.",
             ErrorCode::Cancelled => "The job was cancelled.",
             ErrorCode::ShuttingDown => "The server is restarting; try again shortly.",
+            ErrorCode::Unavailable => "Every worker of the server has failed; its operator needs to restart it.",
+            ErrorCode::DeadlineExceeded => {
+                "The job took longer than the server allows (--job-timeout); try smaller settings or ask its operator."
+            }
+            ErrorCode::Interrupted => "The server restarted twice while running this job; submit it again.",
             ErrorCode::Internal => "Something went wrong on the server; its log has the details.",
         }
     }

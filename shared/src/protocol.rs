@@ -134,6 +134,9 @@ pub enum ServerMessage {
         auth_required: bool,
         /// Largest accepted image, in bytes.
         max_upload_bytes: u64,
+        /// Every inference worker (device, state, jobs done).
+        #[serde(default)]
+        workers: Vec<crate::api::WorkerInfo>,
     },
     /// A `generate`/`regenerate` was queued.
     Accepted {

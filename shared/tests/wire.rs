@@ -114,6 +114,9 @@ fn every_protocol_example_round_trips() {
             "seed_health" => {
                 round_trip::<SeedHealth>(&kind, &json);
             }
+            "job_status" => {
+                round_trip_filled::<sf3d_shared::api::JobStatus>(&kind, &json);
+            }
             "mesh_list" => {
                 round_trip_filled::<MeshList>(&kind, &json);
             }
@@ -129,7 +132,7 @@ fn every_protocol_example_round_trips() {
             .collect();
     assert_eq!(client_types, want_client, "every client message needs an example");
     assert_eq!(server_types, want_server, "every server message needs an example");
-    for k in ["params", "error", "health", "seed_health", "mesh_list"] {
+    for k in ["params", "error", "health", "seed_health", "mesh_list", "job_status"] {
         assert!(kinds.contains(k), "missing a {k} example");
     }
 }

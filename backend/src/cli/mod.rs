@@ -1,6 +1,7 @@
 //! Argument parsing and the subcommands of the `sf3d` binary (anyhow at this edge; exit codes here).
 
 mod bench;
+mod bench_serve;
 mod progress;
 mod remote;
 mod run;
@@ -34,6 +35,8 @@ enum Command {
     Remote(remote::RemoteArgs),
     /// Per-stage timings (min/median) and peak memory.
     Bench(bench::BenchArgs),
+    /// Throughput (jobs/min) and latency (p50/p95) of a running `sf3d serve`, measured as a client.
+    BenchServe(bench_serve::BenchServeArgs),
     /// Compare every stage with a golden set of the reference implementation.
     CheckGolden(CheckGoldenArgs),
     /// What this binary was built for, what the host's NVIDIA driver and GPUs are, and whether they fit.
@@ -47,7 +50,8 @@ pub struct ModelArgs {
     /// hf:stabilityai/stable-fast-3d), or nothing for the built-in test model.
     #[arg(long, env = "SF3D_MODEL", default_value = "")]
     pub model: String,
-    /// Device: auto, cpu, cuda or cuda:N.
+    /// Device: auto, cpu, cuda or cuda:N. `serve` takes a comma-separated list, one worker each
+    /// (`cuda:0,cuda:1`; `auto` = every usable GPU, else one CPU worker).
     #[arg(long, env = "SF3D_DEVICE", default_value = "auto")]
     pub device: String,
     /// Compute dtype of the transformer stack: f32 (default on CPU) or bf16 (default on CUDA).
@@ -141,6 +145,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(a) => run::run(a),
         Command::Remote(a) => remote::remote(a),
         Command::Bench(a) => bench::bench(a),
+        Command::BenchServe(a) => bench_serve::bench_serve(a),
         Command::CheckGolden(a) => check_golden(a),
         Command::Doctor => {
             use sf3d_backend::doctor::{Build, probe_host, report};

@@ -13,9 +13,9 @@ use sf3d::preprocess::DecodeLimits;
 use sf3d_backend::auth::ApiKey;
 use sf3d_backend::cache::EncodeCache;
 use sf3d_backend::gallery::Gallery;
-use sf3d_backend::model_source::load_pipeline;
+use sf3d_backend::model_source::{load_pipelines, parse_device_list};
 use sf3d_backend::routes::guard::SitePolicy;
-use sf3d_backend::worker::Engine;
+use sf3d_backend::worker::{Engine, TestHooks};
 use sf3d_backend::{Server, ServerConfig, check_bind, serve as serve_http, shutdown_signal};
 
 use super::ModelArgs;
@@ -73,6 +73,12 @@ pub struct ServeArgs {
     /// Seconds a running job may take to finish at shutdown before it is cancelled.
     #[arg(long, env = "SF3D_SHUTDOWN_GRACE", default_value_t = 30)]
     shutdown_grace: u64,
+    /// Seconds a job may run before it fails with deadline_exceeded (default: 600 on the CPU, 60 on a GPU).
+    #[arg(long, env = "SF3D_JOB_TIMEOUT")]
+    job_timeout: Option<f64>,
+    /// Failure injection for the server's own tests (panic-on-first-take, stall-first-job=MS).
+    #[arg(long, hide = true)]
+    test_hook: Vec<String>,
 }
 
 impl std::fmt::Debug for ServeArgs {
@@ -99,15 +105,31 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let site = SitePolicy::new(&a.allowed_host, &a.cors_origin, api_key.is_some()).map_err(anyhow::Error::msg)?;
     let limits = DecodeLimits { max_bytes: a.max_upload_mb * 1_000_000, max_pixels: a.max_megapixels * 1_000_000 };
-    let options = PipelineOptions { decode_limits: limits, ..Default::default() };
-    let pipeline = load_pipeline(&a.model.source()?, a.model.device()?, a.model.dtype()?, options)?;
-    tracing::info!(model = %pipeline.model().id, device = %pipeline.device().name, "model ready");
-    if pipeline.model().test_model {
-        tracing::warn!("{}", sf3d_shared::TEST_MODEL_LABEL);
+    let devices = parse_device_list(&a.model.device)?;
+    let job_timeout = match a.job_timeout {
+        None => None,
+        Some(s) if s.is_finite() && s > 0.0 && s <= 7.0 * 86_400.0 => Some(Duration::from_secs_f64(s)),
+        Some(s) => anyhow::bail!("--job-timeout {s}: give seconds between 0 and a week"),
+    };
+    let mut test_hooks = TestHooks::default();
+    for h in &a.test_hook {
+        test_hooks.add(h).map_err(anyhow::Error::msg)?;
     }
+    let source = a.model.source()?;
+    let dtype = a.model.dtype()?;
     let gallery =
         Arc::new(Gallery::open(&a.data).with_context(|| format!("opening the gallery in {}", a.data.display()))?);
-    let engine = Engine { pipeline, gallery, cache: EncodeCache::new((a.cache_mb * 1_000_000) as usize) };
+    let options = PipelineOptions { decode_limits: limits, ..Default::default() };
+    let pipelines = load_pipelines(&source, &devices, dtype, options)?;
+    let Some((first, more)) = pipelines.split_first() else { anyhow::bail!("--device names no device") };
+    for (i, p) in pipelines.iter().enumerate() {
+        tracing::info!(worker = i, model = %p.model().id, device = %p.device().name, "model ready");
+    }
+    if first.model().test_model {
+        tracing::warn!("{}", sf3d_shared::TEST_MODEL_LABEL);
+    }
+    let cache = EncodeCache::new((a.cache_mb * 1_000_000) as usize);
+    let engine = Engine::with_workers(first.clone(), more.to_vec(), gallery, cache);
     let config = ServerConfig {
         api_key,
         max_upload_bytes: limits.max_bytes,
@@ -116,6 +138,8 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         max_connections_per_client: a.max_connections_per_client,
         dist: a.dist,
         shutdown_grace: Duration::from_secs(a.shutdown_grace),
+        job_timeout,
+        test_hooks,
         ..ServerConfig::default()
     };
     let server = Server::start(engine, config, a.max_queue)?;

@@ -8,6 +8,8 @@ mod gallery;
 mod generate;
 pub mod guard;
 pub(crate) mod input;
+#[cfg(test)]
+mod tests;
 mod ws;
 
 use axum::Router;
@@ -38,6 +40,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/meshes/{id}", get(gallery::get_entry).delete(gallery::delete))
         .route("/api/meshes/{id}/regenerate", post(generate::regenerate))
         .route("/api/meshes/{id}/{file}", get(gallery::file))
+        .route("/api/jobs/{id}", get(job_status))
         .layer(middleware::from_fn_with_state(state.clone(), require_key));
     let public = Router::new()
         .route("/api/health", get(api_health))
@@ -134,7 +137,28 @@ async fn seed_health(State(state): State<AppState>) -> impl IntoResponse {
         model_loaded: true,
         model: h.model.id,
         test_model: h.model.test_model,
+        workers: h.workers,
     })
+}
+
+/// `GET /api/jobs/{id}`: a job's state, from memory or (after a restart) the journal.
+async fn job_status(
+    State(state): State<AppState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<axum::Json<sf3d_shared::api::JobStatus>, ApiError> {
+    let jobs = state.jobs.clone();
+    let lookup = id.clone();
+    // The journal is SQLite: read it off the async runtime.
+    let job = tokio::task::spawn_blocking(move || jobs.get(&lookup))
+        .await
+        .map_err(|e| ApiError::internal("job lookup", e))?;
+    match job {
+        Some(job) => Ok(axum::Json(job.status())),
+        None => Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("no job \"{}\" (finished jobs are kept for a day)", input::clip(&id)),
+        )),
+    }
 }
 
 async fn no_ui(req: Request) -> Response {

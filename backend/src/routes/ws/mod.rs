@@ -284,7 +284,7 @@ impl Conn {
                     Ok(()) => self.attach(job, None),
                     Err(e) => self.send(e.to_message(Some(job_id))),
                 },
-                None => self.send(not_found(job_id, "no such job (finished jobs are kept for an hour)")),
+                None => self.send(not_found(job_id, "no such job (finished jobs are kept for a day)")),
             },
         }
         Ok(None)
@@ -351,6 +351,7 @@ async fn connection(socket: WebSocket, state: AppState, authed: bool, max_upload
         model: h.model,
         auth_required: state.config.api_key.is_some(),
         max_upload_bytes: max_upload,
+        workers: h.workers,
     }));
 
     let mut shutdown = state.shutdown.clone();

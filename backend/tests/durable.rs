@@ -1,0 +1,170 @@
+//! Jobs outlive the process: `kill -9` a real `sf3d serve` while one job runs and two wait, start it again on
+//! the same data folder, and every job ends `done` exactly once in the gallery; a client that subscribes to each
+//! id after the restart sees its end.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use sf3d_shared::api::JobStatus;
+use sf3d_shared::{ClientMessage, GenerateParams, ImageRef, JobState, MeshList, ServerMessage};
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A server process, killed when dropped (also when the test fails half-way).
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(data: &Path, port: u16, extra: &[&str]) -> Server {
+    Server(
+        Command::new(env!("CARGO_BIN_EXE_sf3d"))
+            .args(["serve", "--device", "cpu", "--port", &port.to_string(), "--data", data.to_str().unwrap()])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("sf3d serve starts"),
+    )
+}
+
+async fn wait_ready(base: &str, server: &mut Server) {
+    let until = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Ok(r) = reqwest::get(format!("{base}/api/health")).await
+            && r.status() == 200
+        {
+            return;
+        }
+        assert!(server.0.try_wait().unwrap().is_none(), "the server exited before it was ready");
+        assert!(Instant::now() < until, "the server did not come up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn connect(port: u16) -> Ws {
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws")).await.unwrap();
+    assert!(matches!(next(&mut ws).await, ServerMessage::Hello { .. }));
+    ws
+}
+
+async fn next(ws: &mut Ws) -> ServerMessage {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(180), ws.next()).await.expect("a message in time");
+        match frame {
+            Some(Ok(Message::Text(t))) => return serde_json::from_str(t.as_str()).unwrap(),
+            Some(Ok(Message::Close(c))) => panic!("closed: {c:?}"),
+            Some(Ok(_)) => continue,
+            other => panic!("socket ended: {other:?}"),
+        }
+    }
+}
+
+fn image() -> Vec<u8> {
+    sf3d::pipeline::png_bytes(&sf3d::test_model::bench_image(200)).unwrap()
+}
+
+fn temp_dir() -> PathBuf {
+    let d = std::env::temp_dir().join(format!("sf3d-durable-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn kill_9_loses_no_job_and_duplicates_none() {
+    let data = temp_dir();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        // The first job stalls in its first stage long enough to be killed there.
+        let mut first = serve(&data, port, &["--test-hook", "stall-first-job=120000"]);
+        wait_ready(&base, &mut first).await;
+        let mut ws = connect(port).await;
+        let params = GenerateParams { texture_resolution: 512, ..Default::default() };
+        let img = image();
+        let mut ids = Vec::new();
+        for i in 0..3 {
+            let generate = ClientMessage::Generate {
+                request_id: Some(format!("r{i}")),
+                params: params.clone(),
+                image: ImageRef::Binary { size: img.len() as u64, filename: Some(format!("item{i}.png")) },
+            };
+            ws.send(Message::Text(serde_json::to_string(&generate).unwrap().into())).await.unwrap();
+            ws.send(Message::Binary(img.clone().into())).await.unwrap();
+        }
+        let mut running = false;
+        while ids.len() < 3 || !running {
+            match next(&mut ws).await {
+                ServerMessage::Accepted { job_id, .. } => ids.push(job_id),
+                ServerMessage::Stage { job_id, .. } if ids.first() == Some(&job_id) => running = true,
+                ServerMessage::Error { code, message, .. } => panic!("{code:?}: {message}"),
+                _ => {}
+            }
+        }
+        first.0.kill().unwrap(); // SIGKILL
+        first.0.wait().unwrap();
+        drop(ws);
+
+        let mut second = serve(&data, port, &[]);
+        wait_ready(&base, &mut second).await;
+        let mut ws = connect(port).await;
+        for id in &ids {
+            ws.send(Message::Text(
+                serde_json::to_string(&ClientMessage::Subscribe { job_id: id.clone() }).unwrap().into(),
+            ))
+            .await
+            .unwrap();
+        }
+        let mut ended = HashSet::new();
+        let mut statuses = 0;
+        while ended.len() < 3 {
+            match next(&mut ws).await {
+                ServerMessage::Status { job_id, state, .. } => {
+                    assert!(ids.contains(&job_id));
+                    assert_ne!(state, JobState::Failed, "{job_id} failed across the restart");
+                    statuses += 1;
+                }
+                ServerMessage::Done { job_id, metadata, .. } => {
+                    assert_eq!(metadata.job_id.as_ref(), Some(&job_id));
+                    ended.insert(job_id);
+                }
+                m @ (ServerMessage::Error { .. } | ServerMessage::Cancelled { .. }) => panic!("{m:?}"),
+                _ => {}
+            }
+        }
+        assert_eq!(statuses, 3, "every subscribe is answered with the job's state");
+
+        let client = reqwest::Client::new();
+        let first_job: JobStatus =
+            client.get(format!("{base}/api/jobs/{}", ids[0])).send().await.unwrap().json().await.unwrap();
+        assert_eq!(first_job.state, JobState::Succeeded);
+        assert_eq!(first_job.attempts, 2, "the killed run counts as the first attempt");
+        for id in &ids[1..] {
+            let s: JobStatus = client.get(format!("{base}/api/jobs/{id}")).send().await.unwrap().json().await.unwrap();
+            assert_eq!((s.state, s.attempts), (JobState::Succeeded, 1));
+        }
+        let list: MeshList = client.get(format!("{base}/api/meshes")).send().await.unwrap().json().await.unwrap();
+        let jobs: Vec<_> = list.items.iter().filter_map(|e| e.metadata.job_id.clone()).collect();
+        assert_eq!(jobs.len(), 3, "{jobs:?}");
+        assert_eq!(jobs.iter().collect::<HashSet<_>>().len(), 3, "a job stored twice: {jobs:?}");
+        assert!(std::fs::read_dir(data.join("jobs")).unwrap().next().is_none(), "finished jobs keep no image on disk");
+        drop(second);
+    });
+    std::fs::remove_dir_all(&data).ok();
+}
