@@ -31,6 +31,10 @@ const OPTIONAL_FILES: [&str; 1] = ["open_clip_config.json"];
 pub enum ModelSource {
     /// The built-in random-weight test model.
     Builtin,
+    /// The release architecture with seeded random weights, its density head calibrated at load on the
+    /// built-in picture: what the full-size benchmarks serve where the release weights are not at hand (shapes
+    /// are as meaningless as the test model's; the time and memory are the release's).
+    BuiltinFullSize,
     /// A local folder.
     Dir(PathBuf),
     /// A hub repository.
@@ -50,6 +54,9 @@ impl FromStr for ModelSource {
         if s.is_empty() || s == "builtin" || s == "builtin-test" {
             return Ok(ModelSource::Builtin);
         }
+        if s == FULL_SIZE_ID {
+            return Ok(ModelSource::BuiltinFullSize);
+        }
         if let Some(rest) = s.strip_prefix("hf:") {
             let (repo, revision) = match rest.split_once('@') {
                 Some((r, v)) => (r, Some(v.to_string())),
@@ -68,11 +75,36 @@ impl std::fmt::Display for ModelSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ModelSource::Builtin => f.write_str(sf3d::test_model::TEST_MODEL_ID),
+            ModelSource::BuiltinFullSize => f.write_str(FULL_SIZE_ID),
             ModelSource::Dir(p) => write!(f, "{}", p.display()),
             ModelSource::Hub { repo, revision: Some(r) } => write!(f, "hf:{repo}@{r}"),
             ModelSource::Hub { repo, revision: None } => write!(f, "hf:{repo}"),
         }
     }
+}
+
+/// The id of [`ModelSource::BuiltinFullSize`].
+pub const FULL_SIZE_ID: &str = "builtin-full-size";
+
+/// The release architecture with seeded random weights on `device` (uncalibrated: see
+/// [`sf3d::test_model::calibrate_density`]).
+pub fn full_size_random_pipeline(
+    device: Device,
+    device_info: DeviceInfo,
+    dtype: DType,
+    options: PipelineOptions,
+) -> anyhow::Result<Pipeline> {
+    let cfg = ModelConfig::release();
+    let res = cfg.sf3d.isosurface_resolution;
+    let net = sf3d::test_model::shaped_random_model(cfg, 7, &device, dtype)?;
+    let grid = TetGrid::freudenthal(grid_cells_for(res))?;
+    let model = ModelInfo {
+        id: FULL_SIZE_ID.into(),
+        test_model: true,
+        attribution: None,
+        dtype: format!("{dtype:?}").to_lowercase(),
+    };
+    Ok(Pipeline::new(net, grid, model, device_info, options))
 }
 
 /// Device selection: `auto`, `cpu`, `cuda` or `cuda:N`.
@@ -338,6 +370,15 @@ pub fn load_pipeline(
     let dtype = dtype.unwrap_or(if device.is_cuda() { DType::BF16 } else { DType::F32 });
     let dtype_name = format!("{dtype:?}").to_lowercase();
     match source {
+        ModelSource::BuiltinFullSize => {
+            tracing::warn!("building the release architecture with random weights on {}", device_info.name);
+            let mut p = full_size_random_pipeline(device, device_info, dtype, options)?;
+            let image = sf3d::pipeline::png_bytes(&sf3d::test_model::bench_image(512))?;
+            let enc = p.encode(&image, &sf3d_shared::GenerateParams::default(), &mut sf3d::pipeline::NoEvents)?;
+            let grid = p.grid().clone();
+            sf3d::test_model::calibrate_density(p.network_mut(), &enc.scene_codes, &grid)?;
+            Ok(p)
+        }
         ModelSource::Builtin => {
             tracing::warn!("no model configured: using the built-in test model ({})", sf3d_shared::TEST_MODEL_LABEL);
             let (net, grid) = sf3d::test_model::build_test_model(&device)?;
@@ -348,7 +389,7 @@ pub fn load_pipeline(
             let dir = match source {
                 ModelSource::Dir(d) => d.clone(),
                 ModelSource::Hub { repo, revision } => download_hub(repo, revision.as_deref())?,
-                ModelSource::Builtin => unreachable!("handled above"),
+                ModelSource::Builtin | ModelSource::BuiltinFullSize => unreachable!("handled above"),
             };
             let cfg = ModelConfig::from_dir(&dir)
                 .with_context(|| format!("reading the model config in {}", dir.display()))?;
@@ -394,6 +435,8 @@ mod tests {
         );
         assert!("hf:nope".parse::<ModelSource>().is_err());
         assert_eq!("./m".parse::<ModelSource>().unwrap(), ModelSource::Dir("./m".into()));
+        assert_eq!(FULL_SIZE_ID.parse::<ModelSource>().unwrap(), ModelSource::BuiltinFullSize);
+        assert_eq!(ModelSource::BuiltinFullSize.to_string(), FULL_SIZE_ID);
         assert_eq!("cuda:1".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cuda(1));
         assert!("tpu".parse::<DeviceChoice>().is_err());
         assert_eq!(parse_device_list("cpu,cpu").unwrap(), [DeviceChoice::Cpu, DeviceChoice::Cpu]);

@@ -14,10 +14,9 @@ use std::time::Instant;
 
 use clap::Args;
 use serde::Serialize;
-use sf3d::config::ModelConfig;
 use sf3d::pipeline::{Encoded, NoEvents, Pipeline, PipelineOptions, png_bytes};
 use sf3d::pipeline::{Events, StageEvent};
-use sf3d_backend::model_source::{gpu_used_bytes, grid_cells_for, load_pipeline, open_device};
+use sf3d_backend::model_source::{full_size_random_pipeline, gpu_used_bytes, load_pipeline, open_device};
 use sf3d_shared::{ModelInfo, RemeshOption, Stage, StageState};
 
 use super::{ModelArgs, ParamArgs};
@@ -154,20 +153,11 @@ fn full_size_pipeline(a: &BenchArgs) -> anyhow::Result<Pipeline> {
     let (device, info) = open_device(a.model.device()?)?;
     let dtype =
         a.model.dtype()?.unwrap_or(if device.is_cuda() { candle_core::DType::BF16 } else { candle_core::DType::F32 });
-    let cfg = ModelConfig::release();
-    let res = cfg.sf3d.isosurface_resolution;
     eprintln!("building the full-size network with random weights ({dtype:?}, {})…", info.name);
     let t = Instant::now();
-    let net = sf3d::test_model::shaped_random_model(cfg, 7, &device, dtype)?;
+    let p = full_size_random_pipeline(device, info, dtype, PipelineOptions::default())?;
     eprintln!("  built in {:.1?}", t.elapsed());
-    let grid = sf3d::mesh::tets::TetGrid::freudenthal(grid_cells_for(res))?;
-    let model = ModelInfo {
-        id: "random-full-size".into(),
-        test_model: true,
-        attribution: None,
-        dtype: format!("{dtype:?}").to_lowercase(),
-    };
-    Ok(Pipeline::new(net, grid, model, info, PipelineOptions::default()))
+    Ok(p)
 }
 
 pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
