@@ -48,7 +48,6 @@ CREATE INDEX IF NOT EXISTS meshes_parent ON meshes(parent_id);
 /// Added after the first release: the job that made a mesh, so a job that ran twice writes one entry.
 const MIGRATE_JOB_ID: &str = "
 ALTER TABLE meshes ADD COLUMN job_id TEXT;
-CREATE INDEX IF NOT EXISTS meshes_job ON meshes(job_id);
 ";
 
 /// Gallery failures.
@@ -145,6 +144,8 @@ impl Gallery {
         if !has_job_id {
             db.execute_batch(MIGRATE_JOB_ID)?;
         }
+        // Also when a crash came between the two statements of the migration.
+        db.execute_batch("CREATE INDEX IF NOT EXISTS meshes_job ON meshes(job_id);")?;
         let g = Self { root: dir.to_path_buf(), db: Mutex::new(db) };
         g.prune_previews(std::time::Duration::ZERO)?;
         g.sweep_folders()?;
@@ -420,7 +421,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(|e| io(path, e))
 }
 
-fn sync_dir(dir: &Path) {
+/// Syncs a folder, so the names created in it survive a power cut (best effort).
+pub(crate) fn sync_dir(dir: &Path) {
     if let Ok(f) = std::fs::File::open(dir) {
         let _ = f.sync_all();
     }

@@ -208,6 +208,9 @@ impl Job {
     /// Marks the job running (before its first stage event).
     fn set_running(&self, attempts: u32) {
         let mut inner = lock(&self.inner);
+        if inner.terminal.is_some() {
+            return;
+        }
         inner.state = JobState::Running;
         inner.position = None;
         inner.attempts = attempts;
@@ -331,18 +334,24 @@ impl JobManager {
 
     /// A worker died; returns how many are still alive.
     pub fn worker_died(&self) -> u32 {
-        let mut w = lock(&self.workers);
-        let (total, alive) = w.unwrap_or((1, 1));
-        *w = Some((total, alive.saturating_sub(1)));
-        if alive <= 1 {
+        // The queue lock first (the order `submit` and `requeue` use), so no job is pushed between the count
+        // reaching zero and the drain.
+        let mut q = lock(&self.queue);
+        let alive = {
+            let mut w = lock(&self.workers);
+            let (total, alive) = w.unwrap_or((1, 1));
+            *w = Some((total, alive.saturating_sub(1)));
+            alive.saturating_sub(1)
+        };
+        if alive == 0 {
             // Nobody will take the waiting jobs: end them now rather than let them wait forever.
-            drop(w);
-            let drained: Vec<Arc<Job>> = lock(&self.queue).drain(..).collect();
+            let drained: Vec<Arc<Job>> = q.drain(..).collect();
+            drop(q);
             for job in drained {
                 self.finish(&job, unavailable_message(&job.id));
             }
         }
-        alive.saturating_sub(1)
+        alive
     }
 
     /// Whether every started worker is dead.
@@ -387,9 +396,17 @@ impl JobManager {
         };
         let job = Arc::new(Job::new(id.clone(), Some(request), 0));
         let rx = job.tx.subscribe();
-        let position = {
+        self.gc();
+        {
+            // Everything from here to the push happens under the queue lock: a worker cannot take the job before
+            // `accepted` is out, and a close or the last worker's death (which drain the queue under this lock)
+            // cannot slip between the checks and the push.
             let mut q = lock(&self.queue);
-            let refused = if full(q.len()) {
+            let refused = if self.closed.load(Ordering::SeqCst) {
+                Some(SubmitError::ShuttingDown)
+            } else if self.all_workers_dead() {
+                Some(SubmitError::Unavailable)
+            } else if full(q.len()) {
                 Some(SubmitError::QueueFull(q.len() as u32))
             } else if let Some(j) = &self.journal {
                 let req = job.request().ok_or_else(|| SubmitError::Journal("request vanished".into()))?;
@@ -406,12 +423,11 @@ impl JobManager {
                 }
                 return Err(e);
             }
+            lock(&self.jobs).insert(job.id.clone(), job.clone());
+            let position = q.len() as u32;
+            job.publish(ServerMessage::Accepted { job_id: job.id.clone(), request_id, position });
             q.push_back(job.clone());
-            q.len() as u32 - 1
-        };
-        self.gc();
-        lock(&self.jobs).insert(job.id.clone(), job.clone());
-        job.publish(ServerMessage::Accepted { job_id: job.id.clone(), request_id, position });
+        }
         self.ready.notify_one();
         Ok((job, rx))
     }
@@ -468,6 +484,10 @@ impl JobManager {
                 return None;
             }
         };
+        // An open row this process does not hold was not resumable (recover ended or skipped it): nothing to
+        // follow.
+        record.terminal.as_ref()?;
+        self.gc();
         let job = Arc::new(Job::from_record(id, record));
         Some(lock(&self.jobs).entry(id.to_string()).or_insert(job).clone())
     }
@@ -498,6 +518,10 @@ impl JobManager {
         let mut q = lock(&self.queue);
         loop {
             if let Some(job) = q.pop_front() {
+                if job.terminal().is_some() {
+                    // Ended while it waited (a deadline or a shutdown raced its return to the queue).
+                    continue;
+                }
                 drop(q);
                 self.running.fetch_add(1, Ordering::SeqCst);
                 let attempts = match &self.journal {
@@ -562,11 +586,14 @@ impl JobManager {
             self.finish(&job, interrupted_message(&job.id, attempts));
             return;
         }
+        let mut q = lock(&self.queue);
         if self.closed.load(Ordering::SeqCst) {
+            drop(q);
             self.end_for_now(&job, shutdown_message(&job.id, self.journal.is_some()));
             return;
         }
         if self.all_workers_dead() {
+            drop(q);
             self.finish(&job, unavailable_message(&job.id));
             return;
         }
@@ -576,7 +603,8 @@ impl JobManager {
         {
             tracing::warn!(job = %job.id, error = %e, "cannot journal a job's return to the queue");
         }
-        lock(&self.queue).push_front(job);
+        q.push_front(job);
+        drop(q);
         self.publish_positions();
         self.ready.notify_one();
     }

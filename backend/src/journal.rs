@@ -19,7 +19,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use sf3d_shared::{GenerateParams, JobState, ServerMessage, StageSnapshot};
 
-use crate::gallery::{is_valid_id, write_atomic};
+use crate::gallery::{is_valid_id, sync_dir, write_atomic};
 use crate::jobs::{JobInput, JobRequest};
 
 /// How long a finished job stays answerable.
@@ -165,11 +165,13 @@ impl Journal {
         std::fs::create_dir_all(&dir).map_err(|source| JournalError::Io { path: dir.clone(), source })?;
         let conn = Connection::open(db)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // FULL (for this connection only; the gallery's keeps NORMAL): an `accepted` job survives a power cut too.
+        conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
         let j = Self { dir, db: Mutex::new(conn) };
         j.prune()?;
+        j.sweep_folders()?;
         Ok(j)
     }
 
@@ -193,6 +195,9 @@ impl Journal {
                     let _ = std::fs::remove_dir_all(&dir);
                     return Err(e.into());
                 }
+                // The new names too, not only the bytes.
+                sync_dir(&dir);
+                sync_dir(&self.dir);
                 Ok(JobInput::Upload { path, filename })
             }
             other => Ok(other),
@@ -226,7 +231,8 @@ impl Journal {
     pub fn started(&self, id: &str) -> Result<u32> {
         let conn = self.conn()?;
         conn.execute(
-            "UPDATE jobs SET state = 'running', attempts = attempts + 1, updated_ms = ?2 WHERE id = ?1",
+            "UPDATE jobs SET state = 'running', attempts = attempts + 1, updated_ms = ?2
+             WHERE id = ?1 AND state IN ('queued', 'running')",
             params![id, now_ms()],
         )?;
         let attempts: i64 =
@@ -295,7 +301,9 @@ impl Journal {
                         message: format!("the job could not be resumed after a restart: {e}"),
                         field: None,
                     };
-                    self.finished(&id, JobState::Failed, &[], &msg)?;
+                    if let Err(e) = self.finished(&id, JobState::Failed, &[], &msg) {
+                        tracing::error!(%id, error = %e, "cannot end an unresumable job in the journal");
+                    }
                 }
             }
         }
@@ -337,15 +345,21 @@ impl Journal {
         }))
     }
 
-    /// Forgets jobs that ended more than [`RETENTION`] ago and removes job folders no open job owns.
+    /// Forgets jobs that ended more than [`RETENTION`] ago.
     pub fn prune(&self) -> Result<()> {
         let cutoff = now_ms() - RETENTION.as_millis() as i64;
+        self.conn()?.execute(
+            "DELETE FROM jobs WHERE state NOT IN ('queued', 'running') AND updated_ms < ?1",
+            params![cutoff],
+        )?;
+        Ok(())
+    }
+
+    /// Removes job folders no open job owns (what a crash between writing an image and its row leaves). Only
+    /// at start-up: while the server runs, a new job's folder exists a moment before its row.
+    fn sweep_folders(&self) -> Result<()> {
         let open: std::collections::HashSet<String> = {
             let conn = self.conn()?;
-            conn.execute(
-                "DELETE FROM jobs WHERE state NOT IN ('queued', 'running') AND updated_ms < ?1",
-                params![cutoff],
-            )?;
             let mut stmt = conn.prepare("SELECT id FROM jobs WHERE state IN ('queued', 'running')")?;
             stmt.query_map([], |r| r.get(0))?.collect::<std::result::Result<_, _>>()?
         };

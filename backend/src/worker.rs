@@ -68,10 +68,15 @@ pub struct TestHooks {
     panic_on_first_take: bool,
     /// The first stage of the first job stalls this long without looking at cancellation (a stuck stage).
     stall_first_job: Option<Duration>,
+    /// The first job stalls this long after its result is stored, before the job ends (a crash there must
+    /// not make a second entry when the job runs again).
+    stall_after_store: Option<Duration>,
     /// Set once the panic hook fired (shared by the clones a server's workers hold).
     panic_fired: Arc<AtomicBool>,
     /// Set once the stall hook fired.
     stall_fired: Arc<AtomicBool>,
+    /// Set once the after-store hook fired.
+    store_stall_fired: Arc<AtomicBool>,
 }
 
 impl TestHooks {
@@ -85,15 +90,22 @@ impl TestHooks {
         Self { stall_first_job: Some(d), ..Self::default() }
     }
 
-    /// Parses one `--test-hook` value: `panic-on-first-take` or `stall-first-job=MILLISECONDS`.
+    /// Parses one `--test-hook` value: `panic-on-first-take`, `stall-first-job=MILLISECONDS` or
+    /// `stall-after-store=MILLISECONDS`.
     pub fn add(&mut self, hook: &str) -> Result<(), String> {
+        let ms = |name: &str, v: &str| -> Result<Option<Duration>, String> {
+            let ms: u64 = v.parse().map_err(|_| format!("--test-hook {name}={v}: not milliseconds"))?;
+            Ok(Some(Duration::from_millis(ms)))
+        };
         match hook.split_once('=') {
             None if hook == "panic-on-first-take" => self.panic_on_first_take = true,
-            Some(("stall-first-job", ms)) => {
-                let ms: u64 = ms.parse().map_err(|_| format!("--test-hook stall-first-job={ms}: not milliseconds"))?;
-                self.stall_first_job = Some(Duration::from_millis(ms));
+            Some((name @ "stall-first-job", v)) => self.stall_first_job = ms(name, v)?,
+            Some((name @ "stall-after-store", v)) => self.stall_after_store = ms(name, v)?,
+            _ => {
+                return Err(format!(
+                    "unknown --test-hook {hook:?}: panic-on-first-take, stall-first-job=MS, stall-after-store=MS"
+                ));
             }
-            _ => return Err(format!("unknown --test-hook {hook:?}: panic-on-first-take, stall-first-job=MS")),
         }
         Ok(())
     }
@@ -210,8 +222,15 @@ pub fn spawn_worker(
             let started = Instant::now();
             let stall =
                 options.hooks.stall_first_job.filter(|_| !options.hooks.stall_fired.swap(true, Ordering::SeqCst));
-            let outcome =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_job(&engine, &slot, &job, stall)));
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let result = run_job(&engine, &slot, &job, stall);
+                if let Some(d) = options.hooks.stall_after_store
+                    && !options.hooks.store_stall_fired.swap(true, Ordering::SeqCst)
+                {
+                    std::thread::sleep(d);
+                }
+                result
+            }));
             let msg = match outcome {
                 Ok(Ok(msg)) => Some(msg),
                 Ok(Err(e)) if e.code == ErrorCode::Cancelled => {
@@ -228,6 +247,14 @@ pub fn spawn_worker(
             };
             if let Some(msg) = msg {
                 let ended_here = manager.finish(&job, msg.clone());
+                if !ended_here && let ServerMessage::Done { mesh_id, .. } = &msg {
+                    // The deadline ended the job while its result was being stored: nobody is told about that
+                    // entry, so it goes.
+                    tracing::warn!(%mesh_id, "removing the result of a job that ended before it could report it");
+                    if let Err(e) = engine.gallery.delete(mesh_id) {
+                        tracing::warn!(%mesh_id, error = %e, "cannot remove it");
+                    }
+                }
                 match &msg {
                     _ if !ended_here => tracing::info!("job had already ended (deadline); its run stopped"),
                     ServerMessage::Done { mesh_id, .. } => {

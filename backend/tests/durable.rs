@@ -1,6 +1,7 @@
 //! Jobs outlive the process: `kill -9` a real `sf3d serve` while one job runs and two wait, start it again on
-//! the same data folder, and every job ends `done` exactly once in the gallery; a client that subscribes to each
-//! id after the restart sees its end.
+//! the same data folder, and every job ends `done` exactly once in the gallery, in the old order; a client that
+//! subscribes to each id after the restart sees its end. The running job is killed after it stored its result
+//! and before it reported it: its second run must find that result instead of storing another.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use sf3d_shared::api::JobStatus;
-use sf3d_shared::{ClientMessage, GenerateParams, ImageRef, JobState, MeshList, ServerMessage};
+use sf3d_shared::{ClientMessage, GenerateParams, ImageRef, JobState, MeshList, ServerMessage, Stage, StageState};
 use tokio_tungstenite::tungstenite::Message;
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -74,6 +75,10 @@ async fn next(ws: &mut Ws) -> ServerMessage {
     }
 }
 
+async fn meshes(base: &str) -> MeshList {
+    reqwest::get(format!("{base}/api/meshes")).await.unwrap().json().await.unwrap()
+}
+
 fn image() -> Vec<u8> {
     sf3d::pipeline::png_bytes(&sf3d::test_model::bench_image(200)).unwrap()
 }
@@ -92,13 +97,14 @@ fn kill_9_loses_no_job_and_duplicates_none() {
     let base = format!("http://127.0.0.1:{port}");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        // The first job stalls in its first stage long enough to be killed there.
-        let mut first = serve(&data, port, &["--test-hook", "stall-first-job=120000"]);
+        // The first job stalls after storing its result, long enough to be killed there.
+        let mut first = serve(&data, port, &["--test-hook", "stall-after-store=120000"]);
         wait_ready(&base, &mut first).await;
         let mut ws = connect(port).await;
         let params = GenerateParams { texture_resolution: 512, ..Default::default() };
         let img = image();
-        let mut ids = Vec::new();
+        // In submission order (accepted messages of one connection may arrive in any order).
+        let mut ids = vec![String::new(); 3];
         for i in 0..3 {
             let generate = ClientMessage::Generate {
                 request_id: Some(format!("r{i}")),
@@ -108,15 +114,32 @@ fn kill_9_loses_no_job_and_duplicates_none() {
             ws.send(Message::Text(serde_json::to_string(&generate).unwrap().into())).await.unwrap();
             ws.send(Message::Binary(img.clone().into())).await.unwrap();
         }
-        let mut running = false;
-        while ids.len() < 3 || !running {
+        let mut stored = false;
+        let mut accepted = 0;
+        while accepted < 3 || !stored {
             match next(&mut ws).await {
-                ServerMessage::Accepted { job_id, .. } => ids.push(job_id),
-                ServerMessage::Stage { job_id, .. } if ids.first() == Some(&job_id) => running = true,
+                ServerMessage::Accepted { job_id, request_id: Some(r), .. } => {
+                    ids[r.trim_start_matches('r').parse::<usize>().unwrap()] = job_id;
+                    accepted += 1;
+                }
+                ServerMessage::Stage { job_id, stage: Stage::Export, state: StageState::Finished, .. }
+                    if ids.first() == Some(&job_id) =>
+                {
+                    // Its entry is written right after the export: wait for it in the gallery.
+                    let until = Instant::now() + Duration::from_secs(60);
+                    while meshes(&base).await.items.is_empty() {
+                        assert!(Instant::now() < until, "the first job's entry never appeared");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    stored = true;
+                }
                 ServerMessage::Error { code, message, .. } => panic!("{code:?}: {message}"),
                 _ => {}
             }
         }
+        let status: JobStatus =
+            reqwest::get(format!("{base}/api/jobs/{}", ids[0])).await.unwrap().json().await.unwrap();
+        assert_eq!(status.state, JobState::Running, "killed while it runs");
         first.0.kill().unwrap(); // SIGKILL
         first.0.wait().unwrap();
         drop(ws);
@@ -131,7 +154,7 @@ fn kill_9_loses_no_job_and_duplicates_none() {
             .await
             .unwrap();
         }
-        let mut ended = HashSet::new();
+        let mut ended = Vec::new();
         let mut statuses = 0;
         while ended.len() < 3 {
             match next(&mut ws).await {
@@ -142,13 +165,14 @@ fn kill_9_loses_no_job_and_duplicates_none() {
                 }
                 ServerMessage::Done { job_id, metadata, .. } => {
                     assert_eq!(metadata.job_id.as_ref(), Some(&job_id));
-                    ended.insert(job_id);
+                    ended.push(job_id);
                 }
                 m @ (ServerMessage::Error { .. } | ServerMessage::Cancelled { .. }) => panic!("{m:?}"),
                 _ => {}
             }
         }
         assert_eq!(statuses, 3, "every subscribe is answered with the job's state");
+        assert_eq!(ended, ids, "the jobs resumed in their old order");
 
         let client = reqwest::Client::new();
         let first_job: JobStatus =
@@ -159,7 +183,7 @@ fn kill_9_loses_no_job_and_duplicates_none() {
             let s: JobStatus = client.get(format!("{base}/api/jobs/{id}")).send().await.unwrap().json().await.unwrap();
             assert_eq!((s.state, s.attempts), (JobState::Succeeded, 1));
         }
-        let list: MeshList = client.get(format!("{base}/api/meshes")).send().await.unwrap().json().await.unwrap();
+        let list = meshes(&base).await;
         let jobs: Vec<_> = list.items.iter().filter_map(|e| e.metadata.job_id.clone()).collect();
         assert_eq!(jobs.len(), 3, "{jobs:?}");
         assert_eq!(jobs.iter().collect::<HashSet<_>>().len(), 3, "a job stored twice: {jobs:?}");

@@ -200,7 +200,7 @@ pub(crate) async fn generate(
         tokio::time::timeout(timeout, read_upload(multipart, state.config.max_upload_bytes))
             .await
             .map_err(|_| upload_late(timeout))??;
-    let job = state.jobs.submit(JobRequest { input: JobInput::Image { bytes, filename }, params }, None)?;
+    let job = submit(&state, JobRequest { input: JobInput::Image { bytes, filename }, params }).await?;
     respond_with_glb(&state, job).await
 }
 
@@ -237,6 +237,14 @@ pub(crate) async fn regenerate(
     params.validate()?;
     // 404 before queueing, so an unknown id never occupies the queue.
     state.engine.gallery.get(&id)?;
-    let job = state.jobs.submit(JobRequest { input: JobInput::Regenerate { parent_id: id }, params }, None)?;
+    let job = submit(&state, JobRequest { input: JobInput::Regenerate { parent_id: id }, params }).await?;
     respond_with_glb(&state, job).await
+}
+
+/// Queues a job off the async runtime: journaling writes the upload to disk and the database.
+async fn submit(state: &AppState, request: JobRequest) -> Result<Arc<Job>, ApiError> {
+    let jobs = state.jobs.clone();
+    Ok(tokio::task::spawn_blocking(move || jobs.submit(request, None))
+        .await
+        .map_err(|e| ApiError::internal("job submission", e))??)
 }
