@@ -76,8 +76,16 @@ async fn two_cpu_workers_run_two_jobs_at_once() {
     assert_ne!(workers[0], workers[1], "both jobs ran on one worker");
     let list: MeshList = get(&server.base, "/api/meshes", None).await.json().await.unwrap();
     assert_eq!(list.items.len(), 2);
-    let h = health(&server).await;
-    assert_eq!(h.workers.iter().map(|w| w.jobs_done).sum::<u64>(), 2);
+    // A worker counts a job right after publishing its end: give it a moment.
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let h = health(&server).await;
+        if h.workers.iter().map(|w| w.jobs_done).sum::<u64>() == 2 && h.queue.running == 0 {
+            break;
+        }
+        assert!(Instant::now() < until, "the workers never counted both jobs: {:?}", h.workers);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let done = job_status(&server, &a.job_id).await;
     assert_eq!((done.state, done.attempts), (JobState::Succeeded, 1));
     assert!(matches!(done.terminal, Some(ServerMessage::Done { .. })));
