@@ -509,6 +509,16 @@ impl JobManager {
         if removed {
             self.finish(&job, ServerMessage::Cancelled { job_id: job.id.clone() });
             self.publish_positions();
+        } else if self.is_closed()
+            && let Some(j) = &self.journal
+            && matches!(job.terminal(), Some(ServerMessage::Error { code: ErrorCode::ShuttingDown, .. }))
+        {
+            // Ended for this process by the shutdown but still open in the journal: the next start must not run
+            // what the client has just cancelled.
+            let msg = ServerMessage::Cancelled { job_id: job.id.clone() };
+            if let Err(e) = j.finished(&job.id, JobState::Cancelled, &[], &msg) {
+                tracing::warn!(job = %job.id, error = %e, "cannot journal a cancel during the shutdown");
+            }
         }
         true
     }
@@ -829,6 +839,28 @@ mod tests {
         let ended = fresh.get(&c).unwrap();
         assert_eq!(ended.state(), JobState::Cancelled);
         assert_eq!(ended.terminal(), Some(ServerMessage::Cancelled { job_id: c.clone() }));
+        std::fs::remove_dir_all(data).ok();
+    }
+
+    #[test]
+    fn a_job_cancelled_while_the_server_stops_does_not_run_at_the_next_start() {
+        let (data, j) = journaled("cancel-at-stop");
+        let (kept, cancelled);
+        {
+            let m = JobManager::with_journal(8, j.clone());
+            kept = m.submit(image_req(b"a"), None).unwrap().id.clone();
+            cancelled = m.submit(image_req(b"b"), None).unwrap().id.clone();
+            m.close(false);
+            assert!(matches!(
+                m.get(&cancelled).unwrap().terminal(),
+                Some(ServerMessage::Error { code: ErrorCode::ShuttingDown, .. })
+            ));
+            assert!(m.cancel(&cancelled));
+        }
+        let m = JobManager::with_journal(8, j);
+        assert_eq!(m.recover(), 1);
+        assert_eq!(m.next().unwrap().id, kept);
+        assert_eq!(m.get(&cancelled).unwrap().state(), JobState::Cancelled);
         std::fs::remove_dir_all(data).ok();
     }
 
