@@ -374,28 +374,33 @@ await step('a failing job (a fully transparent PNG) shows the error in words wit
   return t.replace(/\n+/g, ' / ');
 });
 
-await step('queue position while waiting (every worker busy with a 2048 px REST job, one more waiting), the position moves up, then cancel', async () => {
-  // Jobs from another client: one per worker runs, one more waits; the page's job is behind it.
+await step('queue position while waiting (every worker busy with a 2048 px REST job, as many more waiting), the position moves up, then cancel', async () => {
+  // Jobs from another client: one per worker runs and as many wait, so the page's job is behind them and reaches
+  // position 0 only once every waiting job has started — it then stays there until one of them ends (with one job
+  // waiting per worker, two running jobs ending together cannot take it from its first position straight to
+  // running).
   const workers = (await getJson('/api/health')).workers.length;
-  const running = [];
+  const jobs = [];
   for (let i = 0; i < workers; i++) {
-    running.push(restGenerate(`queue-a${i}.png`, { texture_resolution: 2048 }));
+    jobs.push(restGenerate(`queue-a${i}.png`, { texture_resolution: 2048 }));
     await waitQueue((q) => q.running === i + 1 && q.waiting === 0, `${i + 1} job(s) running`);
   }
-  const b = restGenerate('queue-b.png', { texture_resolution: 2048 });
-  await waitQueue((q) => q.waiting === 1, 'one job waiting');
+  for (let i = 0; i < workers; i++) {
+    jobs.push(restGenerate(`queue-b${i}.png`, { texture_resolution: 2048 }));
+    await waitQueue((q) => q.waiting === i + 1, `${i + 1} job(s) waiting`);
+  }
   await pick(image('queued.png'));
   const mark = await start();
-  await page.locator('[data-testid="queue-position"][data-position="1"]').waitFor({ timeout: JOB_TIMEOUT });
+  await page.locator(`[data-testid="queue-position"][data-position="${workers}"]`).waitFor({ timeout: JOB_TIMEOUT });
   const pos = await $('queue-position').innerText();
   const jobId = await sessionJob();
-  // A running job ends, the waiting one starts: the server pushes the new position.
+  // The running jobs end, the waiting ones start: the server pushes the new positions.
   await page.locator('[data-testid="queue-position"][data-position="0"]').waitFor({ timeout: JOB_TIMEOUT });
   const moved = await $('queue-position').innerText();
   await page.locator('[data-testid="cancel"]:not([disabled])').click();
   await expectOutcome(mark, 'cancelled');
   if (await sessionJob()) throw new Error('the cancelled job is still in the session');
-  await Promise.all([...running, b]);
+  await Promise.all(jobs);
   const ran = (await listAll()).filter((e) => e.metadata.source_name === 'queued.png');
   if (ran.length) throw new Error(`the cancelled job ${jobId} ran: ${ran.map((e) => e.id).join(', ')}`);
   return `${workers} worker(s): ${pos} → ${moved} → cancelled (job ${jobId})`;
