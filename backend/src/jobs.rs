@@ -95,7 +95,8 @@ pub struct Job {
     cancelled_by_client: AtomicBool,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+/// Locks `m`, recovering a poisoned lock.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding a job lock leaves consistent data (every update is a single assignment), so a
     // poisoned lock is recovered rather than taking the server down.
     m.lock().unwrap_or_else(|p| p.into_inner())

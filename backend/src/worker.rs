@@ -18,7 +18,7 @@ use sf3d_shared::{ErrorCode, GenerateParams, MeshMetadata, MeshUrls, ServerMessa
 use crate::cache::EncodeCache;
 use crate::error::{ApiError, engine_error};
 use crate::gallery::{CACHE_FILE, Gallery, NewMesh};
-use crate::jobs::{Job, JobInput, JobManager, JobRequest};
+use crate::jobs::{Job, JobInput, JobManager, JobRequest, lock};
 
 /// The models and the stores the workers share.
 #[derive(Debug)]
@@ -135,10 +135,6 @@ pub struct WorkerSlot {
     state: Mutex<WorkerState>,
     jobs_done: AtomicU64,
     current: Mutex<Option<Arc<Job>>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl WorkerSlot {

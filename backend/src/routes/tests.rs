@@ -84,6 +84,14 @@ async fn a_foreign_page_cannot_post_and_json_bodies_must_say_so() {
     let (status, _, body) = send(&s, post).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(error_code(&body), ErrorCode::Forbidden);
+    // A foreign host name (DNS rebinding) is refused on the job route too.
+    let rebound = Request::get("/api/jobs/01ARZ3NDEKTSV4RRFFQ69G5FAV")
+        .header(header::HOST, "evil.example:9299")
+        .body(Body::empty())
+        .unwrap();
+    let (status, _, body) = send(&s, rebound).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(error_code(&body), ErrorCode::Forbidden);
     let form_post = Request::post("/api/meshes/01ARZ3NDEKTSV4RRFFQ69G5FAV/regenerate")
         .header(header::CONTENT_TYPE, "text/plain")
         .body(Body::from("{\"params\": {}}"))
