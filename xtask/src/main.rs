@@ -2,12 +2,12 @@
 //!
 //! * `cargo xtask run [-- SERVE ARGS]` — install what is missing (pinned), build the frontend in release mode
 //!   offline, and start `sf3d serve` on 127.0.0.1:9299.
-//! * `cargo xtask test` — fmt check, clippy (native and wasm), all workspace tests, the wasm build of the
-//!   frontend, the glTF-Validator and browser tests.
+//! * `cargo xtask test` — fmt check, clippy (native and wasm), all workspace tests, the Python client's pytest
+//!   suite against a real `sf3d serve`, the wasm build of the frontend, the glTF-Validator and browser tests.
 //! * `cargo xtask setup` — only the installation step; `cargo xtask frontend` — only the frontend build.
 //!
 //! Everything here shells out to the real tools; no network access is needed beyond the package registries
-//! (crates.io, npm, Debian) and rustup. Builds share one target directory under the user's cache folder
+//! (crates.io, npm, PyPI, Debian) and rustup. Builds share one target directory under the user's cache folder
 //! (`$XDG_CACHE_HOME/sf3d-studio/target`, else `~/.cache/sf3d-studio/target`) so a fresh clone re-uses the
 //! compiled dependencies; set `CARGO_TARGET_DIR` to choose another.
 
@@ -25,9 +25,19 @@ const DEFAULT_ADDR: (&str, &str) = ("127.0.0.1", "9299");
 /// Debian's Chromium for the browser tests, pinned to the bookworm-security build the tests were last run with.
 const CHROMIUM_VERSION: &str = "156.0.8078.108-1~deb12u1";
 const CHROMIUM: &str = "/usr/bin/chromium";
-/// Python packages of the documented clients (docs/clients.md), pinned.
+/// Debian's ChromeDriver (`chromium-driver`), the wasm-bindgen-test runner's driver; `CHROMEDRIVER` overrides it.
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+/// Python packages of the documented clients (docs/clients.md), pinned; also the dependencies of the client
+/// package (clients/python/pyproject.toml pins the same versions).
 const PYTHON_PACKAGES: [&str; 2] = ["requests==2.32.3", "websockets==13.1"];
-const PYTHON_PACKAGES_VERSIONS: &str = "2.32.3 13.1";
+/// Python packages the test suites import, pinned: pytest and the client package's optional extras (its suite
+/// feeds it NumPy and PIL images and draws a tqdm bar), and schemathesis (the OpenAPI check of the live server).
+const PYTHON_TEST_PACKAGES: [&str; 5] =
+    ["pytest==9.2.0", "numpy==2.4.6", "Pillow==13.0.0", "tqdm==4.70.1", "schemathesis==4.32.5"];
+/// Oldest Python the pinned packages install on (numpy 2.4 needs 3.11).
+const PYTHON_MIN: (u32, u32) = (3, 11);
+/// The Python client package (`pip install ./clients/python`).
+const CLIENT_PACKAGE: &str = "clients/python";
 
 type Result<T = ()> = std::result::Result<T, String>;
 
@@ -45,7 +55,7 @@ fn main() -> ExitCode {
         "frontend" => setup().and_then(|()| build_frontend()),
         "help" | "--help" | "-h" => {
             println!(
-                "usage: cargo xtask <command>\n\n  run [-- ARGS]   set up, build the frontend, start `sf3d serve` on {}:{} (ARGS go to serve)\n  test            fmt, clippy, all tests, wasm build, glTF validation, browser tests\n  setup           install the pinned tools only\n  frontend        build the frontend into dist/ only",
+                "usage: cargo xtask <command>\n\n  run [-- ARGS]   set up, build the frontend, start `sf3d serve` on {}:{} (ARGS go to serve)\n  test            fmt, clippy, all tests, Python client tests, wasm build, glTF validation, browser tests\n  setup           install the pinned tools only\n  frontend        build the frontend into dist/ only",
                 DEFAULT_ADDR.0, DEFAULT_ADDR.1
             );
             Ok(())
@@ -204,21 +214,114 @@ fn setup() -> Result {
         run_cmd(c)?;
     }
 
-    // 5. The Python packages the client examples of docs/clients.md import (tests run them), pinned.
-    let have_py = output_of({
-        let mut c = cmd("python3");
-        c.args(["-c", "import requests, websockets; print(requests.__version__, websockets.__version__)"]);
-        c
-    });
-    if have_py.as_deref() != Some(PYTHON_PACKAGES_VERSIONS) {
-        let mut c = cmd("python3");
-        c.args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"]).args(PYTHON_PACKAGES);
-        run_cmd(c)?;
-    }
+    // 5. Python: the packages the client examples of docs/clients.md and the test suites import, pinned, and
+    //    the client package itself (its example in docs/clients.md and its pytest suite import it).
+    let pins: Vec<&str> = PYTHON_PACKAGES.iter().chain(PYTHON_TEST_PACKAGES.iter()).copied().collect();
+    ensure_python_packages(&pins)?;
+    ensure_client_package()?;
 
     // 6. three.js files the page imports (copied from node_modules so the build needs no network).
     vendor_three()?;
     Ok(())
+}
+
+/// The pins of `pins` (`name==version`) that are not installed at that version, each with what is installed;
+/// `Err` when there is no usable `python3` (missing, or older than [`PYTHON_MIN`]).
+fn python_missing(pins: &[&str]) -> Result<Vec<String>> {
+    const SCRIPT: &str = r#"
+import sys
+from importlib.metadata import version, PackageNotFoundError
+want = tuple(int(n) for n in sys.argv[1].split('.'))
+if sys.version_info[:2] < want:
+    sys.exit(f'python3 is {sys.version.split()[0]} ({sys.executable}); the pinned packages need {sys.argv[1]} or newer')
+for pin in sys.argv[2:]:
+    name, pinned = pin.split('==')
+    try:
+        have = version(name)
+    except PackageNotFoundError:
+        have = 'not installed'
+    if have != pinned:
+        print(f'{pin} ({have})')
+"#;
+    let out = cmd("python3")
+        .arg("-c")
+        .arg(SCRIPT)
+        .arg(format!("{}.{}", PYTHON_MIN.0, PYTHON_MIN.1))
+        .args(pins)
+        .output()
+        .map_err(|e| format!("python3 is needed for the Python client tests and cannot be started: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("python3 is unusable: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect())
+}
+
+/// Installs the pinned Python packages that are missing or at another version (all pins in one `pip install`,
+/// so that the resolver sees every constraint), and fails when pip could not bring them to their pins.
+fn ensure_python_packages(pins: &[&str]) -> Result {
+    let missing = python_missing(pins)?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing Python packages: {}", missing.join(", "));
+    let mut c = cmd("python3");
+    c.args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"]).args(pins);
+    run_cmd(c)?;
+    let still = python_missing(pins)?;
+    if !still.is_empty() {
+        return Err(format!(
+            "after `pip install`, python3 still does not see these pinned packages: {} (another installation \
+             shadows them? check `python3 -m pip list -v`)",
+            still.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+/// A digest of the client package's sources (to reinstall it only when they changed).
+fn client_package_digest() -> Result<String> {
+    use std::hash::{Hash, Hasher};
+    fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> std::io::Result<()> {
+        for entry in fs::read_dir(dir)? {
+            let path = entry?.path();
+            let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+            if path.is_dir() {
+                if name != "__pycache__" && !name.ends_with(".egg-info") {
+                    walk(&path, files)?;
+                }
+            } else {
+                files.push(path);
+            }
+        }
+        Ok(())
+    }
+    let dir = root().join(CLIENT_PACKAGE);
+    let mut files = vec![dir.join("pyproject.toml"), dir.join("README.md")];
+    walk(&dir.join("src"), &mut files).map_err(|e| format!("{}: {e}", dir.display()))?;
+    files.sort();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for f in &files {
+        f.strip_prefix(&dir).unwrap_or(f).hash(&mut h);
+        fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?.hash(&mut h);
+    }
+    Ok(format!("{:016x}", h.finish()))
+}
+
+/// `pip install ./clients/python` when its sources changed since the last install (or it is not importable).
+fn ensure_client_package() -> Result {
+    let stamp = target_dir().join("sf3d-client-python.stamp");
+    let digest = client_package_digest()?;
+    let importable = cmd("python3").args(["-c", "import sf3d_client"]).output().is_ok_and(|o| o.status.success());
+    if importable && fs::read_to_string(&stamp).ok().as_deref() == Some(digest.as_str()) {
+        return Ok(());
+    }
+    let mut c = cmd("python3");
+    c.args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", &format!("./{CLIENT_PACKAGE}")]);
+    run_cmd(c)?;
+    if let Some(parent) = stamp.parent() {
+        fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    }
+    fs::write(&stamp, digest).map_err(|e| format!("{}: {e}", stamp.display()))
 }
 
 /// Copies the few three.js ES modules the viewer imports into `frontend/vendor/three`.
@@ -283,32 +386,110 @@ fn run(args: &[String]) -> Result {
     run_cmd(serve)
 }
 
-/// Installs Debian's Chromium (pinned, falling back to the archive's current build with a warning when the
-/// pinned one has been superseded by a security update).
-fn ensure_chromium() -> Result {
-    if Path::new(CHROMIUM).exists() {
-        return Ok(());
+/// The version a Chromium or ChromeDriver binary reports (`Chromium 156.0.8078.108 built on Debian …`,
+/// `ChromeDriver 156.0.8078.108 (…)`): `None` when it is not there, `Err` when it is there but does not run.
+fn browser_tool_version(path: &str) -> Result<Option<String>> {
+    if !Path::new(path).exists() {
+        return Ok(None);
     }
-    let apt = |args: &[&str]| {
-        let mut c = cmd("apt-get");
-        c.env("DEBIAN_FRONTEND", "noninteractive").args(args);
-        run_cmd(c)
-    };
-    apt(&["update"])?;
-    let pinned = [format!("chromium={CHROMIUM_VERSION}"), format!("chromium-driver={CHROMIUM_VERSION}")];
-    if apt(&["install", "-y", "--no-install-recommends", &pinned[0], &pinned[1]]).is_err() {
-        eprintln!("xtask: warning: chromium {CHROMIUM_VERSION} is gone from the archive; installing the current one");
-        apt(&["install", "-y", "--no-install-recommends", "chromium", "chromium-driver"])?;
+    let out = Command::new(path)
+        .arg("--version")
+        .output()
+        .map_err(|e| format!("{path} exists but cannot be run ({e}); remove it or repair its package"))?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.status.success() {
+        return Err(format!(
+            "{path} exists but `{path} --version` failed ({}): {}{}",
+            out.status,
+            text,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
     }
-    Ok(())
+    text.split_whitespace()
+        .find(|w| w.starts_with(|c: char| c.is_ascii_digit()) && w.contains('.'))
+        .map(|v| Some(v.to_string()))
+        .ok_or_else(|| format!("{path} --version printed {text:?}, which names no version"))
+}
+
+fn major(version: &str) -> &str {
+    version.split('.').next().unwrap_or(version)
+}
+
+/// The version of an installed Debian package (`None` when it is not installed).
+fn deb_version(package: &str) -> Option<String> {
+    output_of({
+        let mut c = cmd("dpkg-query");
+        c.args(["-W", "-f=${Status} ${Version}", package]);
+        c
+    })
+    .and_then(|s| s.strip_prefix("install ok installed ").map(str::to_string))
+}
+
+/// Makes sure the browser tests have Debian's Chromium and a ChromeDriver of the same major version, each
+/// checked on its own: what is missing is installed (pinned; at the installed one's version when only its partner
+/// is missing), and an existing one that does not run or does not match is an error that says so. Returns the
+/// driver's path.
+fn ensure_browser() -> Result<String> {
+    let driver = env::var("CHROMEDRIVER").unwrap_or_else(|_| CHROMEDRIVER.to_string());
+    let have_browser = browser_tool_version(CHROMIUM)?;
+    let have_driver = browser_tool_version(&driver)?;
+    let mut packages = Vec::new();
+    if have_browser.is_none() {
+        packages.push("chromium");
+    }
+    if have_driver.is_none() {
+        if driver != CHROMEDRIVER {
+            return Err(format!("CHROMEDRIVER={driver} does not exist"));
+        }
+        packages.push("chromium-driver");
+    }
+    if !packages.is_empty() {
+        // The partner that is there fixes the version, so that the two match.
+        let installed = deb_version("chromium").or_else(|| deb_version("chromium-driver"));
+        if have_browser.is_some() && installed.is_none() {
+            return Err(format!(
+                "ChromeDriver is missing ({CHROMEDRIVER}) and {CHROMIUM} is not Debian's chromium package, so no \
+                 matching driver can be installed: install a ChromeDriver {} and set CHROMEDRIVER to its path",
+                have_browser.as_deref().unwrap_or_default()
+            ));
+        }
+        let version = installed.clone().unwrap_or_else(|| CHROMIUM_VERSION.to_string());
+        eprintln!("xtask: installing {} {version} for the browser tests", packages.join(" and "));
+        let apt = |args: &[String]| {
+            let mut c = cmd("apt-get");
+            c.env("DEBIAN_FRONTEND", "noninteractive").args(args);
+            run_cmd(c)
+        };
+        let install = |pkgs: Vec<String>| {
+            apt(&["install".into(), "-y".into(), "--no-install-recommends".into()]
+                .into_iter()
+                .chain(pkgs)
+                .collect::<Vec<_>>())
+        };
+        apt(&["update".into()])?;
+        if install(packages.iter().map(|p| format!("{p}={version}")).collect()).is_err() {
+            // Superseded by a security update: take the archive's current build of both, so they still match.
+            eprintln!("xtask: warning: chromium {version} is gone from the archive; installing the current one");
+            install(vec!["chromium".into(), "chromium-driver".into()])?;
+        }
+    }
+    let browser = browser_tool_version(CHROMIUM)?.ok_or_else(|| format!("{CHROMIUM} is still missing"))?;
+    let drv = browser_tool_version(&driver)?.ok_or_else(|| format!("{driver} is still missing"))?;
+    if major(&browser) != major(&drv) {
+        return Err(format!(
+            "Chromium {browser} ({CHROMIUM}) and ChromeDriver {drv} ({driver}) differ in major version; the \
+             browser tests need them equal: `apt-get install chromium=V chromium-driver=V` with one Debian version \
+             V, or set CHROMEDRIVER to a ChromeDriver {}",
+            major(&browser)
+        ));
+    }
+    Ok(driver)
 }
 
 fn test(args: &[String]) -> Result {
     let quick = args.iter().any(|a| a == "--no-browser");
     setup()?;
-    if !quick {
-        ensure_chromium()?;
-    }
+    let chromedriver = if quick { None } else { Some(ensure_browser()?) };
     let mut fmt = cargo();
     fmt.args(["fmt", "--all", "--", "--check"]);
     run_cmd(fmt)?;
@@ -349,6 +530,17 @@ fn test(args: &[String]) -> Result {
     tests.args(["test", "--workspace", "--no-fail-fast"]);
     run_cmd(with_env(tests))?;
 
+    // The Python client package's suite (clients/python/tests) against real `sf3d serve` processes; its GLBs go
+    // to the validator too.
+    let mut build = cargo();
+    build.args(["build", "-p", "sf3d-backend", "--bin", "sf3d"]);
+    run_cmd(build)?;
+    let mut pytest = cmd("python3");
+    pytest
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", &format!("{CLIENT_PACKAGE}/tests")])
+        .env("SF3D_BIN", target_dir().join("debug").join("sf3d"));
+    run_cmd(with_env(pytest))?;
+
     let mut validate = cmd("node");
     validate.arg(root().join("scripts").join("validate-glb.mjs")).arg(&glb_dir);
     run_cmd(validate)?;
@@ -361,7 +553,7 @@ fn test(args: &[String]) -> Result {
         // Component tests of the frontend in the browser (wasm-bindgen-test).
         let mut wasm = cargo();
         wasm.args(["test", "-p", "sf3d-frontend", "--target", "wasm32-unknown-unknown"])
-            .env("CHROMEDRIVER", "/usr/bin/chromedriver");
+            .env("CHROMEDRIVER", chromedriver.as_deref().unwrap_or(CHROMEDRIVER));
         run_cmd(wasm)?;
         eprintln!("xtask: screenshots in {}", artifacts.display());
     }
