@@ -364,20 +364,42 @@ def test_server_error_past_the_job_timeout(start_server: Any, png_bytes: bytes) 
     assert e.value.code == "deadline_exceeded" and e.value.job_id
 
 
-def test_a_broken_connection_reattaches_to_the_accepted_job(server: Server, png_bytes: bytes) -> None:
-    """The socket breaks right after `accepted`: the client follows the same job on a new connection
-    (subscribe) instead of submitting it again."""
-    proxy = Proxy(server.base)
+def test_a_broken_connection_reattaches_to_the_accepted_job(start_server: Any, png_bytes: bytes) -> None:
+    """The socket breaks right after `accepted` (the job is still running: its first stage stalls): the client
+    follows the same job on a new connection (subscribe) instead of submitting it again."""
+    srv = start_server("--test-hook", "stall-first-job=2000")
+    proxy = Proxy(srv.base)
     try:
-        client = SF3DClient(proxy.base)
-        before = len(client.list_meshes(limit=100))
-        r = client.generate_mesh(png_bytes, on_queue=lambda _pos: proxy.cut(), filename="cut.png", **FAST)
+        events: list[StageEvent] = []
+        r = SF3DClient(proxy.base).generate_mesh(
+            png_bytes, on_queue=lambda _pos: proxy.cut(), on_stage=events.append, filename="cut.png", **FAST
+        )
         check_result(r)
         assert proxy.cuts == 1
-        after = client.list_meshes(limit=100)
-        assert len(after) == before + 1 and after[0]["id"] == r.mesh_id
+        assert proxy.connections == 3, "expected the WebSocket, the re-attached WebSocket and the download"
+        # Each stage reached the callback once, although the second connection replayed the first ones.
+        ends = [e.stage for e in events if e.state in ("finished", "cached", "skipped")]
+        assert ends == list(STAGES), ends
+        meshes = SF3DClient(srv.base).list_meshes()
+        assert [m["id"] for m in meshes] == [r.mesh_id], "the job was submitted again"
     finally:
         proxy.close()
+
+
+def test_a_server_gone_after_accepted_names_the_job(start_server: Any, png_bytes: bytes) -> None:
+    """The socket breaks after `accepted` and the server cannot be reached again: the error carries the job id
+    (nothing is submitted again), and the job's mesh can be fetched once the server is reachable."""
+    srv = start_server("--test-hook", "stall-first-job=2000")
+    proxy = Proxy(srv.base)
+    client = SF3DClient(proxy.base, retries=1)
+    with pytest.raises(SF3DConnectionError) as e:
+        client.generate_mesh(png_bytes, on_queue=lambda _pos: proxy.close(), **FAST)
+    job_id = e.value.job_id
+    assert job_id and "wait_for_job" in str(e.value)
+    r = SF3DClient(srv.base).wait_for_job(job_id)
+    check_result(r)
+    assert r.job_id == job_id
+    assert len(SF3DClient(srv.base).list_meshes()) == 1
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -400,6 +422,7 @@ class Proxy:
         self.base = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
         self.conns: list[socket.socket] = []
         self.cuts = 0
+        self.connections = 0
         self.lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -411,6 +434,7 @@ class Proxy:
                 return
             upstream = socket.create_connection(self.target)
             with self.lock:
+                self.connections += 1
                 self.conns += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
@@ -441,5 +465,10 @@ class Proxy:
             self.conns.clear()
 
     def close(self) -> None:
+        # shutdown() wakes the thread blocked in accept() (close() alone would not, and it would accept one more).
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.listener.close()
         self.cut()

@@ -392,7 +392,15 @@ class SF3DClient:
                 on_queue(position)
 
         while True:
-            ws = self._connect(deadline)
+            try:
+                ws = self._connect(deadline)
+            except SF3DError as e:
+                if job_id is not None and e.job_id is None:
+                    # Lost while re-attaching: the job was accepted and may still finish.
+                    e.job_id = job_id
+                    e.message = f"{e}; job {job_id} was accepted: follow it later with wait_for_job({job_id!r})"
+                    e.args = (e.message,)
+                raise
             # Once a job id is known, a new connection re-attaches to it; it never submits again.
             sent_request = job_id is None
             try:
