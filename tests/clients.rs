@@ -1,5 +1,6 @@
-//! Every snippet of `docs/clients.md` runs against a real server: the Python WebSocket and REST clients, curl,
-//! and the JavaScript `fetch` client. (`cargo xtask setup` installs the pinned Python packages they import.)
+//! Every snippet of `docs/clients.md` runs against a real server: the Python package's example (`sf3d_client`,
+//! `pip install ./clients/python`), the raw Python WebSocket and REST clients, curl, and the JavaScript `fetch`
+//! client. (`cargo xtask setup` installs the pinned Python packages they import, and the package.)
 
 use crate::support::{Options, TestServer, temp_dir, test_png};
 
@@ -28,10 +29,20 @@ async fn every_client_snippet_works_against_a_real_server() {
     std::fs::write(&image, test_png()).unwrap();
     let blocks = snippets();
     let langs: Vec<&str> = blocks.iter().map(|(l, _)| l.as_str()).collect();
-    assert_eq!(langs, ["python", "python", "sh", "js"], "the snippets of docs/clients.md");
+    assert_eq!(langs, ["python", "python", "python", "sh", "js"], "the snippets of docs/clients.md");
+    assert!(blocks[0].1.contains("from sf3d_client import"), "the package's example comes first");
     for (i, (lang, code)) in blocks.iter().enumerate() {
         let out = dir.join(format!("out-{i}"));
         std::fs::create_dir_all(&out).unwrap();
+        // A snippet that saves into the pipeline's output folder finds one: its metadata.json has other keys.
+        let into = code.contains("save_into(");
+        if into {
+            std::fs::write(
+                out.join("metadata.json"),
+                r#"{"transcript": "a red shirt", "timings": {"speech_ms": 812}}"#,
+            )
+            .unwrap();
+        }
         let (program, file) = match lang.as_str() {
             "python" => ("python3", dir.join(format!("snippet-{i}.py"))),
             "sh" => ("bash", dir.join(format!("snippet-{i}.sh"))),
@@ -54,6 +65,15 @@ async fn every_client_snippet_works_against_a_real_server() {
         let glb = std::fs::read(out.join("mesh.glb"))
             .unwrap_or_else(|e| panic!("{lang} snippet {i} wrote no mesh.glb ({e})\n{so}{se}"));
         crate::support::check_glb(&format!("client_snippet_{i}"), &glb);
+        if into {
+            let meta: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(out.join("metadata.json")).unwrap()).unwrap();
+            assert_eq!(meta["transcript"], "a red shirt", "{meta}");
+            assert_eq!(meta["timings"]["speech_ms"], 812, "{meta}");
+            assert_eq!(meta["mesh"]["file"], "mesh.glb", "{meta}");
+            assert_eq!(meta["mesh"]["glb_bytes"], glb.len(), "{meta}");
+            assert!(meta["mesh"]["client"]["round_trip_ms"].as_f64().unwrap() > 0.0, "{meta}");
+        }
         println!("{lang} snippet {i}: ok\n{so}");
     }
     srv.stop().await;
