@@ -358,7 +358,14 @@ class SF3DClient:
             raise SF3DTimeoutError(
                 f"job {job_id} finished but the call ran out of time before the download", job_id=job_id
             )
-        return self._get(path, timeout=left).content
+        try:
+            return self._get(path, timeout=left).content
+        except SF3DError as e:
+            # The job succeeded: its mesh is in the gallery even though this download failed.
+            e.job_id = e.job_id or job_id
+            e.message = f"{e} (job {job_id} succeeded; its mesh is in the gallery: {path})"
+            e.args = (e.message,)
+            raise
 
     def _follow(
         self,
