@@ -9,6 +9,10 @@ mod browser;
 mod clients;
 /// REST: generation, seed aliases, limits, auth, gallery persistence, regenerate.
 mod http_api;
+/// `GET /metrics` scraped around real jobs.
+mod metrics;
+/// The OpenAPI document against the live server (Schemathesis).
+mod openapi;
 /// The worker pool and the job journal: parallel workers, dead workers, deadlines, restarts.
 mod pool;
 /// Safety on a shared network: cross-site policy, WebSocket and HTTP bounds, memory under abuse.

@@ -23,6 +23,7 @@ use sf3d_shared::{ErrorCode, GenerateParams, JobState, ServerMessage, StageSnaps
 use tokio::sync::broadcast;
 
 use crate::journal::{JobRecord, Journal, MAX_ATTEMPTS};
+use crate::metrics::Metrics;
 
 /// Events buffered per subscriber before it starts lagging (stage events are small and few).
 const EVENT_BUFFER: usize = 1024;
@@ -301,6 +302,8 @@ pub struct JobManager {
     journal: Option<Arc<Journal>>,
     /// Workers started and still alive (`None` before [`Self::set_workers`]: the queue alone, in unit tests).
     workers: Mutex<Option<(u32, u32)>>,
+    /// Where ended jobs are counted (the server's registry; a private one without [`Self::with_metrics`]).
+    metrics: Metrics,
 }
 
 impl JobManager {
@@ -315,7 +318,13 @@ impl JobManager {
             closed: AtomicBool::new(false),
             journal: None,
             workers: Mutex::new(None),
+            metrics: Metrics::new(),
         }
+    }
+
+    /// The same queue, counting ended jobs in `metrics`.
+    pub fn with_metrics(self, metrics: Metrics) -> Self {
+        Self { metrics, ..self }
     }
 
     /// A queue whose jobs are journaled.
@@ -560,6 +569,7 @@ impl JobManager {
         if !job.publish(msg.clone()) {
             return false;
         }
+        self.metrics.job_ended(&msg);
         drop(lock(&job.request).take());
         if let Some(j) = &self.journal {
             let stages = lock(&job.inner).stages.clone();

@@ -17,6 +17,7 @@ pub mod gallery;
 pub mod http;
 pub mod jobs;
 pub mod journal;
+pub mod metrics;
 pub mod model_source;
 pub mod remote;
 pub mod routes;
@@ -194,7 +195,8 @@ impl Server {
         let engine = Arc::new(engine);
         let g = &engine.gallery;
         let journal = journal::Journal::open(&g.db_path(), g.root()).map_err(std::io::Error::other)?;
-        let jobs = Arc::new(JobManager::with_journal(max_queue, Arc::new(journal)));
+        let jobs =
+            Arc::new(JobManager::with_journal(max_queue, Arc::new(journal)).with_metrics(engine.metrics.clone()));
         let slots: Vec<Arc<WorkerSlot>> = engine
             .pipelines()
             .iter()

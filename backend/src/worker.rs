@@ -19,6 +19,7 @@ use crate::cache::EncodeCache;
 use crate::error::{ApiError, engine_error};
 use crate::gallery::{CACHE_FILE, Gallery, NewMesh};
 use crate::jobs::{Job, JobInput, JobManager, JobRequest, lock};
+use crate::metrics::Metrics;
 
 /// The models and the stores the workers share.
 #[derive(Debug)]
@@ -30,12 +31,14 @@ pub struct Engine {
     pub gallery: Arc<Gallery>,
     /// Recent encodes (scene codes live on the CPU, so any worker can extract from them).
     pub cache: EncodeCache,
+    /// This server's Prometheus registry (`GET /metrics`).
+    pub metrics: Metrics,
 }
 
 impl Engine {
     /// One worker on `pipeline`.
     pub fn new(pipeline: Pipeline, gallery: Arc<Gallery>, cache: EncodeCache) -> Self {
-        Self { pipelines: vec![Arc::new(pipeline)], gallery, cache }
+        Self { pipelines: vec![Arc::new(pipeline)], gallery, cache, metrics: Metrics::new() }
     }
 
     /// One worker per pipeline (`more` after `first`, in `--device` order).
@@ -47,7 +50,7 @@ impl Engine {
     ) -> Self {
         let mut pipelines = vec![first];
         pipelines.extend(more);
-        Self { pipelines, gallery, cache }
+        Self { pipelines, gallery, cache, metrics: Metrics::new() }
     }
 
     /// The first worker's pipeline: the model and device health and `hello` name first.
@@ -311,9 +314,11 @@ pub fn watch_deadlines(
     })
 }
 
-/// Forwards pipeline events to the job; `label` marks the preview pass.
+/// Forwards pipeline events to the job (and finished stages' durations to the metrics); `label` marks the
+/// preview pass.
 struct JobEvents<'a> {
     job: &'a Job,
+    metrics: &'a Metrics,
     label: Option<&'static str>,
     /// A test hook: the next stage to start stalls this long.
     stall: Option<Duration>,
@@ -322,6 +327,9 @@ struct JobEvents<'a> {
 impl Events for JobEvents<'_> {
     fn emit(&mut self, e: StageEvent) {
         let starts = e.state == StageState::Started;
+        if e.state == StageState::Finished {
+            self.metrics.stage_finished(e.stage, e.elapsed_ms);
+        }
         self.job.publish(ServerMessage::Stage {
             job_id: self.job.id.clone(),
             stage: e.stage,
@@ -378,7 +386,7 @@ fn run_job(engine: &Engine, slot: &WorkerSlot, job: &Job, stall: Option<Duration
     let JobRequest { input, params } =
         job.request().ok_or_else(|| ApiError::internal("worker", "job without request"))?;
     let pipeline = &slot.pipeline;
-    let mut events = JobEvents { job, label: None, stall };
+    let mut events = JobEvents { job, metrics: &engine.metrics, label: None, stall };
     let src = obtain_encoding(engine, pipeline, input, &params, &mut events)?;
     let save = |ext: &Extracted, params: &GenerateParams, preview: bool| {
         if job.terminal().is_some() || job.cancel.is_cancelled() {
@@ -389,7 +397,7 @@ fn run_job(engine: &Engine, slot: &WorkerSlot, job: &Job, stall: Option<Duration
 
     if params.preview {
         let preview_params = params.preview_params();
-        let mut ev = JobEvents { job, label: Some("preview"), stall: None };
+        let mut ev = JobEvents { job, metrics: &engine.metrics, label: Some("preview"), stall: None };
         let ext = pipeline.extract(&src.encoded, &preview_params, &mut ev).map_err(|e| engine_error(&e))?;
         let (mesh_id, metadata) = save(&ext, &preview_params, true)?;
         job.publish(ServerMessage::Preview {
@@ -432,6 +440,7 @@ fn obtain_encoding(
                 && parent.metadata.params.background == params.background
                 && parent.metadata.model.id == p.model().id;
             if same_encode && let Some(encoded) = cached_encoding(engine, p, &parent_id) {
+                engine.metrics.cache_lookup(true);
                 let encode_timings = p.report_cached(events);
                 return Ok(Source {
                     encoded,
@@ -457,7 +466,9 @@ fn encode_bytes(
 ) -> Result<Source, ApiError> {
     let key = EncodeKey::new(&bytes, params, &p.model().id);
     let digest = key.digest();
-    if let Some(encoded) = engine.cache.get(&digest) {
+    let cached = engine.cache.get(&digest);
+    engine.metrics.cache_lookup(cached.is_some());
+    if let Some(encoded) = cached {
         let encode_timings = p.report_cached(events);
         let input_png = png_bytes(&encoded.input).map_err(|e| engine_error(&e))?;
         return Ok(Source { encoded, encode_timings, input_png, source_name, parent_id });

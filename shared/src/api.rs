@@ -21,6 +21,7 @@ pub const MESH_FILES: [&str; 4] = ["mesh.glb", "input.png", "preprocessed.png", 
 
 /// Kind of compute device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum DeviceKind {
     /// The host CPU.
@@ -41,6 +42,7 @@ impl DeviceKind {
 
 /// The device the model runs on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeviceInfo {
     /// CPU or CUDA.
     pub kind: DeviceKind,
@@ -53,6 +55,7 @@ pub struct DeviceInfo {
 
 /// Identity of the loaded model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ModelInfo {
     /// Where the weights came from: a hub id (`hf:stabilityai/stable-fast-3d`), a folder name, or `builtin-test`.
     pub id: String,
@@ -67,6 +70,7 @@ pub struct ModelInfo {
 
 /// Queue occupancy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct QueueInfo {
     /// Jobs waiting to start.
     pub waiting: u32,
@@ -78,6 +82,7 @@ pub struct QueueInfo {
 
 /// What an inference worker is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum WorkerState {
     /// Waiting for a job.
@@ -90,6 +95,7 @@ pub enum WorkerState {
 
 /// One inference worker: a thread with the engine of one device.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WorkerInfo {
     /// Index in `--device` order, from 0.
     pub id: u32,
@@ -103,6 +109,7 @@ pub struct WorkerInfo {
 
 /// `GET /api/health`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HealthResponse {
     /// `"ok"` while at least one worker is alive, `"degraded"` when every worker is dead (new jobs get 503
     /// `unavailable`), `"shutting_down"` once the server stops accepting work.
@@ -127,6 +134,7 @@ pub struct HealthResponse {
 /// `GET /api/jobs/{id}`: a job's state, live or from the journal (finished jobs are kept for a day, across
 /// restarts).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobStatus {
     /// The job.
     pub job_id: String,
@@ -147,6 +155,7 @@ pub struct JobStatus {
 
 /// `GET /health`: the seed client's shape (extra fields are harmless to it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SeedHealth {
     /// `"ok"`.
     pub status: String,
@@ -165,6 +174,7 @@ pub struct SeedHealth {
 
 /// Wall time of one stage.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StageTiming {
     /// The stage.
     pub stage: Stage,
@@ -176,6 +186,7 @@ pub struct StageTiming {
 
 /// Client-side figures added by `sf3d remote`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClientInfo {
     /// Server the mesh came from.
     pub server: String,
@@ -188,6 +199,7 @@ pub struct ClientInfo {
 
 /// Everything known about one generated mesh: `metadata.json`, and the body of gallery entries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MeshMetadata {
     /// Gallery id (ULID), empty for meshes written by `sf3d run` without a gallery.
     #[serde(default)]
@@ -246,6 +258,7 @@ pub struct MeshMetadata {
 
 /// Relative URLs of a gallery entry's files.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MeshUrls {
     /// `mesh.glb`.
     pub glb: String,
@@ -271,6 +284,7 @@ impl MeshUrls {
 
 /// One gallery entry (`GET /api/meshes/{id}` and the items of `GET /api/meshes`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MeshEntry {
     /// Gallery id.
     pub id: String,
@@ -285,6 +299,7 @@ pub struct MeshEntry {
 
 /// `GET /api/meshes?limit&cursor`: newest first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MeshList {
     /// Entries of this page.
     pub items: Vec<MeshEntry>,
@@ -311,6 +326,7 @@ pub fn clip(text: &str) -> String {
 
 /// Machine-readable error kinds, shared by REST and WebSocket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// Malformed request (bad JSON, missing multipart field, wrong frame order).
@@ -444,6 +460,7 @@ impl ErrorCode {
 
 /// The details of an error.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorDetail {
     /// Machine-readable kind.
     pub code: ErrorCode,
@@ -456,6 +473,7 @@ pub struct ErrorDetail {
 
 /// The body of every REST error response: `{"error":{"code":…,"message":…}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     /// The error.
     pub error: ErrorDetail,
@@ -470,6 +488,7 @@ impl ErrorBody {
 
 /// Body of `POST /api/meshes/{id}/regenerate` (JSON).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegenerateRequest {
     /// New parameters; the encode-side ones (`foreground_ratio`, `background`) must equal the parent's to hit
     /// the cache, otherwise the network runs again.

@@ -9,7 +9,8 @@
 //! * [`protocol`]: WebSocket messages ([`ClientMessage`], [`ServerMessage`]) and [`PROTOCOL_VERSION`].
 //! * [`api`]: REST bodies (health, gallery entries, metadata, errors) and header names.
 //!
-//! This crate depends on serde only, so it builds for `wasm32-unknown-unknown` and the host alike.
+//! This crate depends on serde only, so it builds for `wasm32-unknown-unknown` and the host alike. The `openapi`
+//! feature (enabled by the server only) derives `utoipa::ToSchema` for every wire type, for `/api/openapi.json`.
 
 pub mod api;
 pub mod params;

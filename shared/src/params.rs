@@ -13,6 +13,7 @@ use crate::api::clip;
 
 /// Optional remeshing applied after marching tetrahedra.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RemeshOption {
     /// Keep the marching-tetrahedra mesh (decimated with meshoptimizer when a vertex count is given).
@@ -26,6 +27,7 @@ pub enum RemeshOption {
 
 /// When to remove the image background before conditioning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum BackgroundMode {
     /// Keep a meaningful alpha channel; remove the background of opaque images.
@@ -93,15 +95,19 @@ impl ParamError {
 /// Everything a user can choose for one generation. Missing fields take their defaults
 /// (`GenerateParams::default()`), unknown fields are refused.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(default, deny_unknown_fields)]
 pub struct GenerateParams {
     /// Side of the square albedo and normal textures, in texels (512–2048).
+    #[cfg_attr(feature = "openapi", schema(minimum = 512, maximum = 2048))]
     pub texture_resolution: u32,
     /// Fraction of the square conditioning image the object spans (0.5–1.0).
+    #[cfg_attr(feature = "openapi", schema(minimum = 0.5, maximum = 1.0))]
     pub foreground_ratio: f32,
     /// Remeshing after marching tetrahedra.
     pub remesh: RemeshOption,
     /// Target vertex count: −1 keeps the extracted count, otherwise 100–20000.
+    #[cfg_attr(feature = "openapi", schema(minimum = -1, maximum = 20000))]
     pub vertex_count: i32,
     /// Background removal policy.
     pub background: BackgroundMode,

@@ -15,6 +15,7 @@ pub const PROTOCOL_VERSION: u32 = 1;
 
 /// Where the image of a `generate` request comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ImageRef {
     /// The next frame on the socket is a binary frame of exactly `size` bytes.
@@ -34,6 +35,7 @@ pub enum ImageRef {
 
 /// Client → server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientMessage {
     /// Authenticate the connection (alternative to the `token` query parameter). Must come first when the
@@ -78,6 +80,7 @@ pub enum ClientMessage {
 
 /// State of a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     /// Waiting in the queue.
@@ -101,6 +104,7 @@ impl JobState {
 
 /// The last known state of one stage, replayed by `status` to a client that subscribes late.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StageSnapshot {
     /// The stage.
     pub stage: Stage,
@@ -118,6 +122,7 @@ pub struct StageSnapshot {
 
 /// Server → client.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage {
     /// First frame on every connection.

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 /// One step of image → GLB. The first seven ([`Stage::is_encode`]) only depend on the image and are cached by
 /// the regenerate path; the rest only need the scene codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
     /// Decode the uploaded bytes (PNG, JPEG, WebP), apply EXIF orientation, convert to RGBA8.
@@ -117,6 +118,7 @@ impl FromStr for Stage {
 
 /// What happened to a stage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum StageState {
     /// The stage began.

@@ -13,12 +13,13 @@ use axum::extract::{Multipart, Path, State};
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use sf3d_shared::api::{HEADER_JOB_ID, HEADER_MESH_ID, HEADER_SERVER_TIMING, HEADER_STAGE_TIMINGS, RegenerateRequest};
-use sf3d_shared::{ErrorCode, GenerateParams, ServerMessage};
+use sf3d_shared::{ErrorBody, ErrorCode, GenerateParams, ServerMessage};
 
 use crate::AppState;
 use crate::error::ApiError;
 use crate::jobs::{Job, JobInput, JobRequest};
 use crate::routes::input::{check_filename, clip};
+use crate::routes::openapi::{Binary, GenerateForm, SeedGenerateForm};
 
 /// Multipart file field names accepted for the image.
 const IMAGE_FIELDS: [&str; 2] = ["image", "file"];
@@ -191,6 +192,38 @@ fn require_json(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
     }
 }
 
+/// Generate a mesh from one image; answers with the GLB once the job ends.
+///
+/// Blocks until the job ends (a full queue is refused at once with `429`). The job also lands in the gallery,
+/// and it runs to its end even if the client goes away.
+#[utoipa::path(
+    post,
+    path = "/api/generate",
+    tag = "generate",
+    request_body(content = GenerateForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "The GLB of the new mesh", content_type = "model/gltf-binary", body = Binary,
+            headers(
+                ("x-mesh-id" = String, description = "Gallery id of the new mesh"),
+                ("x-job-id" = String, description = "The job"),
+                ("x-stage-timings" = String, description = "JSON array of {\"stage\", \"ms\", \"state\"}"),
+                ("server-timing" = String, description = "The timings as `decode;dur=3.1, backbone;dur=120.5, …`"),
+            )),
+        (status = 400, description = "`bad_request`: not a multipart body, no `image` field, a bad file name",
+            body = ErrorBody),
+        (status = 408, description = "`request_timeout`: the upload did not arrive in time", body = ErrorBody),
+        (status = 409, description = "`cancelled`: a client cancelled the job", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`, `image_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_image`: not a PNG, JPEG or WebP image", body = ErrorBody),
+        (status = 422, description = "`invalid_params` (with `field`), `no_foreground`, `no_surface`",
+            body = ErrorBody),
+        (status = 429, description = "`queue_full`", body = ErrorBody,
+            headers(("retry-after" = u64, description = "Seconds to wait before retrying"))),
+        (status = 500, description = "`internal`, `interrupted`", body = ErrorBody),
+        (status = 503, description = "`shutting_down`, `unavailable` (every worker is dead)", body = ErrorBody),
+        (status = 504, description = "`deadline_exceeded`: the job ran past `--job-timeout`", body = ErrorBody),
+    )
+)]
 pub(crate) async fn generate(
     State(state): State<AppState>,
     multipart: Result<Multipart, MultipartRejection>,
@@ -204,6 +237,65 @@ pub(crate) async fn generate(
     respond_with_glb(&state, job).await
 }
 
+/// The seed pipeline's `POST /generate`: the same as `POST /api/generate`.
+///
+/// Besides the fields of `/api/generate` it accepts the seed client's names `remesh_option` (for `remesh`)
+/// and `target_vertex_count` (for `vertex_count`).
+#[utoipa::path(
+    post,
+    path = "/generate",
+    tag = "generate",
+    request_body(content = SeedGenerateForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "The GLB of the new mesh (headers as for `/api/generate`)",
+            content_type = "model/gltf-binary", body = Binary),
+        (status = 400, description = "`bad_request`", body = ErrorBody),
+        (status = 408, description = "`request_timeout`", body = ErrorBody),
+        (status = 409, description = "`cancelled`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`, `image_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_image`", body = ErrorBody),
+        (status = 422, description = "`invalid_params`, `no_foreground`, `no_surface`", body = ErrorBody),
+        (status = 429, description = "`queue_full`", body = ErrorBody,
+            headers(("retry-after" = u64, description = "Seconds to wait before retrying"))),
+        (status = 500, description = "`internal`, `interrupted`", body = ErrorBody),
+        (status = 503, description = "`shutting_down`, `unavailable`", body = ErrorBody),
+        (status = 504, description = "`deadline_exceeded`", body = ErrorBody),
+    )
+)]
+pub(crate) async fn seed_generate(
+    state: State<AppState>,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<Response, ApiError> {
+    generate(state, multipart).await
+}
+
+/// Re-extract a stored mesh with new parameters; answers with the new GLB.
+///
+/// The network is skipped (its stages report `cached`) when `foreground_ratio` and `background` equal the
+/// parent's. The result is a new gallery entry whose `parent_id` is `{id}`. An empty body keeps the defaults.
+#[utoipa::path(
+    post,
+    path = "/api/meshes/{id}/regenerate",
+    tag = "generate",
+    params(("id" = String, Path, description = "Gallery id of the parent mesh")),
+    request_body(content = Option<RegenerateRequest>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The GLB of the new mesh (headers as for `/api/generate`)",
+            content_type = "model/gltf-binary", body = Binary),
+        (status = 404, description = "`not_found`: no such mesh", body = ErrorBody),
+        (status = 408, description = "`request_timeout`", body = ErrorBody),
+        (status = 409, description = "`cancelled`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: a body over 64 KiB", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: a body without `Content-Type: application/json`",
+            body = ErrorBody),
+        (status = 422, description = "`invalid_params`, `no_surface`", body = ErrorBody),
+        (status = 429, description = "`queue_full`", body = ErrorBody,
+            headers(("retry-after" = u64, description = "Seconds to wait before retrying"))),
+        (status = 500, description = "`internal`, `interrupted`", body = ErrorBody),
+        (status = 503, description = "`shutting_down`, `unavailable`", body = ErrorBody),
+        (status = 504, description = "`deadline_exceeded`", body = ErrorBody),
+    )
+)]
 pub(crate) async fn regenerate(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -1,6 +1,8 @@
-//! The router: REST (`/api/*` and the seed's `/generate`, `/health`), the WebSocket `/ws`, and the built
-//! frontend at `/`. Auth (when an API key is set) is one middleware over everything but the static files and
-//! the two health endpoints (which only say whether auth is required, so a UI can ask for the key). The
+//! The router: REST (`/api/*` and the seed's `/generate`, `/health`), the WebSocket `/ws`, Prometheus metrics at
+//! `/metrics`, the OpenAPI document (`/api/openapi.json`) with its Swagger UI page (`/api/docs`), and the built
+//! frontend at `/`. Auth (when an API key is set) is one middleware over everything but the static files, the
+//! two health endpoints (which only say whether auth is required, so a UI can ask for the key) and the API's
+//! description (the document and its page hold no data; the page is where a user enters the key). The
 //! cross-site policy ([`guard`]) runs before everything, and request logs name the path without the query
 //! (which may carry `?token=`).
 
@@ -8,6 +10,7 @@ mod gallery;
 mod generate;
 pub mod guard;
 pub(crate) mod input;
+pub(crate) mod openapi;
 #[cfg(test)]
 mod tests;
 mod ws;
@@ -18,7 +21,8 @@ use axum::http::{HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use sf3d_shared::{ErrorCode, SeedHealth};
+use sf3d_shared::api::JobStatus;
+use sf3d_shared::{ErrorBody, ErrorCode, HealthResponse, SeedHealth};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::services::{ServeDir, ServeFile};
 use tower_http::timeout::RequestBodyTimeoutLayer;
@@ -35,17 +39,20 @@ pub fn router(state: AppState) -> Router {
     let body_limit = (state.config.max_upload_bytes + MULTIPART_OVERHEAD) as usize;
     let api = Router::new()
         .route("/api/generate", post(generate::generate))
-        .route("/generate", post(generate::generate))
+        .route("/generate", post(generate::seed_generate))
         .route("/api/meshes", get(gallery::list))
         .route("/api/meshes/{id}", get(gallery::get_entry).delete(gallery::delete))
         .route("/api/meshes/{id}/regenerate", post(generate::regenerate))
         .route("/api/meshes/{id}/{file}", get(gallery::file))
         .route("/api/jobs/{id}", get(job_status))
+        .route("/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(state.clone(), require_key));
     let public = Router::new()
         .route("/api/health", get(api_health))
         .route("/health", get(seed_health))
-        .route("/ws", get(ws::handler));
+        .route("/api/openapi.json", get(openapi::document))
+        .route("/ws", get(ws::handler))
+        .merge(openapi::swagger_ui());
     let mut router = api
         .merge(public)
         .layer(DefaultBodyLimit::max(body_limit))
@@ -125,10 +132,27 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The server's state: model, device, queue, workers, whether a key is required. Needs no key.
+#[utoipa::path(
+    get,
+    path = "/api/health",
+    tag = "server",
+    security(()),
+    responses((status = 200, description = "`status` is `ok`, `degraded` (every worker dead) or `shutting_down`",
+        body = HealthResponse))
+)]
 async fn api_health(State(state): State<AppState>) -> impl IntoResponse {
     axum::Json(state.health())
 }
 
+/// The seed pipeline's `GET /health`. Needs no key.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "server",
+    security(()),
+    responses((status = 200, description = "The seed client's health shape", body = SeedHealth))
+)]
 async fn seed_health(State(state): State<AppState>) -> impl IntoResponse {
     let h = state.health();
     axum::Json(SeedHealth {
@@ -141,11 +165,25 @@ async fn seed_health(State(state): State<AppState>) -> impl IntoResponse {
     })
 }
 
-/// `GET /api/jobs/{id}`: a job's state, from memory or (after a restart) the journal.
+/// A job's state, live or from the journal (any job of the last 24 hours, across restarts).
+///
+/// `attempts` counts the runs that started, `stages` are those of the current (or last) run, and `terminal`
+/// is the message that ended it, as on the WebSocket.
+#[utoipa::path(
+    get,
+    path = "/api/jobs/{id}",
+    tag = "jobs",
+    params(("id" = String, Path, description = "The job id (from `accepted` or `X-Job-Id`)")),
+    responses(
+        (status = 200, description = "The job", body = JobStatus),
+        (status = 404, description = "`not_found`: unknown, or ended more than a day ago", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+    )
+)]
 async fn job_status(
     State(state): State<AppState>,
     axum::extract::Path(id): axum::extract::Path<String>,
-) -> Result<axum::Json<sf3d_shared::api::JobStatus>, ApiError> {
+) -> Result<axum::Json<JobStatus>, ApiError> {
     let jobs = state.jobs.clone();
     let lookup = id.clone();
     // The journal is SQLite: read it off the async runtime.
@@ -159,6 +197,40 @@ async fn job_status(
             format!("no job \"{}\" (finished jobs are kept for a day)", input::clip(&id)),
         )),
     }
+}
+
+/// Prometheus metrics of this server, in the text exposition format 0.0.4 (see `crate::metrics`).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "server",
+    responses(
+        (status = 200, description = "Jobs by final state and error code, stage durations, queue depth, workers, \
+            WebSocket connections, gallery size, scene-code cache", body = String,
+            content_type = "text/plain; version=0.0.4"),
+        (status = 500, description = "`internal`", body = ErrorBody),
+    )
+)]
+async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let (waiting, running, capacity) = state.jobs.occupancy();
+    let gallery = state.engine.gallery.clone();
+    // The gallery count is an SQLite query: off the async runtime.
+    let meshes = tokio::task::spawn_blocking(move || gallery.count())
+        .await
+        .map_err(|e| ApiError::internal("metrics", e))?
+        .inspect_err(|e| tracing::warn!(error = %e, "metrics: cannot count the gallery"))
+        .ok();
+    let snapshot = crate::metrics::Snapshot {
+        waiting,
+        running,
+        capacity,
+        workers: state.workers.iter().map(|w| w.info().state).collect(),
+        gallery_meshes: meshes,
+        cache: state.engine.cache.usage(),
+    };
+    let text = state.engine.metrics.render(&snapshot);
+    Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))], text)
+        .into_response())
 }
 
 async fn no_ui(req: Request) -> Response {

@@ -28,7 +28,7 @@ fn server(api_key: Option<&str>) -> Server {
 async fn send(server: &Server, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
     let resp = app(server.state.clone()).oneshot(req).await.unwrap();
     let (parts, body) = resp.into_parts();
-    (parts.status, parts.headers, axum::body::to_bytes(body, 1 << 20).await.unwrap().to_vec())
+    (parts.status, parts.headers, axum::body::to_bytes(body, 8 << 20).await.unwrap().to_vec())
 }
 
 fn get(path: &str) -> Request<Body> {
@@ -99,5 +99,118 @@ async fn a_foreign_page_cannot_post_and_json_bodies_must_say_so() {
     let (status, _, body) = send(&s, form_post).await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     assert_eq!(error_code(&body), ErrorCode::UnsupportedMediaType);
+    s.stop();
+}
+
+/// `(path, methods)` of every `.route(...)` call in `routes/mod.rs`: the routes the router serves.
+fn routes_of_the_router() -> Vec<(String, Vec<&'static str>)> {
+    include_str!("mod.rs")
+        .split(".route(\"")
+        .skip(1)
+        .map(|rest| {
+            let (path, after) = rest.split_once('"').unwrap();
+            let line = after.lines().next().unwrap_or_default();
+            let methods = ["get", "post", "put", "patch", "delete"]
+                .into_iter()
+                .filter(|m| line.contains(&format!("{m}(")))
+                .collect();
+            (path.to_string(), methods)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_openapi_document_needs_no_key_and_describes_every_rest_route() {
+    let s = server(Some(KEY));
+    let (status, headers, body) = send(&s, get("/api/openapi.json")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers.get(header::CONTENT_TYPE).unwrap(), "application/json");
+    if let Some(out) = std::env::var_os("SF3D_OPENAPI_OUT") {
+        std::fs::write(out, &body).unwrap(); // for a look at the document without a server
+    }
+    let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "{}", doc["openapi"]);
+    let paths = doc["paths"].as_object().unwrap();
+    let routes = routes_of_the_router();
+    assert!(routes.len() >= 12, "{routes:?}");
+    for (path, methods) in &routes {
+        if path == "/ws" {
+            continue; // the WebSocket protocol: docs/protocol.md
+        }
+        assert!(!methods.is_empty(), "no method found for {path}");
+        for m in methods {
+            let op = &paths.get(path).unwrap_or_else(|| panic!("{path} is not in the OpenAPI document"))[m];
+            assert!(op.is_object(), "{} {path} is not in the OpenAPI document", m.to_uppercase());
+            let responses = op["responses"].as_object().unwrap();
+            assert!(responses.contains_key("403"), "{m} {path}: {responses:?}");
+        }
+    }
+    for (path, item) in paths {
+        assert!(routes.iter().any(|(p, _)| p == path), "the document lists {path}, which the router does not serve");
+        let ops = item.as_object().unwrap();
+        let public = ["/api/health", "/health", "/api/openapi.json"].contains(&path.as_str());
+        for (m, op) in ops {
+            let has_401 = op["responses"].get("401").is_some();
+            assert_eq!(has_401, !public, "{m} {path}: 401 is documented exactly where the key is required");
+        }
+    }
+    let schemes = doc["components"]["securitySchemes"].as_object().unwrap();
+    assert_eq!(schemes["bearer"]["scheme"], "bearer");
+    assert_eq!(schemes["token"]["in"], "query");
+    assert_eq!(schemes["token"]["name"], "token");
+    // Every error response carries the one error body.
+    let generate = &paths["/api/generate"]["post"]["responses"];
+    assert_eq!(generate["429"]["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/ErrorBody");
+    assert!(generate["429"]["headers"].get("retry-after").is_some(), "{}", generate["429"]);
+    s.stop();
+}
+
+#[tokio::test]
+async fn swagger_ui_is_bundled_and_needs_no_key() {
+    let s = server(Some(KEY));
+    let (status, headers, _) = send(&s, get("/api/docs")).await;
+    assert!(status.is_redirection(), "{status}");
+    assert_eq!(headers.get(header::LOCATION).unwrap(), "/api/docs/");
+    let (status, _, body) = send(&s, get("/api/docs/")).await;
+    assert_eq!(status, StatusCode::OK);
+    let page = String::from_utf8(body).unwrap();
+    assert!(page.contains("swagger-ui"), "{page}");
+    assert!(!page.contains("https://"), "the page loads nothing from elsewhere:\n{page}");
+    for asset in ["swagger-ui-bundle.js", "swagger-ui.css", "swagger-initializer.js"] {
+        let (status, _, body) = send(&s, get(&format!("/api/docs/{asset}"))).await;
+        assert_eq!(status, StatusCode::OK, "{asset}");
+        assert!(!body.is_empty(), "{asset}");
+        if asset == "swagger-initializer.js" {
+            assert!(String::from_utf8(body).unwrap().contains("/api/openapi.json"));
+        }
+    }
+    s.stop();
+}
+
+#[tokio::test]
+async fn metrics_need_the_key_and_speak_prometheus_text() {
+    let s = server(Some(KEY));
+    let (status, headers, body) = send(&s, get("/metrics")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(headers.get(header::WWW_AUTHENTICATE).unwrap(), "Bearer");
+    assert_eq!(error_code(&body), ErrorCode::Unauthorized);
+    let req =
+        Request::get("/metrics").header(header::AUTHORIZATION, format!("Bearer {KEY}")).body(Body::empty()).unwrap();
+    let (status, headers, body) = send(&s, req).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers.get(header::CONTENT_TYPE).unwrap().to_str().unwrap().starts_with("text/plain; version=0.0.4"));
+    let text = String::from_utf8(body).unwrap();
+    for line in ["sf3d_queue_capacity 4", "sf3d_workers{state=\"idle\"} 1", "sf3d_gallery_meshes 0"] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+    }
+    s.stop();
+}
+
+#[tokio::test]
+async fn a_bad_gallery_query_is_a_json_400() {
+    let s = server(None);
+    let (status, _, body) = send(&s, get("/api/meshes?limit=-1")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(&body), ErrorCode::BadRequest);
     s.stop();
 }

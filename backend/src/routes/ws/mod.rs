@@ -312,6 +312,8 @@ fn not_found(job_id: String, message: &str) -> ServerMessage {
 }
 
 async fn connection(socket: WebSocket, state: AppState, authed: bool, max_upload: u64) {
+    // Counted in `sf3d_websocket_connections` until this function returns, however it returns.
+    let _counted = state.engine.metrics.websocket_opened();
     let (mut sink, mut stream) = socket.split();
     let (out, mut out_rx, overflow) = Outbox::new();
     let write_timeout = state.config.client_timeout;
