@@ -4,7 +4,8 @@
 //!
 //! Tensors are token-major, `[B, N, heads·D]`, exactly as the q/k/v projections produce them; the work is split
 //! over query blocks (each task owns its output rows for all heads). Both products of a block are register tiles
-//! (6 keys or 6 output columns × 64 queries of accumulators) that read only contiguous rows: keys and values are
+//! (6 keys or 6 output columns × 64 queries of accumulators with 16-lane vectors, × 16 queries with 8-lane ones so
+//! that the tile stays in the 16 AVX2 registers) that read only contiguous rows: keys and values are
 //! laid out per head and block once per call, a block's queries per head as `[D, 64]`, and scores and the running
 //! output are kept query-minor (`[keys, 64]`, `[D, 64]`), which also makes every softmax step a vector operation
 //! across the block's queries.
@@ -114,6 +115,16 @@ impl pulp::WithSimd for QueryBlock<'_> {
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        // The register tile's query width follows the vector width (a constant per instruction set, so only one
+        // branch is compiled into each variant).
+        if S::F32_LANES >= 16 { self.heads::<WIDE_TILE_QUERIES>() } else { self.heads::<NARROW_TILE_QUERIES>() }
+    }
+}
+
+impl QueryBlock<'_> {
+    /// Every head of the task's query blocks, with register tiles `Q` queries wide.
+    #[inline(always)]
+    fn heads<const Q: usize>(self) {
         let Self { out, q, kt, vh, dims, scale } = self;
         let (w, d, nk) = (dims.width(), dims.head_dim, dims.keys);
         let kb_max = KEY_BLOCK.min(nk);
@@ -128,7 +139,7 @@ impl pulp::WithSimd for QueryBlock<'_> {
                 let kb = kb_max.min(nk - k0);
                 let (kt_blk, vh_blk) = (&kt[(h * nk + k0) * d..], &vh[(h * nk + k0) * d..]);
                 for sb in subs.iter_mut() {
-                    sb.key_block(&mut scores[..kb * N], kt_blk, vh_blk, kb, d, k0 > 0);
+                    sb.key_block::<Q>(&mut scores[..kb * N], kt_blk, vh_blk, kb, d, k0 > 0);
                 }
                 k0 += kb;
             }
@@ -169,8 +180,16 @@ impl SubBlock {
 
     /// Scores against `kb` keys, the online-softmax update, and the values they weight.
     #[inline(always)]
-    fn key_block(&mut self, s: &mut [f32], kt: &[f32], vh: &[f32], kb: usize, d: usize, accumulate: bool) {
-        scores_tile(s, &self.qt, kt, kb, kb, d);
+    fn key_block<const Q: usize>(
+        &mut self,
+        s: &mut [f32],
+        kt: &[f32],
+        vh: &[f32],
+        kb: usize,
+        d: usize,
+        accumulate: bool,
+    ) {
+        scores_tile::<Q>(s, &self.qt, kt, kb, kb, d);
         let mut block_max = self.row_max;
         for row in s.chunks_exact(N) {
             math::max_into(&mut block_max, row);
@@ -189,7 +208,7 @@ impl SubBlock {
                 math::mul_into(row, &alpha);
             }
         }
-        pv_tile(&mut self.acc, s, vh, kb, d, accumulate);
+        pv_tile::<Q>(&mut self.acc, s, vh, kb, d, accumulate);
     }
 
     #[inline(always)]
@@ -204,38 +223,54 @@ impl SubBlock {
 
 /// Lanes of every query-minor row.
 const N: usize = QUERY_BLOCK;
-/// Keys (scores) or output columns (values) per register tile: `TILE × N` accumulators fill 24 of the 32
-/// AVX-512 registers.
+/// Keys (scores) or output columns (values) per register tile.
 const TILE: usize = 6;
+/// Queries per register tile with 16-lane vectors: `TILE × 64` accumulators are 24 of the 32 AVX-512 registers.
+const WIDE_TILE_QUERIES: usize = N;
+/// Queries per register tile with 8-lane (AVX2) or scalar lanes: `TILE × 16` accumulators are 12 of the 16 AVX2
+/// registers, leaving room for two query vectors and a broadcast key; a 64-wide tile would spill every
+/// accumulator on every step.
+const NARROW_TILE_QUERIES: usize = 16;
 
-/// `s[j][i] = Σ_c kt[c·stride + j] · qt[c][i]` for `j < kb`: the scores of a key block, query-minor.
+/// `s[j][i] = Σ_c kt[c·stride + j] · qt[c][i]` for `j < kb`: the scores of a key block, query-minor, in register
+/// tiles of `Q` queries.
 #[inline(always)]
-fn scores_tile(s: &mut [f32], qt: &[f32], kt: &[f32], stride: usize, kb: usize, d: usize) {
-    let mut j = 0;
-    while j + TILE <= kb {
-        scores_group::<TILE>(s, qt, kt, stride, j, d);
-        j += TILE;
-    }
-    // The remainder in tiles of 4, 2, 1 (a tile's cost is mostly its loads of the query rows).
-    if j + 4 <= kb {
-        scores_group::<4>(s, qt, kt, stride, j, d);
-        j += 4;
-    }
-    if j + 2 <= kb {
-        scores_group::<2>(s, qt, kt, stride, j, d);
-        j += 2;
-    }
-    if j < kb {
-        scores_group::<1>(s, qt, kt, stride, j, d);
+fn scores_tile<const Q: usize>(s: &mut [f32], qt: &[f32], kt: &[f32], stride: usize, kb: usize, d: usize) {
+    for q0 in (0..N).step_by(Q) {
+        let mut j = 0;
+        while j + TILE <= kb {
+            scores_group::<TILE, Q>(s, qt, kt, stride, j, q0, d);
+            j += TILE;
+        }
+        // The remainder in tiles of 4, 2, 1 (a tile's cost is mostly its loads of the query rows).
+        if j + 4 <= kb {
+            scores_group::<4, Q>(s, qt, kt, stride, j, q0, d);
+            j += 4;
+        }
+        if j + 2 <= kb {
+            scores_group::<2, Q>(s, qt, kt, stride, j, q0, d);
+            j += 2;
+        }
+        if j < kb {
+            scores_group::<1, Q>(s, qt, kt, stride, j, q0, d);
+        }
     }
 }
 
 #[inline(always)]
-fn scores_group<const J: usize>(s: &mut [f32], qt: &[f32], kt: &[f32], stride: usize, j: usize, d: usize) {
-    let mut acc = [[0f32; N]; J];
+fn scores_group<const J: usize, const Q: usize>(
+    s: &mut [f32],
+    qt: &[f32],
+    kt: &[f32],
+    stride: usize,
+    j: usize,
+    q0: usize,
+    d: usize,
+) {
+    let mut acc = [[0f32; Q]; J];
     for c in 0..d {
         let (Some((q, _)), Some((k, _))) =
-            (qt[c * N..].split_first_chunk::<N>(), kt[c * stride + j..].split_first_chunk::<J>())
+            (qt[c * N + q0..].split_first_chunk::<Q>(), kt[c * stride + j..].split_first_chunk::<J>())
         else {
             return;
         };
@@ -246,43 +281,55 @@ fn scores_group<const J: usize>(s: &mut [f32], qt: &[f32], kt: &[f32], stride: u
         }
     }
     for (jj, a) in acc.iter().enumerate() {
-        s[(j + jj) * N..(j + jj + 1) * N].copy_from_slice(a);
+        s[(j + jj) * N + q0..(j + jj) * N + q0 + Q].copy_from_slice(a);
     }
 }
 
 /// `acc[c][i] (+)= Σ_j vh[j·d + c] · p[j][i]` for `j < kb`: the values weighted by a key block's
-/// probabilities, added to (or replacing) the running output.
+/// probabilities, added to (or replacing) the running output, in register tiles of `Q` queries.
 #[inline(always)]
-fn pv_tile(acc: &mut [f32], p: &[f32], vh: &[f32], kb: usize, d: usize, accumulate: bool) {
-    let mut c = 0;
-    while c + TILE <= d {
-        pv_group::<TILE>(acc, p, vh, kb, d, c, accumulate);
-        c += TILE;
-    }
-    if c + 4 <= d {
-        pv_group::<4>(acc, p, vh, kb, d, c, accumulate);
-        c += 4;
-    }
-    if c + 2 <= d {
-        pv_group::<2>(acc, p, vh, kb, d, c, accumulate);
-        c += 2;
-    }
-    if c < d {
-        pv_group::<1>(acc, p, vh, kb, d, c, accumulate);
+fn pv_tile<const Q: usize>(acc: &mut [f32], p: &[f32], vh: &[f32], kb: usize, d: usize, accumulate: bool) {
+    for q0 in (0..N).step_by(Q) {
+        let mut c = 0;
+        while c + TILE <= d {
+            pv_group::<TILE, Q>(acc, p, vh, kb, d, c, q0, accumulate);
+            c += TILE;
+        }
+        if c + 4 <= d {
+            pv_group::<4, Q>(acc, p, vh, kb, d, c, q0, accumulate);
+            c += 4;
+        }
+        if c + 2 <= d {
+            pv_group::<2, Q>(acc, p, vh, kb, d, c, q0, accumulate);
+            c += 2;
+        }
+        if c < d {
+            pv_group::<1, Q>(acc, p, vh, kb, d, c, q0, accumulate);
+        }
     }
 }
 
 #[inline(always)]
-fn pv_group<const C: usize>(acc: &mut [f32], p: &[f32], vh: &[f32], kb: usize, d: usize, c0: usize, accumulate: bool) {
-    let mut a = [[0f32; N]; C];
+#[allow(clippy::too_many_arguments)] // the tile's position (c0, q0) beside the block's dimensions
+fn pv_group<const C: usize, const Q: usize>(
+    acc: &mut [f32],
+    p: &[f32],
+    vh: &[f32],
+    kb: usize,
+    d: usize,
+    c0: usize,
+    q0: usize,
+    accumulate: bool,
+) {
+    let mut a = [[0f32; Q]; C];
     if accumulate {
         for (cc, row) in a.iter_mut().enumerate() {
-            row.copy_from_slice(&acc[(c0 + cc) * N..(c0 + cc + 1) * N]);
+            row.copy_from_slice(&acc[(c0 + cc) * N + q0..(c0 + cc) * N + q0 + Q]);
         }
     }
     for j in 0..kb {
         let (Some((pr, _)), Some((v, _))) =
-            (p[j * N..].split_first_chunk::<N>(), vh[j * d + c0..].split_first_chunk::<C>())
+            (p[j * N + q0..].split_first_chunk::<Q>(), vh[j * d + c0..].split_first_chunk::<C>())
         else {
             return;
         };
@@ -293,7 +340,7 @@ fn pv_group<const C: usize>(acc: &mut [f32], p: &[f32], vh: &[f32], kb: usize, d
         }
     }
     for (cc, row) in a.iter().enumerate() {
-        acc[(c0 + cc) * N..(c0 + cc + 1) * N].copy_from_slice(row);
+        acc[(c0 + cc) * N + q0..(c0 + cc) * N + q0 + Q].copy_from_slice(row);
     }
 }
 
