@@ -307,8 +307,9 @@ async fn one_connection_cannot_fill_the_queue() {
     while accepted + refused < 3 {
         match greedy.next().await.unwrap() {
             ServerMessage::Accepted { .. } => accepted += 1,
-            ServerMessage::Error { code: ErrorCode::QueueFull, job_id: None, message, .. } => {
+            ServerMessage::Error { code: ErrorCode::QueueFull, job_id: None, message, retry_after, .. } => {
                 assert!(message.contains("this connection"), "{message}");
+                assert!(retry_after.is_some_and(|s| s > 0), "queue_full without retry_after");
                 refused += 1
             }
             _ => {}

@@ -96,7 +96,10 @@ async fn eight_concurrent_clients_with_a_small_queue() {
             loop {
                 match c.next().await.unwrap() {
                     ServerMessage::Done { .. } => return "done",
-                    ServerMessage::Error { code: ErrorCode::QueueFull, job_id: None, .. } => return "queue_full",
+                    ServerMessage::Error { code: ErrorCode::QueueFull, job_id: None, retry_after, .. } => {
+                        assert!(retry_after.is_some_and(|s| s > 0), "queue_full without retry_after");
+                        return "queue_full";
+                    }
                     ServerMessage::Error { code, message, .. } => panic!("client {i}: {code:?} {message}"),
                     _ => {}
                 }

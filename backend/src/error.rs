@@ -45,7 +45,13 @@ impl ApiError {
 
     /// The same error as a WebSocket frame.
     pub fn to_message(&self, job_id: Option<String>) -> ServerMessage {
-        ServerMessage::Error { job_id, code: self.code, message: self.message.clone(), field: self.field.clone() }
+        ServerMessage::Error {
+            job_id,
+            code: self.code,
+            message: self.message.clone(),
+            field: self.field.clone(),
+            retry_after: self.retry_after,
+        }
     }
 }
 

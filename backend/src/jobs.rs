@@ -696,6 +696,7 @@ fn interrupted_message(job_id: &str, attempts: u32) -> ServerMessage {
              retried again"
         ),
         field: None,
+        retry_after: None,
     }
 }
 
@@ -712,6 +713,7 @@ fn shutdown_message(job_id: &str, durable: bool) -> ServerMessage {
             "the server is shutting down; the job was not started".into()
         },
         field: None,
+        retry_after: None,
     }
 }
 
@@ -722,6 +724,7 @@ fn unavailable_message(job_id: &str) -> ServerMessage {
         code: ErrorCode::Unavailable,
         message: "every inference worker of this server has failed; restart the server".into(),
         field: None,
+        retry_after: None,
     }
 }
 

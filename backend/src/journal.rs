@@ -300,6 +300,7 @@ impl Journal {
                         code: sf3d_shared::ErrorCode::Internal,
                         message: format!("the job could not be resumed after a restart: {e}"),
                         field: None,
+                        retry_after: None,
                     };
                     if let Err(e) = self.finished(&id, JobState::Failed, &[], &msg) {
                         tracing::error!(%id, error = %e, "cannot end an unresumable job in the journal");

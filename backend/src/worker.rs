@@ -295,6 +295,7 @@ pub fn watch_deadlines(
                             timeout.as_secs_f64()
                         ),
                         field: None,
+                        retry_after: None,
                     };
                     if manager.finish(&job, msg) {
                         tracing::warn!(job = %job.id, worker = slot.id, ?timeout, "job past its deadline");

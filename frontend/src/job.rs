@@ -396,6 +396,7 @@ mod tests {
             code: ErrorCode::InvalidParams,
             message: "invalid vertex_count".into(),
             field: Some("vertex_count".into()),
+            retry_after: None,
         };
         let mut idle = JobView::default();
         assert!(!idle.apply(&refusal));
@@ -447,6 +448,7 @@ mod tests {
             code: ErrorCode::NoSurface,
             message: "no surface".into(),
             field: None,
+            retry_after: None,
         });
         let error = job.error.expect("an error");
         assert_eq!((job.phase, error.code), (Phase::Failed, Some(ErrorCode::NoSurface)));

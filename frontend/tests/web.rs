@@ -105,6 +105,7 @@ async fn progress_panel_lists_every_stage_and_follows_events() {
             code: ErrorCode::NoSurface,
             message: "no surface found".into(),
             field: None,
+            retry_after: None,
         });
     });
     leptos::task::tick().await;

@@ -231,6 +231,9 @@ pub enum ServerMessage {
         /// The offending parameter, for `invalid_params`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         field: Option<String>,
+        /// Seconds to wait before trying again, for `queue_full` (what HTTP says with `Retry-After`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after: Option<u64>,
     },
 }
 
@@ -252,6 +255,6 @@ impl ServerMessage {
 
     /// An error frame not tied to a job.
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
-        ServerMessage::Error { job_id: None, code, message: message.into(), field: None }
+        ServerMessage::Error { job_id: None, code, message: message.into(), field: None, retry_after: None }
     }
 }

@@ -167,7 +167,9 @@ async fn respond_with_glb(state: &AppState, job: Arc<Job>) -> Result<Response, A
             }
             Ok(resp)
         }
-        ServerMessage::Error { code, message, field, .. } => Err(ApiError { code, message, field, retry_after: None }),
+        ServerMessage::Error { code, message, field, retry_after, .. } => {
+            Err(ApiError { code, message, field, retry_after })
+        }
         _ => Err(ApiError::new(ErrorCode::Cancelled, "the job was cancelled")),
     }
 }

@@ -323,8 +323,8 @@ def test_queue_full_and_the_opt_in_retry(start_server: Any, png_bytes: bytes) ->
     with pytest.raises(QueueFullError) as e:
         client.generate_mesh(png_bytes, **FAST)
     assert e.value.code == "queue_full" and e.value.job_id is None
-    # The WebSocket error frame carries no Retry-After (REST answers have it).
-    assert e.value.retry_after is None
+    # The WebSocket error frame carries the server's wait, as REST answers do with Retry-After.
+    assert e.value.retry_after is not None and e.value.retry_after > 0
 
     patient = SF3DClient(srv.base, queue_full_retries=10)
     r = patient.generate_mesh(png_bytes, filename="patient.png", **FAST)

@@ -308,7 +308,13 @@ impl Conn {
 }
 
 fn not_found(job_id: String, message: &str) -> ServerMessage {
-    ServerMessage::Error { job_id: Some(job_id), code: ErrorCode::NotFound, message: message.into(), field: None }
+    ServerMessage::Error {
+        job_id: Some(job_id),
+        code: ErrorCode::NotFound,
+        message: message.into(),
+        field: None,
+        retry_after: None,
+    }
 }
 
 async fn connection(socket: WebSocket, state: AppState, authed: bool, max_upload: u64) {
