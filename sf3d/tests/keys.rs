@@ -123,6 +123,24 @@ fn half_precision_checkpoints_load() {
     }
 }
 
+/// `--dtype bf16` on the CPU: bf16 products in the linear layers, f32 activations; the image tokens move by bf16
+/// rounding only.
+#[test]
+fn bf16_products_on_the_cpu_stay_near_f32() {
+    let (net, _) = Sf3dNetwork::load(&golden_dir(), &Device::Cpu, DType::BF16).unwrap();
+    assert_eq!(net.dtype(), DType::F32, "activations stay f32");
+    let set = GoldenSet::open(golden_dir()).unwrap();
+    let rgb = set.tensor("rgb_cond", &Device::Cpu).unwrap();
+    let d = rgb.dims().to_vec();
+    let rgb = rgb.reshape((d[0] * d[1], d[2], d[3], d[4])).unwrap();
+    let got: Vec<f32> = net.encode_image(&rgb, None).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    let reference = image_tokens(&golden_dir());
+    let max = got.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let scale = reference.iter().map(|v| v.abs()).fold(0f32, f32::max);
+    println!("bf16 products: image tokens max abs diff {max:.3e} (largest token {scale:.3})");
+    assert!(max > 0.0 && max < 0.02 * scale, "{max} of {scale}");
+}
+
 #[test]
 fn bbox_buffer_must_match_the_radius() {
     let mut t = golden_tensors();

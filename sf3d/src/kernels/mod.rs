@@ -3,6 +3,7 @@
 //!
 //! | kernel | what |
 //! |---|---|
+//! | [`bf16`] | `x·W + b` with bf16 operands and f32 sums (AVX-512 BF16 where the CPU has it), for `--dtype bf16` |
 //! | [`attention`] | fused multi-head attention on token-major `[B, N, heads·D]` data, blocked online softmax |
 //! | [`conv`] | same-padded `k×k` convolution as `k` products (one per kernel row) on a bordered channel-last image |
 //! | [`linear`] | `x·W + b` on a pre-transposed weight, the bias as the product's starting value |
@@ -10,6 +11,7 @@
 //! | [`math`] | vectorisable `exp`, `erf`, GELU and the vector steps of a softmax |
 
 pub mod attention;
+pub mod bf16;
 pub mod conv;
 pub mod gemm;
 pub mod linear;

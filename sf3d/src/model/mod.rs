@@ -83,7 +83,20 @@ pub struct Sf3dNetwork {
 
 impl Sf3dNetwork {
     /// Builds every block from `vb` (whose dtype is the compute dtype of the transformer stack).
+    ///
+    /// On the CPU, bf16 means bf16 products: every linear layer of the stack multiplies bf16-rounded inputs and
+    /// weights and sums in f32 ([`crate::kernels::bf16`]), as the reference's bf16 autocast regions do, while
+    /// activations, normalisations, attention and convolutions stay f32.
     pub fn new(config: ModelConfig, vb: VarBuilder<'_>) -> Result<Self> {
+        if vb.device().is_cpu() && vb.dtype() == DType::BF16 {
+            let mut net = linear::with_bf16_products(|| Self::build(config, vb.set_dtype(DType::F32)))?;
+            net.dtype = DType::F32;
+            return Ok(net);
+        }
+        Self::build(config, vb)
+    }
+
+    fn build(config: ModelConfig, vb: VarBuilder<'_>) -> Result<Self> {
         let c = &config.sf3d;
         let f32_vb = vb.clone().set_dtype(DType::F32);
         let bbox = f32_vb.get_with_hints((2, 3), "bbox", candle_nn::Init::Const(0.0))?;

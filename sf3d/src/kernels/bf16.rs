@@ -1,0 +1,335 @@
+//! `y = x·W + b` with both operands rounded to bfloat16 and the sums kept in f32: the precision of the
+//! reference's bf16 autocast regions, at twice the f32 rate on CPUs with AVX-512 BF16 (`vdpbf16ps` does two
+//! multiply-adds per f32 lane where an FMA does one).
+//!
+//! With AVX-512 BF16 the weight is packed once, at load, into column panels of [`NR`] columns whose rows are
+//! bf16 pairs (`[panels][k/2][NR]` of `u32`, each `u32` the entries of rows `2p` and `2p+1`), and each thread
+//! converts its band of input rows to bf16 (row-major bf16 rows are already pairs along `k`). The product is
+//! blocked like a classic GEMM: [`KC`] pairs of `k` at a time, [`MC`] rows of the band reused from the L2 cache
+//! across every panel, register tiles of [`MR`] rows × [`NR`] columns (24 of the 32 zmm registers).
+//!
+//! Elsewhere the same arithmetic runs on the f32 matrix kernel: the weight is stored rounded to bf16 and the
+//! input rounded per call, so results agree with the native path to f32 rounding of the sums.
+
+use rayon::prelude::*;
+
+use super::gemm::{MatRef, sgemm};
+
+/// Rows of a register tile.
+const MR: usize = 12;
+/// Columns of a register tile and of a weight panel: two 16-lane vectors.
+const NR: usize = 32;
+/// `k` pairs per block: a panel's block (`KC · NR · 4` bytes) stays in L1/L2 while [`MC`] rows use it.
+const KC: usize = 128;
+/// Rows per block: their `KC` pairs (`MC · KC · 4` bytes) stay in L2 while every panel passes.
+const MC: usize = 16 * MR;
+
+/// `x` rounded to the nearest bfloat16 (ties to even), as an f32. NaN stays NaN.
+pub fn round(x: f32) -> f32 {
+    f32::from_bits(u32::from(to_bits(x)) << 16)
+}
+
+/// The bfloat16 nearest to `x` (ties to even), as its 16 bits.
+fn to_bits(x: f32) -> u16 {
+    let b = x.to_bits();
+    if x.is_nan() {
+        return ((b >> 16) | 0x40) as u16;
+    }
+    let bias = 0x7fff + ((b >> 16) & 1);
+    (b.wrapping_add(bias) >> 16) as u16
+}
+
+/// Whether this CPU multiplies bf16 pairs natively (AVX-512 F + BF16).
+pub fn native() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// A weight `[k, n]` (the transpose of PyTorch's `[out, in]`) held in bf16 for [`linear`].
+#[derive(Debug, Clone)]
+pub struct Bf16Weight {
+    k: usize,
+    n: usize,
+    repr: Repr,
+}
+
+#[derive(Debug, Clone)]
+enum Repr {
+    /// `[n.div_ceil(NR)][k.div_ceil(2)][NR]` bf16 pairs, zero-padded.
+    Pairs(Vec<u32>),
+    /// The weight rounded to bf16, kept as f32 `[k, n]`.
+    Rounded(Vec<f32>),
+}
+
+impl Bf16Weight {
+    /// Rounds (and, on a CPU with AVX-512 BF16, packs) `weight_t [k, n]`.
+    /// Panics if its length is not `k · n` (the caller takes both from the tensor's shape).
+    pub fn new(weight_t: &[f32], k: usize, n: usize) -> Self {
+        Self::with(weight_t, k, n, native())
+    }
+
+    fn with(weight_t: &[f32], k: usize, n: usize, pairs: bool) -> Self {
+        assert_eq!(weight_t.len(), k * n, "bf16 weight: length does not match its dimensions");
+        if !pairs {
+            return Self { k, n, repr: Repr::Rounded(weight_t.iter().map(|&w| round(w)).collect()) };
+        }
+        let kp = k.div_ceil(2);
+        let mut packed = vec![0u32; n.div_ceil(NR) * kp * NR];
+        packed.par_chunks_mut(kp * NR).enumerate().for_each(|(panel, dst)| {
+            let j0 = panel * NR;
+            for p in 0..kp {
+                for jj in 0..NR.min(n - j0) {
+                    let lo = to_bits(weight_t[2 * p * n + j0 + jj]);
+                    let hi = if 2 * p + 1 < k { to_bits(weight_t[(2 * p + 1) * n + j0 + jj]) } else { 0 };
+                    dst[p * NR + jj] = u32::from(lo) | (u32::from(hi) << 16);
+                }
+            }
+        });
+        Self { k, n, repr: Repr::Pairs(packed) }
+    }
+
+    /// Input width.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Output width.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+}
+
+/// `x [rows, k] · w + bias [n]` → `[rows, n]`, products of bf16-rounded operands summed in f32.
+/// Panics if a slice disagrees with the dimensions (the caller takes them from the tensors' shapes).
+pub fn linear(x: &[f32], w: &Bf16Weight, bias: Option<&[f32]>) -> Vec<f32> {
+    let (k, n) = (w.k, w.n);
+    assert!(k > 0 && x.len().is_multiple_of(k), "bf16 linear: input rows are not {k} wide");
+    if let Some(b) = bias {
+        assert_eq!(b.len(), n, "bf16 linear: bias does not match its dimensions");
+    }
+    let rows = x.len() / k;
+    let mut out = vec![0f32; rows * n];
+    if out.is_empty() {
+        return out;
+    }
+    let band = rows.div_ceil(rayon::current_num_threads()).max(1);
+    out.par_chunks_mut(band * n).zip(x.par_chunks(band * k)).for_each(|(dst, src)| {
+        if let Some(b) = bias {
+            for row in dst.chunks_exact_mut(n) {
+                row.copy_from_slice(b);
+            }
+        }
+        match &w.repr {
+            Repr::Rounded(wt) => {
+                let xr: Vec<f32> = src.iter().map(|&v| round(v)).collect();
+                let m = src.len() / k;
+                sgemm(dst, n, bias.is_some(), MatRef::rows(&xr, m, k, k), MatRef::rows(wt, k, n, n), 1.0);
+            }
+            Repr::Pairs(packed) => band_pairs(dst, src, k, n, packed),
+        }
+    });
+    out
+}
+
+/// One thread's rows on the packed weight: `dst [m, n] += src [m, k] · w`.
+fn band_pairs(dst: &mut [f32], src: &[f32], k: usize, n: usize, packed: &[u32]) {
+    let m = src.len() / k;
+    let kp = k.div_ceil(2);
+    // The band's rows as bf16 pairs, `[m][kp]`.
+    let mut a = vec![0u32; m * kp];
+    for (row, pairs) in src.chunks_exact(k).zip(a.chunks_exact_mut(kp)) {
+        // SAFETY: as in `tile`: only reached with a packed weight, built where `native()` holds.
+        #[cfg(target_arch = "x86_64")]
+        #[allow(unsafe_code)]
+        let done = unsafe { avx512::pairs(row, pairs) };
+        #[cfg(not(target_arch = "x86_64"))]
+        let done = 0;
+        for (p, pair) in pairs.iter_mut().enumerate().skip(done) {
+            let lo = to_bits(row[2 * p]);
+            let hi = if 2 * p + 1 < k { to_bits(row[2 * p + 1]) } else { 0 };
+            *pair = u32::from(lo) | (u32::from(hi) << 16);
+        }
+    }
+    for p0 in (0..kp).step_by(KC) {
+        let pc = KC.min(kp - p0);
+        for i0 in (0..m).step_by(MC) {
+            let mc = MC.min(m - i0);
+            for (panel, w) in packed.chunks_exact(kp * NR).enumerate() {
+                let j0 = panel * NR;
+                let nc = NR.min(n - j0);
+                let w = &w[p0 * NR..(p0 + pc) * NR];
+                for r0 in (i0..i0 + mc).step_by(MR) {
+                    let mr = MR.min(i0 + mc - r0);
+                    tile(dst, n, r0, mr, j0, nc, &a, kp, p0, pc, w);
+                }
+            }
+        }
+    }
+}
+
+/// `dst[r0.., j0..] += a[r0.., p0..p0+pc] · w` for an `mr × nc` tile (`mr ≤ MR`, `nc ≤ NR`).
+#[allow(clippy::too_many_arguments)] // the tile's position and extent beside its operands
+fn tile(
+    dst: &mut [f32],
+    n: usize,
+    r0: usize,
+    mr: usize,
+    j0: usize,
+    nc: usize,
+    a: &[u32],
+    kp: usize,
+    p0: usize,
+    pc: usize,
+    w: &[u32],
+) {
+    // Rows past the band's end repeat its last row (computed, never stored), so the tile is always full.
+    let rows: [&[u32]; MR] =
+        std::array::from_fn(|i| &a[(r0 + i.min(mr - 1)) * kp + p0..(r0 + i.min(mr - 1)) * kp + p0 + pc]);
+    let mut acc = [[0f32; NR]; MR];
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: `tile` is reached only through a packed weight, which is built only where `native()` found
+        // AVX-512 F and BF16 on this CPU.
+        #[allow(unsafe_code)]
+        unsafe {
+            avx512::tile(&mut acc, &rows, w, pc)
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (&rows, w, pc);
+        unreachable!("bf16 pairs are packed only on x86_64");
+    }
+    for (i, a) in acc.iter().enumerate().take(mr) {
+        let row = &mut dst[(r0 + i) * n + j0..(r0 + i) * n + j0 + nc];
+        for (d, s) in row.iter_mut().zip(a) {
+            *d += s;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    #![allow(unsafe_code)]
+
+    use std::arch::x86_64::*;
+
+    use super::{MR, NR};
+
+    /// `acc[i][j] = Σ_p dot(rows[i][p], w[p·NR + j])` over `pc` pairs, each `dot` two bf16 products in f32.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F and BF16; every `rows[i]` must hold `pc` pairs and `w` `pc · NR`.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn tile(acc: &mut [[f32; NR]; MR], rows: &[&[u32]; MR], w: &[u32], pc: usize) {
+        assert!(w.len() >= pc * NR && rows.iter().all(|r| r.len() >= pc), "bf16 tile: operands too short");
+        let mut c = [[_mm512_setzero_ps(); 2]; MR];
+        for p in 0..pc {
+            // SAFETY: `p · NR + NR ≤ pc · NR ≤ w.len()` (asserted above); unaligned loads.
+            let (b0, b1) = unsafe {
+                let ptr = w.as_ptr().add(p * NR);
+                (bh(_mm512_loadu_si512(ptr.cast())), bh(_mm512_loadu_si512(ptr.add(16).cast())))
+            };
+            for (c, row) in c.iter_mut().zip(rows) {
+                // SAFETY: `p < pc ≤ row.len()` (asserted above).
+                let pair = unsafe { *row.get_unchecked(p) };
+                let a = bh(_mm512_set1_epi32(pair as i32));
+                c[0] = _mm512_dpbf16_ps(c[0], a, b0);
+                c[1] = _mm512_dpbf16_ps(c[1], a, b1);
+            }
+        }
+        for (dst, c) in acc.iter_mut().zip(&c) {
+            // SAFETY: each row of `acc` holds `NR = 32` floats, two vectors.
+            unsafe {
+                _mm512_storeu_ps(dst.as_mut_ptr(), c[0]);
+                _mm512_storeu_ps(dst.as_mut_ptr().add(16), c[1]);
+            }
+        }
+    }
+
+    /// Converts the leading 32-float chunks of `row` to bf16 pairs (round to nearest even; subnormal inputs count as
+    /// zero), returning how many pairs it wrote; the caller converts the rest.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F and BF16.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn pairs(row: &[f32], pairs: &mut [u32]) -> usize {
+        let chunks = (row.len() / 32).min(pairs.len() / 16);
+        for i in 0..chunks {
+            // SAFETY: `32·i + 32 ≤ row.len()` and `16·i + 16 ≤ pairs.len()` by the choice of `chunks`.
+            unsafe {
+                let lo = _mm512_loadu_ps(row.as_ptr().add(32 * i));
+                let hi = _mm512_loadu_ps(row.as_ptr().add(32 * i + 16));
+                let v: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+                _mm512_storeu_si512(pairs.as_mut_ptr().add(16 * i).cast(), v);
+            }
+        }
+        16 * chunks
+    }
+
+    /// The same 512 bits read as 32 bf16 values.
+    #[inline(always)]
+    fn bh(v: __m512i) -> __m512bh {
+        // SAFETY: both are plain 512-bit vectors; every bit pattern is a valid value of either.
+        unsafe { std::mem::transmute::<__m512i, __m512bh>(v) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `x [rows, k] · wt [k, n] + b` in f64 on the bf16-rounded operands.
+    fn direct(x: &[f32], wt: &[f32], k: usize, n: usize, b: Option<&[f32]>) -> Vec<f64> {
+        let rows = x.len() / k;
+        let mut y = vec![0f64; rows * n];
+        for r in 0..rows {
+            for j in 0..n {
+                let s: f64 = (0..k).map(|c| f64::from(round(x[r * k + c])) * f64::from(round(wt[c * n + j]))).sum();
+                y[r * n + j] = s + b.map_or(0.0, |b| f64::from(b[j]));
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn rounding_is_to_nearest_even() {
+        assert_eq!(round(1.0), 1.0);
+        // 1 + 2⁻⁸ lies halfway between two bf16 values: ties go to the even one (1.0).
+        assert_eq!(round(1.0 + 1.0 / 256.0), 1.0);
+        assert_eq!(round(1.0 + 3.0 / 256.0), 1.0 + 4.0 / 256.0);
+        assert_eq!(round(-2.5e-3).to_bits() & 0xffff, 0);
+        assert!(round(f32::NAN).is_nan());
+        assert_eq!(round(f32::INFINITY), f32::INFINITY);
+    }
+
+    #[test]
+    fn both_paths_equal_the_direct_sum_of_rounded_products() {
+        // Ragged everywhere: odd k, n not a multiple of the panel, rows not a multiple of the tile, more than one
+        // k block and one row block.
+        for (rows, k, n) in [(5, 7, 3), (MC + 13, 2 * KC * 2 + 3, NR * 2 + 5), (1, 64, NR)] {
+            let x: Vec<f32> = (0..rows * k).map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.0173).collect();
+            let wt: Vec<f32> = (0..k * n).map(|i| ((i * 53 % 97) as f32 - 48.0) * 0.0219).collect();
+            let b: Vec<f32> = (0..n).map(|j| j as f32 * 0.1 - 1.0).collect();
+            for bias in [Some(&b[..]), None] {
+                let want = direct(&x, &wt, k, n, bias);
+                let mut paths = vec![false];
+                if native() {
+                    paths.push(true);
+                }
+                for pairs in paths {
+                    let y = linear(&x, &Bf16Weight::with(&wt, k, n, pairs), bias);
+                    let err = y.iter().zip(&want).map(|(a, b)| (f64::from(*a) - b).abs()).fold(0.0, f64::max);
+                    let scale = want.iter().map(|v| v.abs()).fold(1.0, f64::max);
+                    assert!(err / scale < 1e-5, "pairs={pairs} {rows}×{k}×{n}: {err} of {scale}");
+                }
+            }
+        }
+    }
+}
