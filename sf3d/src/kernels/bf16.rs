@@ -20,7 +20,7 @@ const MR: usize = 12;
 /// Columns of a register tile and of a weight panel: two 16-lane vectors.
 const NR: usize = 32;
 /// `k` pairs per block: a panel's block (`KC · NR · 4` bytes) stays in L1/L2 while [`MC`] rows use it.
-const KC: usize = 128;
+const KC: usize = 256;
 /// Rows per block: their `KC` pairs (`MC · KC · 4` bytes) stay in L2 while every panel passes.
 const MC: usize = 16 * MR;
 
@@ -191,26 +191,21 @@ fn tile(
     // Rows past the band's end repeat its last row (computed, never stored), so the tile is always full.
     let rows: [&[u32]; MR] =
         std::array::from_fn(|i| &a[(r0 + i.min(mr - 1)) * kp + p0..(r0 + i.min(mr - 1)) * kp + p0 + pc]);
-    let mut acc = [[0f32; NR]; MR];
+    // The tile's first row and everything up to its last element.
+    let out = &mut dst[r0 * n + j0..(r0 + mr - 1) * n + j0 + nc];
     #[cfg(target_arch = "x86_64")]
     {
         // SAFETY: `tile` is reached only through a packed weight, which is built only where `native()` found
         // AVX-512 F and BF16 on this CPU.
         #[allow(unsafe_code)]
         unsafe {
-            avx512::tile(&mut acc, &rows, w, pc)
+            avx512::tile(out, n, mr, nc, &rows, w, pc)
         };
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (&rows, w, pc);
+        let _ = (out, n, nc, &rows, w, pc);
         unreachable!("bf16 pairs are packed only on x86_64");
-    }
-    for (i, a) in acc.iter().enumerate().take(mr) {
-        let row = &mut dst[(r0 + i) * n + j0..(r0 + i) * n + j0 + nc];
-        for (d, s) in row.iter_mut().zip(a) {
-            *d += s;
-        }
     }
 }
 
@@ -222,14 +217,40 @@ mod avx512 {
 
     use super::{MR, NR};
 
-    /// `acc[i][j] = Σ_p dot(rows[i][p], w[p·NR + j])` over `pc` pairs, each `dot` two bf16 products in f32.
+    /// `out[i·n + j] += Σ_p dot(rows[i][p], w[p·NR + j])` for `i < mr`, `j < nc`, over `pc` pairs, each `dot` two
+    /// bf16 products summed in f32. The tile is loaded from and stored to `out` with lane masks, so ragged edges
+    /// cost nothing extra.
     ///
     /// # Safety
-    /// The CPU must have AVX-512 F and BF16; every `rows[i]` must hold `pc` pairs and `w` `pc · NR`.
+    /// The CPU must have AVX-512 F and BF16.
     #[target_feature(enable = "avx512f,avx512bf16")]
-    pub(super) unsafe fn tile(acc: &mut [[f32; NR]; MR], rows: &[&[u32]; MR], w: &[u32], pc: usize) {
+    pub(super) unsafe fn tile(
+        out: &mut [f32],
+        n: usize,
+        mr: usize,
+        nc: usize,
+        rows: &[&[u32]; MR],
+        w: &[u32],
+        pc: usize,
+    ) {
         assert!(w.len() >= pc * NR && rows.iter().all(|r| r.len() >= pc), "bf16 tile: operands too short");
+        assert!((1..=MR).contains(&mr) && (1..=NR).contains(&nc), "bf16 tile: extent out of range");
+        assert!(out.len() > (mr - 1) * n + nc - 1, "bf16 tile: destination too short");
+        let mask = |from: usize| -> __mmask16 {
+            let lanes = nc.saturating_sub(from).min(16);
+            ((1u32 << lanes) - 1) as __mmask16
+        };
+        let (m0, m1) = (mask(0), mask(16));
         let mut c = [[_mm512_setzero_ps(); 2]; MR];
+        for (i, c) in c.iter_mut().enumerate().take(mr) {
+            // SAFETY: row `i < mr` starts at `i·n`; the masks keep the loads to its first `nc ≤ NR` elements, all
+            // inside `out` (asserted above).
+            unsafe {
+                let ptr = out.as_ptr().add(i * n);
+                c[0] = _mm512_maskz_loadu_ps(m0, ptr);
+                c[1] = _mm512_maskz_loadu_ps(m1, ptr.add(16));
+            }
+        }
         for p in 0..pc {
             // SAFETY: `p · NR + NR ≤ pc · NR ≤ w.len()` (asserted above); unaligned loads.
             let (b0, b1) = unsafe {
@@ -244,11 +265,12 @@ mod avx512 {
                 c[1] = _mm512_dpbf16_ps(c[1], a, b1);
             }
         }
-        for (dst, c) in acc.iter_mut().zip(&c) {
-            // SAFETY: each row of `acc` holds `NR = 32` floats, two vectors.
+        for (i, c) in c.iter().enumerate().take(mr) {
+            // SAFETY: as for the loads.
             unsafe {
-                _mm512_storeu_ps(dst.as_mut_ptr(), c[0]);
-                _mm512_storeu_ps(dst.as_mut_ptr().add(16), c[1]);
+                let ptr = out.as_mut_ptr().add(i * n);
+                _mm512_mask_storeu_ps(ptr, m0, c[0]);
+                _mm512_mask_storeu_ps(ptr.add(16), m1, c[1]);
             }
         }
     }
