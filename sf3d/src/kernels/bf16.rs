@@ -4,9 +4,9 @@
 //!
 //! With AVX-512 BF16 the weight is packed once, at load, into column panels of [`NR`] columns whose rows are
 //! bf16 pairs (`[panels][k/2][NR]` of `u32`, each `u32` the entries of rows `2p` and `2p+1`), and each thread
-//! converts its band of input rows to bf16 (row-major bf16 rows are already pairs along `k`). The product is
-//! blocked like a classic GEMM: [`KC`] pairs of `k` at a time, [`MC`] rows of the band reused from the L2 cache
-//! across every panel, register tiles of [`MR`] rows × [`NR`] columns (24 of the 32 zmm registers).
+//! converts its input rows to bf16 one block of [`MC`] rows at a time (row-major bf16 rows are already pairs along
+//! `k`). The product is blocked like a classic GEMM: the block's rows reused from the L2 cache across every panel,
+//! [`KC`] pairs of `k` at a time, register tiles of [`MR`] rows × [`NR`] columns (24 of the 32 zmm registers).
 //!
 //! Elsewhere the same arithmetic runs on the f32 matrix kernel: the weight is stored rounded to bf16 and the
 //! input rounded per call, so results agree with the native path to f32 rounding of the sums.
@@ -120,10 +120,15 @@ pub fn linear(x: &[f32], w: &Bf16Weight, bias: Option<&[f32]>) -> Vec<f32> {
     }
     let band = rows.div_ceil(rayon::current_num_threads()).max(1);
     out.par_chunks_mut(band * n).zip(x.par_chunks(band * k)).for_each(|(dst, src)| {
-        if let Some(b) = bias {
-            for row in dst.chunks_exact_mut(n) {
-                row.copy_from_slice(b);
+        // The output is written before the tiles read it: their first read of a fresh zeroed page would map the
+        // shared zero page, and the write after it would copy it and flush the other cores' TLBs, page by page.
+        match bias {
+            Some(b) => {
+                for row in dst.chunks_exact_mut(n) {
+                    row.copy_from_slice(b);
+                }
             }
+            None => dst.fill(0.0),
         }
         match &w.repr {
             Repr::Rounded(wt) => {
@@ -141,39 +146,41 @@ pub fn linear(x: &[f32], w: &Bf16Weight, bias: Option<&[f32]>) -> Vec<f32> {
 fn band_pairs(dst: &mut [f32], src: &[f32], k: usize, n: usize, packed: &[u32]) {
     let m = src.len() / k;
     let kp = k.div_ceil(2);
-    // The band's rows as bf16 pairs, `[m][kp]`.
-    let mut a = vec![0u32; m * kp];
-    for (row, pairs) in src.chunks_exact(k).zip(a.chunks_exact_mut(kp)) {
-        // SAFETY: as in `tile`: only reached with a packed weight, built where `native()` holds.
-        #[cfg(target_arch = "x86_64")]
-        #[allow(unsafe_code)]
-        let done = unsafe { avx512::pairs(row, pairs) };
-        #[cfg(not(target_arch = "x86_64"))]
-        let done = 0;
-        for (p, pair) in pairs.iter_mut().enumerate().skip(done) {
-            let lo = to_bits(row[2 * p]);
-            let hi = if 2 * p + 1 < k { to_bits(row[2 * p + 1]) } else { 0 };
-            *pair = u32::from(lo) | (u32::from(hi) << 16);
+    // One block of rows at a time as bf16 pairs, `[MC][kp]`, converted right before use so that it is still in
+    // the L2 cache when the tiles read it; its output rows stay in cache across the `k` blocks.
+    let mut a = vec![0u32; MC.min(m) * kp];
+    for i0 in (0..m).step_by(MC) {
+        let mc = MC.min(m - i0);
+        for (row, pairs) in src[i0 * k..(i0 + mc) * k].chunks_exact(k).zip(a.chunks_exact_mut(kp)) {
+            // SAFETY: as in `tile`: only reached with a packed weight, built where `native()` holds.
+            #[cfg(target_arch = "x86_64")]
+            #[allow(unsafe_code)]
+            let done = unsafe { avx512::pairs(row, pairs) };
+            #[cfg(not(target_arch = "x86_64"))]
+            let done = 0;
+            for (p, pair) in pairs.iter_mut().enumerate().skip(done) {
+                let lo = to_bits(row[2 * p]);
+                let hi = if 2 * p + 1 < k { to_bits(row[2 * p + 1]) } else { 0 };
+                *pair = u32::from(lo) | (u32::from(hi) << 16);
+            }
         }
-    }
-    for p0 in (0..kp).step_by(KC) {
-        let pc = KC.min(kp - p0);
-        for i0 in (0..m).step_by(MC) {
-            let mc = MC.min(m - i0);
+        for p0 in (0..kp).step_by(KC) {
+            let pc = KC.min(kp - p0);
             for (panel, w) in packed.chunks_exact(kp * NR).enumerate() {
                 let j0 = panel * NR;
                 let nc = NR.min(n - j0);
                 let w = &w[p0 * NR..(p0 + pc) * NR];
                 for r0 in (i0..i0 + mc).step_by(MR) {
                     let mr = MR.min(i0 + mc - r0);
-                    tile(dst, n, r0, mr, j0, nc, &a, kp, p0, pc, w);
+                    tile(dst, n, r0, mr, j0, nc, &a[(r0 - i0) * kp..], kp, p0, pc, w);
                 }
             }
         }
     }
 }
 
-/// `dst[r0.., j0..] += a[r0.., p0..p0+pc] · w` for an `mr × nc` tile (`mr ≤ MR`, `nc ≤ NR`).
+/// `dst[r0.., j0..] += a[.., p0..p0+pc] · w` for an `mr × nc` tile (`mr ≤ MR`, `nc ≤ NR`) whose input rows are the
+/// first `mr` rows of `a` (`kp` pairs apart).
 #[allow(clippy::too_many_arguments)] // the tile's position and extent beside its operands
 fn tile(
     dst: &mut [f32],
@@ -189,8 +196,7 @@ fn tile(
     w: &[u32],
 ) {
     // Rows past the band's end repeat its last row (computed, never stored), so the tile is always full.
-    let rows: [&[u32]; MR] =
-        std::array::from_fn(|i| &a[(r0 + i.min(mr - 1)) * kp + p0..(r0 + i.min(mr - 1)) * kp + p0 + pc]);
+    let rows: [&[u32]; MR] = std::array::from_fn(|i| &a[i.min(mr - 1) * kp + p0..i.min(mr - 1) * kp + p0 + pc]);
     // The tile's first row and everything up to its last element.
     let out = &mut dst[r0 * n + j0..(r0 + mr - 1) * n + j0 + nc];
     #[cfg(target_arch = "x86_64")]
