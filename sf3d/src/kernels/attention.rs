@@ -9,10 +9,14 @@
 //! laid out per head and block once per call, a block's queries per head as `[D, 64]`, and scores and the running
 //! output are kept query-minor (`[keys, 64]`, `[D, 64]`), which also makes every softmax step a vector operation
 //! across the block's queries.
+//!
+//! [`attention_bf16`] runs the same blocks with both products on bf16 pairs (`vdpbf16ps`, two multiply-adds per
+//! f32 lane): keys and values are converted once per call, the scaled queries once per head, and each block's
+//! softmax weights once per block; the online softmax itself stays f32.
 
 use rayon::prelude::*;
 
-use super::{Isa, math, run};
+use super::{Isa, bf16, math, run};
 
 /// Queries per score block (the vector lanes of every query-minor row).
 pub const QUERY_BLOCK: usize = 64;
@@ -51,8 +55,23 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], dims: AttentionDims, scale: f3
     attention_with(q, k, v, dims, scale, Isa::Best)
 }
 
+/// [`attention`] with both products in bf16 (queries, keys, values and the softmax weights rounded to bf16, sums
+/// and the softmax in f32) on CPUs with AVX-512 BF16 and heads of even width; elsewhere [`attention`] on
+/// bf16-rounded queries, keys and values.
+pub fn attention_bf16(q: &[f32], k: &[f32], v: &[f32], dims: AttentionDims, scale: f32) -> Vec<f32> {
+    if !bf16::native() || !dims.head_dim.is_multiple_of(2) {
+        let round = |x: &[f32]| x.iter().map(|&a| bf16::round(a)).collect::<Vec<_>>();
+        return attention(&round(q), &round(k), &round(v), dims, scale);
+    }
+    blocked(q, k, v, dims, scale, Isa::Best, true)
+}
+
 /// [`attention`] with the block kernel compiled for `isa`.
 pub fn attention_with(q: &[f32], k: &[f32], v: &[f32], dims: AttentionDims, scale: f32, isa: Isa) -> Vec<f32> {
+    blocked(q, k, v, dims, scale, isa, false)
+}
+
+fn blocked(q: &[f32], k: &[f32], v: &[f32], dims: AttentionDims, scale: f32, isa: Isa, pairs: bool) -> Vec<f32> {
     let AttentionDims { batch, queries, keys, .. } = dims;
     let w = dims.width();
     assert_eq!(q.len(), batch * queries * w, "attention: q does not match its dimensions");
@@ -63,15 +82,59 @@ pub fn attention_with(q: &[f32], k: &[f32], v: &[f32], dims: AttentionDims, scal
         return out;
     }
     let (kt, vh) = head_major(k, v, dims);
-    let per_item = keys * w;
+    let keys_of = if pairs { Keys::pairs(&kt, &vh, dims) } else { Keys::F32 { kt, vh } };
     out.par_chunks_mut(queries * w).zip(q.par_chunks(queries * w)).enumerate().for_each(|(b, (out_b, q_b))| {
-        let (kt, vh) = (&kt[b * per_item..(b + 1) * per_item], &vh[b * per_item..(b + 1) * per_item]);
+        let keys_b = keys_of.item(b, batch);
         let rows = QUERY_BLOCK * if keys > LONG_KEYS { BLOCKS_PER_TASK_LONG } else { 1 };
         out_b.par_chunks_mut(rows * w).zip(q_b.par_chunks(rows * w)).for_each(|(out, q)| {
-            run(isa, QueryBlock { out, q, kt, vh, dims, scale });
+            run(isa, QueryBlock { out, q, keys: keys_b, dims, scale });
         });
     });
     out
+}
+
+/// Every item's keys and values in the layout the block products read.
+enum Keys {
+    /// f32: `kt [B, H, Nk / KEY_BLOCK, D, KEY_BLOCK]`, `vh [B, H, Nk, D]` (see [`head_major`]).
+    F32 { kt: Vec<f32>, vh: Vec<f32> },
+    /// bf16 pairs along the sums' axes: `ktp [B, H, Nk / KEY_BLOCK, D / 2, KEY_BLOCK]` (pairs of head columns),
+    /// `vhp [B, H, ⌈Nk / 2⌉, D]` (pairs of keys, the missing key of an odd count zero).
+    Bf16 { ktp: Vec<u32>, vhp: Vec<u32> },
+}
+
+/// One item's slice of [`Keys`].
+#[derive(Clone, Copy)]
+enum KeysRef<'a> {
+    F32 { kt: &'a [f32], vh: &'a [f32] },
+    Bf16 { ktp: &'a [u32], vhp: &'a [u32] },
+}
+
+impl Keys {
+    /// The pair layouts of `kt` and `vh` (from [`head_major`]); `D` must be even.
+    fn pairs(kt: &[f32], vh: &[f32], dims: AttentionDims) -> Self {
+        let (nk, d) = (dims.keys, dims.head_dim);
+        let nkp = nk.div_ceil(2);
+        let heads = kt.len() / (nk * d);
+        let mut ktp = vec![0u32; kt.len() / 2];
+        let mut vhp = vec![0u32; heads * nkp * d];
+        ktp.par_chunks_mut(nk * d / 2).zip(vhp.par_chunks_mut(nkp * d)).enumerate().for_each(|(bh, (ktp, vhp))| {
+            let kt = &kt[bh * nk * d..(bh + 1) * nk * d];
+            for k0 in (0..nk).step_by(KEY_BLOCK) {
+                let kb = KEY_BLOCK.min(nk - k0);
+                bf16::pair_rows(&kt[k0 * d..(k0 + kb) * d], kb, &mut ktp[k0 * d / 2..(k0 + kb) * d / 2]);
+            }
+            bf16::pair_rows(&vh[bh * nk * d..(bh + 1) * nk * d], d, vhp);
+        });
+        Keys::Bf16 { ktp, vhp }
+    }
+
+    fn item(&self, b: usize, batch: usize) -> KeysRef<'_> {
+        let part = |len: usize| (len / batch) * b..(len / batch) * (b + 1);
+        match self {
+            Keys::F32 { kt, vh } => KeysRef::F32 { kt: &kt[part(kt.len())], vh: &vh[part(vh.len())] },
+            Keys::Bf16 { ktp, vhp } => KeysRef::Bf16 { ktp: &ktp[part(ktp.len())], vhp: &vhp[part(vhp.len())] },
+        }
+    }
 }
 
 /// Keys transposed per head and key block, `kt [B, H, Nk / KEY_BLOCK, D, KEY_BLOCK]` (the last block narrower),
@@ -104,8 +167,7 @@ fn head_major(k: &[f32], v: &[f32], dims: AttentionDims) -> (Vec<f32>, Vec<f32>)
 struct QueryBlock<'a> {
     out: &'a mut [f32],
     q: &'a [f32],
-    kt: &'a [f32],
-    vh: &'a [f32],
+    keys: KeysRef<'a>,
     dims: AttentionDims,
     scale: f32,
 }
@@ -125,10 +187,11 @@ impl QueryBlock<'_> {
     /// Every head of the task's query blocks, with register tiles `Q` queries wide.
     #[inline(always)]
     fn heads<const Q: usize>(self) {
-        let Self { out, q, kt, vh, dims, scale } = self;
+        let Self { out, q, keys, dims, scale } = self;
         let (w, d, nk) = (dims.width(), dims.head_dim, dims.keys);
         let kb_max = KEY_BLOCK.min(nk);
-        let mut subs: Vec<SubBlock> = q.chunks(N * w).map(|rows| SubBlock::new(rows.len() / w, d)).collect();
+        let pairs = matches!(keys, KeysRef::Bf16 { .. });
+        let mut subs: Vec<SubBlock> = q.chunks(N * w).map(|rows| SubBlock::new(rows.len() / w, d, pairs)).collect();
         let mut scores = vec![0f32; kb_max * N]; // [keys, N]
         for h in 0..dims.heads {
             for (sb, rows) in subs.iter_mut().zip(q.chunks(N * w)) {
@@ -137,9 +200,19 @@ impl QueryBlock<'_> {
             let mut k0 = 0;
             while k0 < nk {
                 let kb = kb_max.min(nk - k0);
-                let (kt_blk, vh_blk) = (&kt[(h * nk + k0) * d..], &vh[(h * nk + k0) * d..]);
                 for sb in subs.iter_mut() {
-                    sb.key_block::<Q>(&mut scores[..kb * N], kt_blk, vh_blk, kb, d, k0 > 0);
+                    let s = &mut scores[..kb * N];
+                    match keys {
+                        KeysRef::F32 { kt, vh } => {
+                            let (kt, vh) = (&kt[(h * nk + k0) * d..], &vh[(h * nk + k0) * d..]);
+                            sb.key_block::<Q>(s, kt, vh, kb, d, k0 > 0);
+                        }
+                        KeysRef::Bf16 { ktp, vhp } => {
+                            let ktp = &ktp[(h * nk + k0) * d / 2..];
+                            let vhp = &vhp[(h * nk.div_ceil(2) + k0 / 2) * d..];
+                            sb.key_block_pairs(s, ktp, vhp, kb, d, k0 > 0);
+                        }
+                    }
                 }
                 k0 += kb;
             }
@@ -156,6 +229,10 @@ struct SubBlock {
     n: usize,
     /// `[D, N]`, the queries pre-scaled.
     qt: Vec<f32>,
+    /// bf16 products only: `qt` as pairs of head columns, `[D / 2, N]`.
+    qtp: Vec<u32>,
+    /// bf16 products only: a key block's softmax weights as pairs of keys, `[KEY_BLOCK / 2, N]`.
+    pp: Vec<u32>,
     /// `[D, N]`, the running weighted sum of values.
     acc: Vec<f32>,
     row_max: [f32; N],
@@ -163,8 +240,9 @@ struct SubBlock {
 }
 
 impl SubBlock {
-    fn new(n: usize, d: usize) -> Self {
-        Self { n, qt: vec![0f32; d * N], acc: vec![0f32; d * N], row_max: [0.0; N], row_sum: [0.0; N] }
+    fn new(n: usize, d: usize, pairs: bool) -> Self {
+        let (qtp, pp) = if pairs { (vec![0u32; d / 2 * N], vec![0u32; KEY_BLOCK / 2 * N]) } else { (vec![], vec![]) };
+        Self { n, qt: vec![0f32; d * N], qtp, pp, acc: vec![0f32; d * N], row_max: [0.0; N], row_sum: [0.0; N] }
     }
 
     #[inline(always)]
@@ -173,6 +251,9 @@ impl SubBlock {
             for (i, x) in row.iter_mut().take(self.n).enumerate() {
                 *x = q[i * w + h * d + c] * scale;
             }
+        }
+        if !self.qtp.is_empty() {
+            bf16::pair_rows(&self.qt, N, &mut self.qtp);
         }
         self.row_max.fill(f32::NEG_INFINITY);
         self.row_sum.fill(0.0);
@@ -190,6 +271,37 @@ impl SubBlock {
         accumulate: bool,
     ) {
         scores_tile::<Q>(s, &self.qt, kt, kb, kb, d);
+        self.online_softmax(s, accumulate);
+        pv_tile::<Q>(&mut self.acc, s, vh, kb, d, accumulate);
+    }
+
+    /// [`Self::key_block`] with bf16 products: `ktp` and `vhp` are the block's keys and values as pairs (see
+    /// [`Keys::Bf16`]); the weights are rounded to bf16 pairs between the softmax and the second product.
+    #[inline(always)]
+    fn key_block_pairs(&mut self, s: &mut [f32], ktp: &[u32], vhp: &[u32], kb: usize, d: usize, accumulate: bool) {
+        let kbp = kb.div_ceil(2);
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: pair layouts exist only where `bf16::native()` found AVX-512 F, BW and BF16.
+        #[allow(unsafe_code)]
+        unsafe {
+            pair_tiles::scores(s, &self.qtp, ktp, kb, d / 2)
+        };
+        self.online_softmax(s, accumulate);
+        bf16::pair_rows(s, N, &mut self.pp[..kbp * N]);
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        #[allow(unsafe_code)]
+        unsafe {
+            pair_tiles::pv(&mut self.acc, &self.pp[..kbp * N], vhp, kbp, d, accumulate)
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("bf16 pair layouts are built only on x86_64 ({ktp:p}, {vhp:p})");
+    }
+
+    /// The online-softmax step on a block's scores `s [kb, N]`: the new running maxima, `s` turned into
+    /// weights, the running sums and (when `accumulate`) the running output rescaled to the new maxima.
+    #[inline(always)]
+    fn online_softmax(&mut self, s: &mut [f32], accumulate: bool) {
         let mut block_max = self.row_max;
         for row in s.chunks_exact(N) {
             math::max_into(&mut block_max, row);
@@ -208,7 +320,6 @@ impl SubBlock {
                 math::mul_into(row, &alpha);
             }
         }
-        pv_tile::<Q>(&mut self.acc, s, vh, kb, d, accumulate);
     }
 
     #[inline(always)]
@@ -344,6 +455,148 @@ fn pv_group<const C: usize, const Q: usize>(
     }
 }
 
+/// The two products on bf16 pairs with `vdpbf16ps`: register tiles of [`TILE`] keys (or output columns) × all
+/// `N` queries, as in the f32 tiles, but each step consumes two head columns (scores) or two keys (values).
+#[cfg(target_arch = "x86_64")]
+mod pair_tiles {
+    #![allow(unsafe_code)]
+
+    use std::arch::x86_64::*;
+
+    use super::{N, TILE};
+
+    /// Vectors per query row.
+    const V: usize = N / 16;
+
+    /// `s[j][i] = Σ_c dot(ktp[c·kb + j], qtp[c][i])` for `j < kb`, `c < dp`.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F and BF16.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn scores(s: &mut [f32], qtp: &[u32], ktp: &[u32], kb: usize, dp: usize) {
+        assert!(s.len() >= kb * N && qtp.len() >= dp * N && ktp.len() >= dp * kb, "pair scores: operands too short");
+        let mut j = 0;
+        // SAFETY (every call below): the extents were asserted above and `j + J ≤ kb`.
+        while j + TILE <= kb {
+            unsafe { scores_group::<TILE>(s, qtp, ktp, kb, j, dp) };
+            j += TILE;
+        }
+        if j + 4 <= kb {
+            unsafe { scores_group::<4>(s, qtp, ktp, kb, j, dp) };
+            j += 4;
+        }
+        if j + 2 <= kb {
+            unsafe { scores_group::<2>(s, qtp, ktp, kb, j, dp) };
+            j += 2;
+        }
+        if j < kb {
+            unsafe { scores_group::<1>(s, qtp, ktp, kb, j, dp) };
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    #[inline]
+    unsafe fn scores_group<const J: usize>(s: &mut [f32], qtp: &[u32], ktp: &[u32], kb: usize, j: usize, dp: usize) {
+        let mut acc = [[_mm512_setzero_ps(); V]; J];
+        for c in 0..dp {
+            let mut q = [bh(_mm512_setzero_si512()); V];
+            for (t, q) in q.iter_mut().enumerate() {
+                // SAFETY: `c·N + 16t + 16 ≤ dp·N ≤ qtp.len()`.
+                *q = bh(unsafe { _mm512_loadu_si512(qtp.as_ptr().add(c * N + 16 * t).cast()) });
+            }
+            for (jj, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: `c·kb + j + jj < dp·kb ≤ ktp.len()`.
+                let k = bh(_mm512_set1_epi32(unsafe { *ktp.get_unchecked(c * kb + j + jj) } as i32));
+                for (a, q) in acc.iter_mut().zip(&q) {
+                    *a = _mm512_dpbf16_ps(*a, k, *q);
+                }
+            }
+        }
+        for (jj, acc) in acc.iter().enumerate() {
+            for (t, a) in acc.iter().enumerate() {
+                // SAFETY: `(j + jj)·N + 16t + 16 ≤ kb·N ≤ s.len()`.
+                unsafe { _mm512_storeu_ps(s.as_mut_ptr().add((j + jj) * N + 16 * t), *a) };
+            }
+        }
+    }
+
+    /// `acc[c][i] (+)= Σ_j dot(vhp[j·d + c], pp[j][i])` for `c < d`, `j < kbp`.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F and BF16.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn pv(acc: &mut [f32], pp: &[u32], vhp: &[u32], kbp: usize, d: usize, accumulate: bool) {
+        assert!(acc.len() >= d * N && pp.len() >= kbp * N && vhp.len() >= kbp * d, "pair values: operands too short");
+        let mut c = 0;
+        // SAFETY (every call below): the extents were asserted above and `c + C ≤ d`.
+        while c + TILE <= d {
+            unsafe { pv_group::<TILE>(acc, pp, vhp, kbp, d, c, accumulate) };
+            c += TILE;
+        }
+        if c + 4 <= d {
+            unsafe { pv_group::<4>(acc, pp, vhp, kbp, d, c, accumulate) };
+            c += 4;
+        }
+        if c + 2 <= d {
+            unsafe { pv_group::<2>(acc, pp, vhp, kbp, d, c, accumulate) };
+            c += 2;
+        }
+        if c < d {
+            unsafe { pv_group::<1>(acc, pp, vhp, kbp, d, c, accumulate) };
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    #[inline]
+    #[allow(clippy::too_many_arguments)] // the tile's column beside the block's extents
+    unsafe fn pv_group<const C: usize>(
+        acc: &mut [f32],
+        pp: &[u32],
+        vhp: &[u32],
+        kbp: usize,
+        d: usize,
+        c0: usize,
+        accumulate: bool,
+    ) {
+        let mut a = [[_mm512_setzero_ps(); V]; C];
+        if accumulate {
+            for (cc, a) in a.iter_mut().enumerate() {
+                for (t, a) in a.iter_mut().enumerate() {
+                    // SAFETY: `(c0 + cc)·N + 16t + 16 ≤ d·N ≤ acc.len()`.
+                    *a = unsafe { _mm512_loadu_ps(acc.as_ptr().add((c0 + cc) * N + 16 * t)) };
+                }
+            }
+        }
+        for j in 0..kbp {
+            let mut p = [bh(_mm512_setzero_si512()); V];
+            for (t, p) in p.iter_mut().enumerate() {
+                // SAFETY: `j·N + 16t + 16 ≤ kbp·N ≤ pp.len()`.
+                *p = bh(unsafe { _mm512_loadu_si512(pp.as_ptr().add(j * N + 16 * t).cast()) });
+            }
+            for (cc, a) in a.iter_mut().enumerate() {
+                // SAFETY: `j·d + c0 + cc < kbp·d ≤ vhp.len()`.
+                let v = bh(_mm512_set1_epi32(unsafe { *vhp.get_unchecked(j * d + c0 + cc) } as i32));
+                for (a, p) in a.iter_mut().zip(&p) {
+                    *a = _mm512_dpbf16_ps(*a, v, *p);
+                }
+            }
+        }
+        for (cc, a) in a.iter().enumerate() {
+            for (t, a) in a.iter().enumerate() {
+                // SAFETY: as for the loads.
+                unsafe { _mm512_storeu_ps(acc.as_mut_ptr().add((c0 + cc) * N + 16 * t), *a) };
+            }
+        }
+    }
+
+    /// The same 512 bits read as 32 bf16 values.
+    #[inline(always)]
+    fn bh(v: __m512i) -> __m512bh {
+        // SAFETY: both are plain 512-bit vectors; every bit pattern is a valid value of either.
+        unsafe { std::mem::transmute::<__m512i, __m512bh>(v) }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -412,6 +665,35 @@ mod tests {
                 let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
                 assert!(err < 2e-5, "{queries}×{keys} ({isa:?}): max abs error {err:e}");
             }
+        }
+    }
+
+    /// bf16 products: the exact attention of the bf16-rounded keys, values and scaled queries (the kernel scales
+    /// the queries before rounding them), moved only by the rounding of the softmax weights to bf16 (relative
+    /// 2⁻⁹ of a weighted mean of values of magnitude ≤ 1); even and odd key counts, several key blocks and query
+    /// blocks, every tile width, and the fallback for odd head widths.
+    #[test]
+    fn bf16_products_stay_near_the_rounded_attention() {
+        let cases = [
+            (QUERY_BLOCK * 2 + 5, KEY_BLOCK * 2 + 37, 3, 8),
+            (3, 7, 2, 14),
+            (1, 1, 1, 64),
+            (70, 141, 2, 13),
+            (QUERY_BLOCK + 1, LONG_KEYS + 1, 1, 64),
+        ];
+        for (queries, keys, heads, head_dim) in cases {
+            let d = AttentionDims { batch: 2, queries, keys, heads, head_dim };
+            let w = heads * head_dim;
+            let round = |x: Vec<f32>| x.into_iter().map(bf16::round).collect::<Vec<_>>();
+            let q = round(noise(2 * queries * w, 1, 2.0));
+            let k = round(noise(2 * keys * w, 2, 2.0));
+            let v = round(noise(2 * keys * w, 3, 1.0));
+            let scaled = round(q.iter().map(|x| x * 0.9).collect());
+            let want = reference(&scaled, &k, &v, d, 1.0);
+            let got = attention_bf16(&q, &k, &v, d, 0.9);
+            let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            let bound = if head_dim % 2 == 1 || !bf16::native() { 1e-2 } else { 2.5e-3 };
+            assert!(err < bound, "{queries}×{keys}×{head_dim}: max abs error {err:e}");
         }
     }
 }

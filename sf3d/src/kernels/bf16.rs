@@ -30,7 +30,7 @@ pub fn round(x: f32) -> f32 {
 }
 
 /// The bfloat16 nearest to `x` (ties to even), as its 16 bits.
-fn to_bits(x: f32) -> u16 {
+pub(crate) fn to_bits(x: f32) -> u16 {
     let b = x.to_bits();
     if x.is_nan() {
         return ((b >> 16) | 0x40) as u16;
@@ -39,15 +39,46 @@ fn to_bits(x: f32) -> u16 {
     (b.wrapping_add(bias) >> 16) as u16
 }
 
-/// Whether this CPU multiplies bf16 pairs natively (AVX-512 F + BF16).
+/// Whether this CPU multiplies bf16 pairs natively (AVX-512 F, BW and BF16).
 pub fn native() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512bf16")
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512bf16")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
         false
+    }
+}
+
+/// Rows `2r` and `2r + 1` of `src` (rows of `width` floats) interleaved as bf16 pairs, `dst [rows.div_ceil(2),
+/// width]`: `dst[r][i]` holds `src[2r][i]` in its low half and `src[2r + 1][i]` (zero past the last row) in its
+/// high half, the operand layout of `vdpbf16ps` when the sum runs over rows.
+/// Panics if `dst` is not that long.
+pub(crate) fn pair_rows(src: &[f32], width: usize, dst: &mut [u32]) {
+    let rows = src.len().checked_div(width).unwrap_or(0);
+    assert_eq!(dst.len(), rows.div_ceil(2) * width, "pair_rows: destination length");
+    for (r, out) in dst.chunks_exact_mut(width.max(1)).enumerate().take(rows.div_ceil(2)) {
+        let lo = &src[2 * r * width..(2 * r + 1) * width];
+        let hi = (2 * r + 1 < rows).then(|| &src[(2 * r + 1) * width..(2 * r + 2) * width]);
+        #[cfg(target_arch = "x86_64")]
+        let done = if native() {
+            // SAFETY: `native()` found AVX-512 F, BW and BF16.
+            #[allow(unsafe_code)]
+            unsafe {
+                avx512::interleave(lo, hi, out)
+            }
+        } else {
+            0
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let done = 0;
+        for (i, o) in out.iter_mut().enumerate().skip(done) {
+            let h = hi.map_or(0, |h| to_bits(h[i]));
+            *o = u32::from(to_bits(lo[i])) | (u32::from(h) << 16);
+        }
     }
 }
 
@@ -301,6 +332,35 @@ mod avx512 {
         16 * chunks
     }
 
+    /// `out[i] = (lo[i], hi[i])` as bf16 pairs for the leading multiple of 16 lanes (`hi` absent: zero high
+    /// halves); returns how many it wrote.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F, BW and BF16.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    pub(super) unsafe fn interleave(lo: &[f32], hi: Option<&[f32]>, out: &mut [u32]) -> usize {
+        let n = lo.len().min(out.len()) / 16 * 16;
+        let n = hi.map_or(n, |h| n.min(h.len() / 16 * 16));
+        // bf16 lanes 0..16 come from `lo`, 16..32 from `hi`; the permutation alternates them.
+        let idx = _mm512_set_epi16(
+            31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17,
+            1, 16, 0,
+        );
+        for i in (0..n).step_by(16) {
+            // SAFETY: `i + 16 ≤ n ≤` the length of every slice read or written.
+            unsafe {
+                let l = _mm512_loadu_ps(lo.as_ptr().add(i));
+                let h = match hi {
+                    Some(h) => _mm512_loadu_ps(h.as_ptr().add(i)),
+                    None => _mm512_setzero_ps(),
+                };
+                let both: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(h, l));
+                _mm512_storeu_si512(out.as_mut_ptr().add(i).cast(), _mm512_permutexvar_epi16(idx, both));
+            }
+        }
+        n
+    }
+
     /// The same 512 bits read as 32 bf16 values.
     #[inline(always)]
     fn bh(v: __m512i) -> __m512bh {
@@ -324,6 +384,24 @@ mod tests {
             }
         }
         y
+    }
+
+    #[test]
+    fn pair_rows_interleaves_rounded_rows() {
+        for (rows, width) in [(5usize, 37usize), (4, 32), (1, 3), (0, 8)] {
+            let src: Vec<f32> = (0..rows * width).map(|i| i as f32 * 1.37 - 20.0).collect();
+            let mut dst = vec![0u32; rows.div_ceil(2) * width];
+            pair_rows(&src, width, &mut dst);
+            for r in 0..rows {
+                for i in 0..width {
+                    let half = (dst[r / 2 * width + i] >> (16 * (r % 2))) as u16;
+                    assert_eq!(f32::from_bits(u32::from(half) << 16), round(src[r * width + i]), "{r} {i}");
+                }
+            }
+            if rows % 2 == 1 {
+                assert!(dst[rows / 2 * width..].iter().all(|p| p >> 16 == 0), "the missing row is zero");
+            }
+        }
     }
 
     #[test]

@@ -21,11 +21,14 @@ pub const DEFAULT_MAX_SCORE_ELEMENTS: usize = 1 << 26;
 pub struct AttentionOptions {
     /// Largest number of score elements (`batch · heads · queries · keys`) materialised at once.
     pub max_score_elements: usize,
+    /// On the CPU, both products in bf16 with f32 sums ([`crate::kernels::attention::attention_bf16`]);
+    /// `--dtype bf16` sets it for the transformer stack.
+    pub bf16_products: bool,
 }
 
 impl Default for AttentionOptions {
     fn default() -> Self {
-        Self { max_score_elements: DEFAULT_MAX_SCORE_ELEMENTS }
+        Self { max_score_elements: DEFAULT_MAX_SCORE_ELEMENTS, bf16_products: false }
     }
 }
 
@@ -60,7 +63,11 @@ pub fn multi_head_attention(
     if q.device().is_cpu() && q.dtype() == DType::F32 {
         let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
         let out = with_cpu_f32_all(&[&q, &k, &v], |s| {
-            crate::kernels::attention::attention(s[0], s[1], s[2], dims, scale as f32)
+            if opts.bf16_products {
+                crate::kernels::attention::attention_bf16(s[0], s[1], s[2], dims, scale as f32)
+            } else {
+                crate::kernels::attention::attention(s[0], s[1], s[2], dims, scale as f32)
+            }
         })?;
         if let Some(out) = out {
             return Tensor::from_vec(out, (b, nq, width), &Device::Cpu);
@@ -122,7 +129,9 @@ mod tests {
         let v = Tensor::randn(0f32, 1., (2, 3, 23, 8), &dev).unwrap();
         let want = naive(&q, &k, &v, 0.3);
         for budget in [1, 2 * 3 * 23 * 5, 1 << 20] {
-            let got = attention(&q, &k, &v, 0.3, &AttentionOptions { max_score_elements: budget }).unwrap();
+            let got =
+                attention(&q, &k, &v, 0.3, &AttentionOptions { max_score_elements: budget, ..Default::default() })
+                    .unwrap();
             let diff = (got - &want)
                 .unwrap()
                 .abs()
@@ -163,8 +172,8 @@ mod tests {
 
     #[test]
     fn chunk_size_follows_the_budget() {
-        let o = AttentionOptions { max_score_elements: 16 * 27_648 * 100 };
+        let o = AttentionOptions { max_score_elements: 16 * 27_648 * 100, ..Default::default() };
         assert_eq!(o.query_chunk(16, 27_648), 100);
-        assert_eq!(AttentionOptions { max_score_elements: 1 }.query_chunk(16, 27_648), 1);
+        assert_eq!(AttentionOptions { max_score_elements: 1, ..Default::default() }.query_chunk(16, 27_648), 1);
     }
 }

@@ -84,13 +84,14 @@ pub struct Sf3dNetwork {
 impl Sf3dNetwork {
     /// Builds every block from `vb` (whose dtype is the compute dtype of the transformer stack).
     ///
-    /// On the CPU, bf16 means bf16 products: every linear layer of the stack multiplies bf16-rounded inputs and
-    /// weights and sums in f32 ([`crate::kernels::bf16`]), as the reference's bf16 autocast regions do, while
-    /// activations, normalisations, attention and convolutions stay f32.
+    /// On the CPU, bf16 means bf16 products: every linear layer and attention of the stack multiplies
+    /// bf16-rounded operands and sums in f32 ([`crate::kernels::bf16`], [`crate::kernels::attention`]), as the
+    /// reference's bf16 autocast regions do, while activations, normalisations, softmax and convolutions stay f32.
     pub fn new(config: ModelConfig, vb: VarBuilder<'_>) -> Result<Self> {
         if vb.device().is_cpu() && vb.dtype() == DType::BF16 {
             let mut net = linear::with_bf16_products(|| Self::build(config, vb.set_dtype(DType::F32)))?;
             net.dtype = DType::F32;
+            net.attention.bf16_products = true;
             return Ok(net);
         }
         Self::build(config, vb)
@@ -237,7 +238,9 @@ impl Sf3dNetwork {
     pub fn estimate_material(&self, rgb_cond: &Tensor, mask_cond: &Tensor) -> Result<MaterialEstimate> {
         let rgb = rgb_cond.to_device(&self.device)?.to_dtype(DType::F32)?;
         let mask = mask_cond.to_device(&self.device)?.to_dtype(DType::F32)?;
-        Ok(self.image_estimator.forward(&rgb, &mask, &self.attention)?)
+        // The estimator is outside the stack: always f32.
+        let f32_attention = AttentionOptions { bf16_products: false, ..self.attention };
+        Ok(self.image_estimator.forward(&rgb, &mask, &f32_attention)?)
     }
 
     /// Spherical-Gaussian amplitudes `[B, 24]` from `direct_codes` (f32).
