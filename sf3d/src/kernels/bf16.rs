@@ -8,6 +8,9 @@
 //! `k`). The product is blocked like a classic GEMM: the block's rows reused from the L2 cache across every panel,
 //! [`KC`] pairs of `k` at a time, register tiles of [`MR`] rows × [`NR`] columns (24 of the 32 zmm registers).
 //!
+//! [`product_on_pairs`] runs the same blocks on input rows that are already bf16 pairs and may overlap (the
+//! shifted views of a convolution, [`super::conv`]).
+//!
 //! Elsewhere the same arithmetic runs on the f32 matrix kernel: the weight is stored rounded to bf16 and the
 //! input rounded per call, so results agree with the native path to f32 rounding of the sums.
 
@@ -178,23 +181,23 @@ fn band_pairs(dst: &mut [f32], src: &[f32], k: usize, n: usize, packed: &[u32]) 
     let m = src.len() / k;
     let kp = k.div_ceil(2);
     // One block of rows at a time as bf16 pairs, `[MC][kp]`, converted right before use so that it is still in
-    // the L2 cache when the tiles read it; its output rows stay in cache across the `k` blocks.
+    // the L2 cache when the tiles read it.
     let mut a = vec![0u32; MC.min(m) * kp];
     for i0 in (0..m).step_by(MC) {
         let mc = MC.min(m - i0);
         for (row, pairs) in src[i0 * k..(i0 + mc) * k].chunks_exact(k).zip(a.chunks_exact_mut(kp)) {
-            // SAFETY: as in `tile`: only reached with a packed weight, built where `native()` holds.
-            #[cfg(target_arch = "x86_64")]
-            #[allow(unsafe_code)]
-            let done = unsafe { avx512::pairs(row, pairs) };
-            #[cfg(not(target_arch = "x86_64"))]
-            let done = 0;
-            for (p, pair) in pairs.iter_mut().enumerate().skip(done) {
-                let lo = to_bits(row[2 * p]);
-                let hi = if 2 * p + 1 < k { to_bits(row[2 * p + 1]) } else { 0 };
-                *pair = u32::from(lo) | (u32::from(hi) << 16);
-            }
+            to_pairs_into(row, pairs);
         }
+        block_pairs(&mut dst[i0 * n..(i0 + mc) * n], n, &a, kp, kp, packed);
+    }
+}
+
+/// `dst [m, n] += A · w` on rows of bf16 pairs already converted: row `r` of `A` is `a[r·stride..][..kp]` (rows
+/// may overlap, as in a convolution's shifted views), `packed` the weight's panels; `m = dst.len() / n`.
+fn block_pairs(dst: &mut [f32], n: usize, a: &[u32], stride: usize, kp: usize, packed: &[u32]) {
+    let m = dst.len() / n;
+    for i0 in (0..m).step_by(MC) {
+        let mc = MC.min(m - i0);
         for p0 in (0..kp).step_by(KC) {
             let pc = KC.min(kp - p0);
             for (panel, w) in packed.chunks_exact(kp * NR).enumerate() {
@@ -203,11 +206,48 @@ fn band_pairs(dst: &mut [f32], src: &[f32], k: usize, n: usize, packed: &[u32]) 
                 let w = &w[p0 * NR..(p0 + pc) * NR];
                 for r0 in (i0..i0 + mc).step_by(MR) {
                     let mr = MR.min(i0 + mc - r0);
-                    tile(dst, n, r0, mr, j0, nc, &a[(r0 - i0) * kp..], kp, p0, pc, w);
+                    tile(dst, n, r0, mr, j0, nc, &a[r0 * stride..], stride, p0, pc, w);
                 }
             }
         }
     }
+}
+
+/// `src` as consecutive bf16 pairs (`dst[p]` = `src[2p]`, `src[2p + 1]`, zero past the end).
+fn to_pairs_into(src: &[f32], dst: &mut [u32]) {
+    // SAFETY: the AVX-512 conversion runs only where `native()` found AVX-512 F and BF16.
+    #[cfg(target_arch = "x86_64")]
+    #[allow(unsafe_code)]
+    let done = if native() { unsafe { avx512::pairs(src, dst) } } else { 0 };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = 0;
+    for (p, pair) in dst.iter_mut().enumerate().skip(done) {
+        let lo = src.get(2 * p).map_or(0, |&x| to_bits(x));
+        let hi = src.get(2 * p + 1).map_or(0, |&x| to_bits(x));
+        *pair = u32::from(lo) | (u32::from(hi) << 16);
+    }
+}
+
+/// `dst [m, n] += A · w` where row `r` of `A` is the bf16 pairs `a[r·stride..][..k/2]` (see [`to_pairs`]).
+/// Panics if `w` is not packed in pairs (a CPU without AVX-512 BF16), or if `a` is too short for `m` rows.
+pub fn product_on_pairs(dst: &mut [f32], a: &[u32], stride: usize, w: &Bf16Weight) {
+    let Repr::Pairs(packed) = &w.repr else { panic!("product_on_pairs: the weight is not packed in bf16 pairs") };
+    let (kp, n) = (w.k.div_ceil(2), w.n);
+    let m = dst.len() / n;
+    assert!(m == 0 || a.len() >= (m - 1) * stride + kp, "product_on_pairs: input rows exceed their slice");
+    block_pairs(dst, n, a, stride, kp, packed);
+}
+
+/// `src` (of even length) as consecutive bf16 pairs, on every thread.
+pub fn to_pairs(src: &[f32]) -> Vec<u32> {
+    let mut dst = vec![0u32; src.len().div_ceil(2)];
+    dst.par_chunks_mut(1 << 14).zip(src.par_chunks(1 << 15)).for_each(|(d, s)| to_pairs_into(s, d));
+    dst
+}
+
+/// Whether `w` runs on bf16 pairs ([`product_on_pairs`] accepts it).
+pub fn is_paired(w: &Bf16Weight) -> bool {
+    matches!(w.repr, Repr::Pairs(_))
 }
 
 /// `dst[r0.., j0..] += a[.., p0..p0+pc] · w` for an `mr × nc` tile (`mr ≤ MR`, `nc ≤ NR`) whose input rows are the

@@ -65,6 +65,8 @@ pub struct ConvWeights {
     kernel: usize,
     c_in: usize,
     c_out: usize,
+    /// With bf16 products: one weight per kernel row, `[k·C_in, C_out]` in bf16 pairs.
+    rows_bf16: Option<Vec<super::bf16::Bf16Weight>>,
 }
 
 impl ConvWeights {
@@ -81,7 +83,23 @@ impl ConvWeights {
                 }
             }
         });
-        Self { taps, bias: bias.to_vec(), kernel, c_in, c_out }
+        Self { taps, bias: bias.to_vec(), kernel, c_in, c_out, rows_bf16: None }
+    }
+
+    /// The same convolution with bf16 products (input and weights rounded to bf16, sums in f32) where the CPU
+    /// multiplies bf16 pairs natively and `C_in` is even (so no pair straddles two pixels); unchanged otherwise.
+    pub fn with_bf16_products(mut self) -> Self {
+        if super::bf16::native() && self.c_in.is_multiple_of(2) {
+            let row_k = self.kernel * self.c_in;
+            let rows = self
+                .taps
+                .chunks_exact(row_k * self.c_out)
+                .map(|t| super::bf16::Bf16Weight::new(t, row_k, self.c_out))
+                .collect();
+            self.rows_bf16 = Some(rows);
+            self.taps = Vec::new();
+        }
+        self
     }
 
     /// Output channels.
@@ -105,10 +123,19 @@ pub fn conv(input: &PaddedImage, w: &ConvWeights, relu: bool, pad_out: usize) ->
     let row_k = w.kernel * c_in;
     let band = m.div_ceil(rayon::current_num_threads()).max(1);
     let mut wide = vec![0f32; m * c_out];
+    // bf16 products: the input as bf16 pairs of channels, once; a kernel row's view is then `k·C_in / 2`
+    // consecutive pairs per output pixel, `C_in / 2` pairs apart.
+    let pairs = w.rows_bf16.as_ref().map(|rows| (rows, super::bf16::to_pairs(&input.data)));
     wide.par_chunks_mut(band * c_out).enumerate().for_each(|(b, dst)| {
         let (r0, rows) = (b * band, dst.len() / c_out);
         for px in dst.chunks_exact_mut(c_out) {
             px.copy_from_slice(&w.bias);
+        }
+        if let Some((weights, a)) = &pairs {
+            for (dy, wr) in weights.iter().enumerate() {
+                super::bf16::product_on_pairs(dst, &a[(dy * wp + r0) * c_in / 2..], c_in / 2, wr);
+            }
+            return;
         }
         for dy in 0..w.kernel {
             let lhs = MatRef::rows(&input.data[(dy * wp + r0) * c_in..], rows, row_k, c_in);
@@ -185,6 +212,31 @@ mod tests {
             for xx in 0..wd {
                 for (c, &got) in l2.pixel(y, xx).iter().enumerate() {
                     let want = r2[(c * h + y) * wd + xx];
+                    assert!((got - want).abs() < 1e-5, "({c}, {y}, {xx}): {got} vs {want}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bf16_products_equal_the_direct_convolution_of_rounded_operands() {
+        let (c0, c1, h, wd, k) = (6, 37, 7, 11, 3);
+        let val = |i: usize, s: usize| (((i * 7919 + s * 104_729) % 997) as f32 / 997.0 - 0.5) * 2.0;
+        let x: Vec<f32> = (0..c0 * h * wd).map(|i| val(i, 1)).collect();
+        let w: Vec<f32> = (0..c1 * c0 * k * k).map(|i| val(i, 2) * 0.3).collect();
+        let b: Vec<f32> = (0..c1).map(|i| val(i, 3)).collect();
+        let weights = ConvWeights::new(&w, &b, c1, c0, k).with_bf16_products();
+        if weights.rows_bf16.is_none() {
+            println!("this CPU has no AVX-512 BF16: the f32 convolution runs instead");
+            return;
+        }
+        let round = |v: &[f32]| v.iter().map(|&a| crate::kernels::bf16::round(a)).collect::<Vec<_>>();
+        let out = conv(&PaddedImage::from_chw(&x, c0, h, wd, 1), &weights, false, 0);
+        let want = direct(&round(&x), (c0, h, wd), &round(&w), &b, k);
+        for y in 0..h {
+            for xx in 0..wd {
+                for (c, &got) in out.pixel(y, xx).iter().enumerate() {
+                    let want = want[(c * h + y) * wd + xx];
                     assert!((got - want).abs() < 1e-5, "({c}, {y}, {xx}): {got} vs {want}");
                 }
             }

@@ -42,6 +42,11 @@ pub fn with_bf16_products<T>(build: impl FnOnce() -> T) -> T {
     out
 }
 
+/// Whether layers built now on this thread use bf16 products (inside [`with_bf16_products`]).
+pub fn bf16_products() -> bool {
+    BF16_PRODUCTS.with(Cell::get)
+}
+
 /// A linear layer with a bias (`candle_nn::linear`).
 pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder<'_>) -> Result<Linear> {
     Linear::from_candle(candle_nn::linear(in_dim, out_dim, vb)?)
@@ -62,7 +67,7 @@ impl Linear {
         let w = w.contiguous()?;
         let t = with_cpu_f32_all(&[&w], |s| crate::kernels::linear::transpose(s[0], out_dim, in_dim))?;
         let Some(t) = t else { return Ok(Self { repr: Repr::Candle(layer) }) };
-        if BF16_PRODUCTS.with(Cell::get) {
+        if bf16_products() {
             let weight = Arc::new(crate::kernels::bf16::Bf16Weight::new(&t, in_dim, out_dim));
             return Ok(Self { repr: Repr::CpuBf16 { weight, bias: layer.bias().cloned() } });
         }

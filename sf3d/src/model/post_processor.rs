@@ -32,8 +32,15 @@ impl PixelShuffleUpsampleNetwork {
             .collect::<Result<Vec<_>>>()?;
         // On the CPU in f32 the kernel's layout of every layer is made once here, not on every forward.
         let on_cpu_f32 = convs.iter().all(|c| c.weight().device().is_cpu() && c.weight().dtype() == DType::F32);
-        let cpu_weights =
-            if on_cpu_f32 { convs.iter().map(cpu_conv_weights).collect::<Result<Vec<_>>>()? } else { vec![] };
+        let bf16 = crate::model::linear::bf16_products();
+        let cpu_weights = if on_cpu_f32 {
+            convs
+                .iter()
+                .map(|c| cpu_conv_weights(c).map(|w| if bf16 { w.with_bf16_products() } else { w }))
+                .collect::<Result<Vec<_>>>()?
+        } else {
+            vec![]
+        };
         Ok(Self { convs, cpu_weights, scale: cfg.scale_factor })
     }
 
