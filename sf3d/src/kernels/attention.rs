@@ -82,7 +82,7 @@ fn blocked(q: &[f32], k: &[f32], v: &[f32], dims: AttentionDims, scale: f32, isa
         return out;
     }
     let (kt, vh) = head_major(k, v, dims);
-    let keys_of = if pairs { Keys::pairs(&kt, &vh, dims) } else { Keys::F32 { kt, vh } };
+    let keys_of = if pairs { Keys::pairs(kt, vh, dims) } else { Keys::F32 { kt, vh } };
     out.par_chunks_mut(queries * w).zip(q.par_chunks(queries * w)).enumerate().for_each(|(b, (out_b, q_b))| {
         let keys_b = keys_of.item(b, batch);
         let rows = QUERY_BLOCK * if keys > LONG_KEYS { BLOCKS_PER_TASK_LONG } else { 1 };
@@ -110,8 +110,9 @@ enum KeysRef<'a> {
 }
 
 impl Keys {
-    /// The pair layouts of `kt` and `vh` (from [`head_major`]); `D` must be even.
-    fn pairs(kt: &[f32], vh: &[f32], dims: AttentionDims) -> Self {
+    /// The pair layouts of `kt` and `vh` (from [`head_major`]), which are freed before the products run; `D` must
+    /// be even.
+    fn pairs(kt: Vec<f32>, vh: Vec<f32>, dims: AttentionDims) -> Self {
         let (nk, d) = (dims.keys, dims.head_dim);
         let nkp = nk.div_ceil(2);
         let heads = kt.len() / (nk * d);

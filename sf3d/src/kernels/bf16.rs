@@ -33,13 +33,18 @@ pub fn round(x: f32) -> f32 {
 }
 
 /// The bfloat16 nearest to `x` (ties to even), as its 16 bits.
-pub(crate) fn to_bits(x: f32) -> u16 {
+fn to_bits(x: f32) -> u16 {
     let b = x.to_bits();
     if x.is_nan() {
         return ((b >> 16) | 0x40) as u16;
     }
     let bias = 0x7fff + ((b >> 16) & 1);
     (b.wrapping_add(bias) >> 16) as u16
+}
+
+/// `lo` and `hi` (zero when absent) as one bf16 pair: `lo` in the low half, the operand layout of `vdpbf16ps`.
+fn pair(lo: f32, hi: Option<f32>) -> u32 {
+    u32::from(to_bits(lo)) | (u32::from(hi.map_or(0, to_bits)) << 16)
 }
 
 /// Whether this CPU multiplies bf16 pairs natively (AVX-512 F, BW and BF16).
@@ -63,11 +68,12 @@ pub fn native() -> bool {
 pub(crate) fn pair_rows(src: &[f32], width: usize, dst: &mut [u32]) {
     let rows = src.len().checked_div(width).unwrap_or(0);
     assert_eq!(dst.len(), rows.div_ceil(2) * width, "pair_rows: destination length");
+    let simd = native();
     for (r, out) in dst.chunks_exact_mut(width.max(1)).enumerate().take(rows.div_ceil(2)) {
         let lo = &src[2 * r * width..(2 * r + 1) * width];
         let hi = (2 * r + 1 < rows).then(|| &src[(2 * r + 1) * width..(2 * r + 2) * width]);
         #[cfg(target_arch = "x86_64")]
-        let done = if native() {
+        let done = if simd {
             // SAFETY: `native()` found AVX-512 F, BW and BF16.
             #[allow(unsafe_code)]
             unsafe {
@@ -77,10 +83,12 @@ pub(crate) fn pair_rows(src: &[f32], width: usize, dst: &mut [u32]) {
             0
         };
         #[cfg(not(target_arch = "x86_64"))]
-        let done = 0;
+        let done = {
+            let _ = simd;
+            0
+        };
         for (i, o) in out.iter_mut().enumerate().skip(done) {
-            let h = hi.map_or(0, |h| to_bits(h[i]));
-            *o = u32::from(to_bits(lo[i])) | (u32::from(h) << 16);
+            *o = pair(lo[i], hi.map(|h| h[i]));
         }
     }
 }
@@ -119,9 +127,8 @@ impl Bf16Weight {
             let j0 = panel * NR;
             for p in 0..kp {
                 for jj in 0..NR.min(n - j0) {
-                    let lo = to_bits(weight_t[2 * p * n + j0 + jj]);
-                    let hi = if 2 * p + 1 < k { to_bits(weight_t[(2 * p + 1) * n + j0 + jj]) } else { 0 };
-                    dst[p * NR + jj] = u32::from(lo) | (u32::from(hi) << 16);
+                    let hi = (2 * p + 1 < k).then(|| weight_t[(2 * p + 1) * n + j0 + jj]);
+                    dst[p * NR + jj] = pair(weight_t[2 * p * n + j0 + jj], hi);
                 }
             }
         });
@@ -221,10 +228,8 @@ fn to_pairs_into(src: &[f32], dst: &mut [u32]) {
     let done = if native() { unsafe { avx512::pairs(src, dst) } } else { 0 };
     #[cfg(not(target_arch = "x86_64"))]
     let done = 0;
-    for (p, pair) in dst.iter_mut().enumerate().skip(done) {
-        let lo = src.get(2 * p).map_or(0, |&x| to_bits(x));
-        let hi = src.get(2 * p + 1).map_or(0, |&x| to_bits(x));
-        *pair = u32::from(lo) | (u32::from(hi) << 16);
+    for (p, d) in dst.iter_mut().enumerate().skip(done) {
+        *d = src.get(2 * p).map_or(0, |&lo| pair(lo, src.get(2 * p + 1).copied()));
     }
 }
 
@@ -243,11 +248,6 @@ pub fn to_pairs(src: &[f32]) -> Vec<u32> {
     let mut dst = vec![0u32; src.len().div_ceil(2)];
     dst.par_chunks_mut(1 << 14).zip(src.par_chunks(1 << 15)).for_each(|(d, s)| to_pairs_into(s, d));
     dst
-}
-
-/// Whether `w` runs on bf16 pairs ([`product_on_pairs`] accepts it).
-pub fn is_paired(w: &Bf16Weight) -> bool {
-    matches!(w.repr, Repr::Pairs(_))
 }
 
 /// `dst[r0.., j0..] += a[.., p0..p0+pc] · w` for an `mr × nc` tile (`mr ≤ MR`, `nc ≤ NR`) whose input rows are the

@@ -92,11 +92,7 @@ impl Module for Linear {
             let out =
                 with_cpu_f32_all(&tensors, |s| crate::kernels::linear::linear(s[0], k, s[1], n, s.get(2).copied()))?;
             if let Some(out) = out {
-                let mut dims = x.dims().to_vec();
-                if let Some(last) = dims.last_mut() {
-                    *last = n;
-                }
-                return Tensor::from_vec(out, dims, &Device::Cpu);
+                return rows_of(&x, n, out);
             }
         }
         // Another dtype or a wrong width: tensor ops (which report a shape error in candle's words).
@@ -124,6 +120,11 @@ fn forward_bf16(weight: &crate::kernels::bf16::Bf16Weight, bias: Option<&Tensor>
     tensors.extend(bias);
     let out = with_cpu_f32_all(&tensors, |s| crate::kernels::bf16::linear(s[0], weight, s.get(1).copied()))?;
     let Some(out) = out else { candle_core::bail!("bf16 linear layer: input is not contiguous CPU f32") };
+    rows_of(&x, n, out)
+}
+
+/// A kernel's output rows as a CPU tensor shaped like `x` with the last dimension `n`.
+fn rows_of(x: &Tensor, n: usize, out: Vec<f32>) -> Result<Tensor> {
     let mut dims = x.dims().to_vec();
     if let Some(last) = dims.last_mut() {
         *last = n;
