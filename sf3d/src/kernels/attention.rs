@@ -16,7 +16,7 @@
 
 use rayon::prelude::*;
 
-use super::{Isa, bf16, math, run};
+use super::{Isa, amx, bf16, math, run};
 
 /// Queries per score block (the vector lanes of every query-minor row).
 pub const QUERY_BLOCK: usize = 64;
@@ -51,27 +51,53 @@ impl AttentionDims {
 
 /// `q [B, Nq, H·D]`, `k`, `v [B, Nk, H·D]` (row-major, contiguous) → `[B, Nq, H·D]`.
 /// Panics if a slice's length disagrees with `dims` (the callers take both from one tensor shape).
+///
+/// f32 products stay on FMAs even where AMX tiles exist: with a head's 64-wide sums split into six bf16
+/// products the tiles were no faster than the f32 register tiles (the score blocks are too small for them).
 pub fn attention(q: &[f32], k: &[f32], v: &[f32], dims: AttentionDims, scale: f32) -> Vec<f32> {
     attention_with(q, k, v, dims, scale, Isa::Best)
+}
+
+/// Whether attention of these sizes runs on AMX tiles (where `allowed`).
+fn on_tiles(dims: AttentionDims, allowed: bool) -> bool {
+    allowed && bf16::native() && amx::available() && dims.head_dim.is_multiple_of(2 * amx::STEP)
 }
 
 /// [`attention`] with both products in bf16 (queries, keys, values and the softmax weights rounded to bf16, sums
 /// and the softmax in f32) on CPUs with AVX-512 BF16 and heads of even width; elsewhere [`attention`] on
 /// bf16-rounded queries, keys and values.
+/// With AMX tiles and heads a multiple of 32 wide, both products run on the tiles.
 pub fn attention_bf16(q: &[f32], k: &[f32], v: &[f32], dims: AttentionDims, scale: f32) -> Vec<f32> {
+    attention_bf16_with(q, k, v, dims, scale, amx::available())
+}
+
+/// [`attention_bf16`], on AMX tiles only where `tiles` and the CPU and head width allow.
+fn attention_bf16_with(q: &[f32], k: &[f32], v: &[f32], dims: AttentionDims, scale: f32, tiles: bool) -> Vec<f32> {
     if !bf16::native() || !dims.head_dim.is_multiple_of(2) {
         let round = |x: &[f32]| x.iter().map(|&a| bf16::round(a)).collect::<Vec<_>>();
         return attention(&round(q), &round(k), &round(v), dims, scale);
     }
-    blocked(q, k, v, dims, scale, Isa::Best, true)
+    let how = if on_tiles(dims, tiles) { Products::Tiles } else { Products::Pairs };
+    blocked(q, k, v, dims, scale, Isa::Best, how)
+}
+
+/// How a block's two products run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Products {
+    /// f32 register tiles.
+    F32,
+    /// bf16 pairs on AVX-512 BF16 register tiles.
+    Pairs,
+    /// bf16 pairs on AMX tiles.
+    Tiles,
 }
 
 /// [`attention`] with the block kernel compiled for `isa`.
 pub fn attention_with(q: &[f32], k: &[f32], v: &[f32], dims: AttentionDims, scale: f32, isa: Isa) -> Vec<f32> {
-    blocked(q, k, v, dims, scale, isa, false)
+    blocked(q, k, v, dims, scale, isa, Products::F32)
 }
 
-fn blocked(q: &[f32], k: &[f32], v: &[f32], dims: AttentionDims, scale: f32, isa: Isa, pairs: bool) -> Vec<f32> {
+fn blocked(q: &[f32], k: &[f32], v: &[f32], dims: AttentionDims, scale: f32, isa: Isa, how: Products) -> Vec<f32> {
     let AttentionDims { batch, queries, keys, .. } = dims;
     let w = dims.width();
     assert_eq!(q.len(), batch * queries * w, "attention: q does not match its dimensions");
@@ -81,8 +107,17 @@ fn blocked(q: &[f32], k: &[f32], v: &[f32], dims: AttentionDims, scale: f32, isa
     if out.is_empty() || keys == 0 {
         return out;
     }
-    let (kt, vh) = head_major(k, v, dims);
-    let keys_of = if pairs { Keys::pairs(kt, vh, dims) } else { Keys::F32 { kt, vh } };
+    let keys_of = match how {
+        Products::F32 => {
+            let (kt, vh) = head_major(k, v, dims);
+            Keys::F32 { kt, vh }
+        }
+        Products::Pairs => {
+            let (kt, vh) = head_major(k, v, dims);
+            Keys::pairs(kt, vh, dims)
+        }
+        Products::Tiles => Keys::tiles(k, v, dims),
+    };
     out.par_chunks_mut(queries * w).zip(q.par_chunks(queries * w)).enumerate().for_each(|(b, (out_b, q_b))| {
         let keys_b = keys_of.item(b, batch);
         let rows = QUERY_BLOCK * if keys > LONG_KEYS { BLOCKS_PER_TASK_LONG } else { 1 };
@@ -100,6 +135,10 @@ enum Keys {
     /// bf16 pairs along the sums' axes: `ktp [B, H, Nk / KEY_BLOCK, D / 2, KEY_BLOCK]` (pairs of head columns),
     /// `vhp [B, H, ⌈Nk / 2⌉, D]` (pairs of keys, the missing key of an odd count zero).
     Bf16 { ktp: Vec<u32>, vhp: Vec<u32> },
+    /// bf16 pairs for AMX tiles, keys padded with zeros to `Nkp = Nk` rounded up to [`amx::BLOCK`]: `kp [B, H, Nkp,
+    /// D / 2]` (each key's head columns in pairs), `vtp [B, H, D, Nkp / 2]` (each head column's values in pairs of
+    /// keys).
+    Tiles { kp: Vec<u32>, vtp: Vec<u32> },
 }
 
 /// One item's slice of [`Keys`].
@@ -107,6 +146,7 @@ enum Keys {
 enum KeysRef<'a> {
     F32 { kt: &'a [f32], vh: &'a [f32] },
     Bf16 { ktp: &'a [u32], vhp: &'a [u32] },
+    Tiles { kp: &'a [u32], vtp: &'a [u32] },
 }
 
 impl Keys {
@@ -129,11 +169,44 @@ impl Keys {
         Keys::Bf16 { ktp, vhp }
     }
 
+    /// The [`Keys::Tiles`] layouts of token-major `k` and `v`; `D` must be even.
+    fn tiles(k: &[f32], v: &[f32], dims: AttentionDims) -> Self {
+        let (nk, d, w, heads) = (dims.keys, dims.head_dim, dims.width(), dims.heads);
+        let (nkp, dp) = (nk.next_multiple_of(amx::BLOCK), d / 2);
+        let mut kp = vec![0u32; dims.batch * heads * nkp * dp];
+        let mut vtp = vec![0u32; dims.batch * heads * d * nkp / 2];
+        kp.par_chunks_mut(nkp * dp).zip(vtp.par_chunks_mut(d * nkp / 2)).enumerate().for_each(|(bh, (kp, vtp))| {
+            let (b, h) = (bh / heads, bh % heads);
+            let at = |j: usize| (b * nk + j) * w + h * d;
+            for (j, dst) in kp.chunks_exact_mut(dp).take(nk).enumerate() {
+                bf16::to_parts_into(&k[at(j)..][..d], &mut [dst]);
+            }
+            // The values a block of keys at a time: copied contiguous, paired by keys (`[keys / 2, D]`), then
+            // transposed into each head column's row.
+            let mut block = vec![0f32; KEY_BLOCK * d];
+            let mut paired = vec![0u32; KEY_BLOCK / 2 * d];
+            for k0 in (0..nk).step_by(KEY_BLOCK) {
+                let kb = KEY_BLOCK.min(nk - k0);
+                for (j, dst) in block.chunks_exact_mut(d).take(kb).enumerate() {
+                    dst.copy_from_slice(&v[at(k0 + j)..][..d]);
+                }
+                bf16::pair_rows(&block[..kb * d], d, &mut paired[..kb.div_ceil(2) * d]);
+                for (jp, pairs) in paired.chunks_exact(d).take(kb.div_ceil(2)).enumerate() {
+                    for (c, &x) in pairs.iter().enumerate() {
+                        vtp[c * (nkp / 2) + k0 / 2 + jp] = x;
+                    }
+                }
+            }
+        });
+        Keys::Tiles { kp, vtp }
+    }
+
     fn item(&self, b: usize, batch: usize) -> KeysRef<'_> {
         let part = |len: usize| (len / batch) * b..(len / batch) * (b + 1);
         match self {
             Keys::F32 { kt, vh } => KeysRef::F32 { kt: &kt[part(kt.len())], vh: &vh[part(vh.len())] },
             Keys::Bf16 { ktp, vhp } => KeysRef::Bf16 { ktp: &ktp[part(ktp.len())], vhp: &vhp[part(vhp.len())] },
+            Keys::Tiles { kp, vtp } => KeysRef::Tiles { kp: &kp[part(kp.len())], vtp: &vtp[part(vtp.len())] },
         }
     }
 }
@@ -191,9 +264,11 @@ impl QueryBlock<'_> {
         let Self { out, q, keys, dims, scale } = self;
         let (w, d, nk) = (dims.width(), dims.head_dim, dims.keys);
         let kb_max = KEY_BLOCK.min(nk);
-        let pairs = matches!(keys, KeysRef::Bf16 { .. });
+        let pairs = !matches!(keys, KeysRef::F32 { .. });
+        let tiles = if matches!(keys, KeysRef::Tiles { .. }) { amx::Tiles::load() } else { None };
         let mut subs: Vec<SubBlock> = q.chunks(N * w).map(|rows| SubBlock::new(rows.len() / w, d, pairs)).collect();
-        let mut scores = vec![0f32; kb_max * N]; // [keys, N]
+        // [keys, N]; the tiles compute whole blocks of 32 keys.
+        let mut scores = vec![0f32; kb_max.next_multiple_of(amx::BLOCK) * N];
         for h in 0..dims.heads {
             for (sb, rows) in subs.iter_mut().zip(q.chunks(N * w)) {
                 sb.start_head(rows, h, w, d, scale);
@@ -202,6 +277,13 @@ impl QueryBlock<'_> {
             while k0 < nk {
                 let kb = kb_max.min(nk - k0);
                 for sb in subs.iter_mut() {
+                    if let (KeysRef::Tiles { kp, vtp }, Some(tiles)) = (keys, &tiles) {
+                        let nkp = nk.next_multiple_of(amx::BLOCK);
+                        let (kp, vtp) = (&kp[(h * nkp + k0) * d / 2..], &vtp[h * d * nkp / 2 + k0 / 2..]);
+                        let keys = TileKeys { kp, vtp, vtp_stride: nkp / 2 };
+                        sb.key_block_tiles(tiles, &mut scores, keys, kb, d, k0 > 0);
+                        continue;
+                    }
                     let s = &mut scores[..kb * N];
                     match keys {
                         KeysRef::F32 { kt, vh } => {
@@ -213,6 +295,7 @@ impl QueryBlock<'_> {
                             let vhp = &vhp[(h * nk.div_ceil(2) + k0 / 2) * d..];
                             sb.key_block_pairs(s, ktp, vhp, kb, d, k0 > 0);
                         }
+                        KeysRef::Tiles { .. } => unreachable!("tile layouts are built only where AMX is available"),
                     }
                 }
                 k0 += kb;
@@ -222,6 +305,15 @@ impl QueryBlock<'_> {
             }
         }
     }
+}
+
+/// One head's key block in the [`Keys::Tiles`] layouts: `kp` its keys (`[kb, D / 2]`, rows past `kb` zero up to a
+/// multiple of 32), `vtp` its values by head column (`D` rows of pairs of keys, `vtp_stride` pairs apart).
+#[derive(Clone, Copy)]
+struct TileKeys<'a> {
+    kp: &'a [u32],
+    vtp: &'a [u32],
+    vtp_stride: usize,
 }
 
 /// The state of `n ≤ N` queries of one head: query-minor buffers with all `N` lanes (lanes ≥ n hold zero
@@ -297,6 +389,42 @@ impl SubBlock {
         };
         #[cfg(not(target_arch = "x86_64"))]
         unreachable!("bf16 pair layouts are built only on x86_64 ({ktp:p}, {vhp:p})");
+    }
+
+    /// [`Self::key_block`] on AMX tiles (see [`TileKeys`]); `scores` has room for the block padded to a multiple
+    /// of 32 keys. The products run key-major (`s = K·Qᵀ`, `accᵀ += Vᵀ·P`) so that scores, weights and output
+    /// keep the query-minor layouts of the softmax steps.
+    #[inline(always)]
+    fn key_block_tiles(
+        &mut self,
+        tiles: &amx::Tiles,
+        scores: &mut [f32],
+        keys: TileKeys<'_>,
+        kb: usize,
+        d: usize,
+        accumulate: bool,
+    ) {
+        const B: usize = amx::BLOCK;
+        let TileKeys { kp, vtp, vtp_stride } = keys;
+        let (kb_pad, dp) = (kb.next_multiple_of(B), d / 2);
+        for j0 in (0..kb_pad).step_by(B) {
+            for q0 in (0..N).step_by(B) {
+                let ops = [(&kp[j0 * dp..], &self.qtp[q0..])];
+                tiles.product(&mut scores[j0 * N + q0..], N, &ops, dp, N, dp, false);
+            }
+        }
+        let s = &mut scores[..kb * N];
+        self.online_softmax(s, accumulate);
+        let (kbp, pad) = (kb.div_ceil(2), kb_pad / 2);
+        bf16::pair_rows(s, N, &mut self.pp[..kbp * N]);
+        // The padding keys weigh nothing (their values are zero too, but stale weights could be NaN).
+        self.pp[kbp * N..pad * N].fill(0);
+        for c0 in (0..d).step_by(B) {
+            for q0 in (0..N).step_by(B) {
+                let ops = [(&vtp[c0 * vtp_stride..], &self.pp[q0..])];
+                tiles.product(&mut self.acc[c0 * N + q0..], N, &ops, vtp_stride, N, pad, accumulate);
+            }
+        }
     }
 
     /// The online-softmax step on a block's scores `s [kb, N]`: the new running maxima, `s` turned into
@@ -653,12 +781,16 @@ mod tests {
             (1, 1, 1, 64),
             (70, 140, 1, 7),
             (QUERY_BLOCK * 3 + 1, LONG_KEYS + 1, 1, 4),
+            (QUERY_BLOCK * 2 + 3, KEY_BLOCK + 45, 3, 64),
+            (5, 33, 2, 32),
         ];
         for (queries, keys, heads, head_dim) in cases {
             let d = AttentionDims { batch: 2, queries, keys, heads, head_dim };
             let w = heads * head_dim;
-            let q = noise(2 * queries * w, 1, 6.0);
-            let k = noise(2 * keys * w, 2, 6.0);
+            // Scores of the same spread for every head width.
+            let amp = 6.0 / (head_dim as f32 / 8.0).sqrt().max(1.0);
+            let q = noise(2 * queries * w, 1, amp);
+            let k = noise(2 * keys * w, 2, amp);
             let v = noise(2 * keys * w, 3, 1.0);
             let want = reference(&q, &k, &v, d, 0.9);
             for isa in Isa::ALL {
@@ -681,6 +813,8 @@ mod tests {
             (1, 1, 1, 64),
             (70, 141, 2, 13),
             (QUERY_BLOCK + 1, LONG_KEYS + 1, 1, 64),
+            (QUERY_BLOCK * 2 + 3, KEY_BLOCK + 45, 3, 64),
+            (5, 33, 2, 32),
         ];
         for (queries, keys, heads, head_dim) in cases {
             let d = AttentionDims { batch: 2, queries, keys, heads, head_dim };
@@ -691,10 +825,12 @@ mod tests {
             let v = round(noise(2 * keys * w, 3, 1.0));
             let scaled = round(q.iter().map(|x| x * 0.9).collect());
             let want = reference(&scaled, &k, &v, d, 1.0);
-            let got = attention_bf16(&q, &k, &v, d, 0.9);
-            let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-            let bound = if head_dim % 2 == 1 || !bf16::native() { 1e-2 } else { 2.5e-3 };
-            assert!(err < bound, "{queries}×{keys}×{head_dim}: max abs error {err:e}");
+            for tiles in [false, true] {
+                let got = attention_bf16_with(&q, &k, &v, d, 0.9, tiles);
+                let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+                let bound = if head_dim % 2 == 1 || !bf16::native() { 1e-2 } else { 2.5e-3 };
+                assert!(err < bound, "{queries}×{keys}×{head_dim} (AMX {tiles}): max abs error {err:e}");
+            }
         }
     }
 }

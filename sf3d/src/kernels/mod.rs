@@ -3,6 +3,7 @@
 //!
 //! | kernel | what |
 //! |---|---|
+//! | [`amx`] | Intel AMX tiles: 32 × 32 blocks of bf16 products summed in f32, for [`bf16`] where the CPU has them |
 //! | [`bf16`] | `x·W + b` with bf16 operands and f32 sums (AVX-512 BF16 where the CPU has it), for `--dtype bf16` |
 //! | [`attention`] | fused multi-head attention on token-major `[B, N, heads·D]` data, blocked online softmax |
 //! | [`conv`] | same-padded `k×k` convolution as `k` products (one per kernel row) on a bordered channel-last image |
@@ -10,6 +11,7 @@
 //! | [`gemm`] | a bounds-checked single-threaded entry to the `gemm` crate, strided operands |
 //! | [`math`] | vectorisable `exp`, `erf`, GELU and the vector steps of a softmax |
 
+pub mod amx;
 pub mod attention;
 pub mod bf16;
 pub mod conv;
