@@ -12,7 +12,7 @@
 //! Tiles are usable once Linux has granted the process the tile data state (`arch_prctl(ARCH_REQ_XCOMP_PERM)`,
 //! asked once) and a thread has loaded a tile configuration ([`Tiles::load`], released on drop). The
 //! instructions are written as inline assembly because Rust's AMX intrinsics are not stable.
-//! `SF3D_CPU_AMX=off` keeps the engine on the AVX-512 BF16 kernels (to compare the two).
+//! `SF3D_CPU_AMX=off` (or `0`, `false`) keeps the engine on the AVX-512 BF16 kernels (to compare the two).
 #![allow(unsafe_code)]
 
 use std::sync::OnceLock;
@@ -28,7 +28,11 @@ pub const STEP: usize = 16;
 /// tile state to this process, and `SF3D_CPU_AMX` is not `off`. Decided once per process.
 pub fn available() -> bool {
     static AVAILABLE: OnceLock<bool> = OnceLock::new();
-    *AVAILABLE.get_or_init(|| std::env::var("SF3D_CPU_AMX").map_or(true, |v| v != "off") && detect())
+    *AVAILABLE.get_or_init(|| {
+        let off = std::env::var("SF3D_CPU_AMX")
+            .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "off" | "0" | "false"));
+        !off && detect()
+    })
 }
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
@@ -51,9 +55,10 @@ fn detect() -> bool {
     false
 }
 
-/// The calling thread's tile configuration, loaded by [`Tiles::load`] and released on drop. Not `Send`: tile
-/// registers belong to the thread that configured them.
-pub struct Tiles {
+/// The calling thread's tile configuration, loaded by [`Tiles::load`] and released when the last `Tiles` of the
+/// thread is dropped (so a nested user cannot release an outer one's tiles). Not `Send`: tile registers belong
+/// to the thread that configured them.
+pub(crate) struct Tiles {
     _thread: std::marker::PhantomData<*const ()>,
 }
 
@@ -75,16 +80,18 @@ impl Config {
 
 impl Tiles {
     /// Configures this thread's tiles, or `None` where [`available`] is false.
-    pub fn load() -> Option<Self> {
+    pub(crate) fn load() -> Option<Self> {
         if !available() {
             return None;
         }
-        let config = Config::full();
-        // SAFETY: AMX-TILE is present and the process holds the tile state (`available`); the operand is a valid
-        // palette-1 configuration in 64 readable bytes.
-        #[cfg(target_arch = "x86_64")]
-        unsafe {
-            std::arch::asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack, readonly));
+        if HOLDERS.with(|h| h.replace(h.get() + 1)) == 0 {
+            let config = Config::full();
+            // SAFETY: AMX-TILE is present and the process holds the tile state (`available`); the operand is a
+            // valid palette-1 configuration in 64 readable bytes.
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                std::arch::asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack, readonly));
+            }
         }
         Some(Self { _thread: std::marker::PhantomData })
     }
@@ -96,7 +103,7 @@ impl Tiles {
     /// Panics if `pairs` is not a multiple of [`STEP`], there are too many terms, or a slice is shorter than the
     /// block needs.
     #[allow(clippy::too_many_arguments)] // the operands and their three strides
-    pub fn product(
+    pub(crate) fn product(
         &self,
         c: &mut [f32],
         c_stride: usize,
@@ -108,12 +115,17 @@ impl Tiles {
     ) {
         assert!(pairs.is_multiple_of(STEP), "amx product: {pairs} pairs is not a whole number of steps");
         assert!(terms.len() <= MAX_TERMS, "amx product: more than {MAX_TERMS} terms");
-        assert!(c.len() >= (BLOCK - 1) * c_stride + BLOCK && c_stride >= BLOCK, "amx product: output too short");
+        // The last element each operand's block reaches, counted in its own elements (overflow fails the check).
+        let reach = |rows: usize, stride: usize, width: usize| rows.checked_mul(stride)?.checked_add(width);
+        let fits = |len: usize, end: Option<usize>| end.is_some_and(|end| end <= len);
+        assert!(c_stride >= BLOCK && c_stride < usize::MAX / 64, "amx product: output stride out of range");
+        assert!(fits(c.len(), reach(BLOCK - 1, c_stride, BLOCK)), "amx product: output too short");
+        assert!(a_stride < usize::MAX / 64 && b_stride < usize::MAX / 64, "amx product: stride out of range");
         let mut ptrs = [(std::ptr::null(), std::ptr::null()); MAX_TERMS];
         for (ptr, (a, b)) in ptrs.iter_mut().zip(terms) {
             if pairs > 0 {
-                assert!(a.len() >= (BLOCK - 1) * a_stride + pairs, "amx product: input rows too short");
-                assert!(b.len() >= (pairs - 1) * b_stride + BLOCK, "amx product: right-hand rows too short");
+                assert!(fits(a.len(), reach(BLOCK - 1, a_stride, pairs)), "amx product: input rows too short");
+                assert!(fits(b.len(), reach(pairs - 1, b_stride, BLOCK)), "amx product: right-hand rows too short");
             }
             *ptr = (a.as_ptr(), b.as_ptr());
         }
@@ -130,12 +142,20 @@ impl Tiles {
 
 impl Drop for Tiles {
     fn drop(&mut self) {
-        // SAFETY: tiles were configured by `load`; releasing them returns the thread to the initial tile state.
-        #[cfg(target_arch = "x86_64")]
-        unsafe {
-            std::arch::asm!("tilerelease", options(nostack, nomem));
+        if HOLDERS.with(|h| h.replace(h.get() - 1)) == 1 {
+            // SAFETY: tiles were configured by `load` on this thread and no other `Tiles` of it is left; releasing
+            // them returns the thread to the initial tile state.
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                std::arch::asm!("tilerelease", options(nostack, nomem));
+            }
         }
     }
+}
+
+thread_local! {
+    /// Live [`Tiles`] on this thread: the configuration is loaded by the first and released by the last.
+    static HOLDERS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// The 2 × 2 tile grid of [`Tiles::product`] on raw pointers (`terms`: the `(a, b)` pairs) and byte strides `[c,
@@ -204,6 +224,29 @@ unsafe fn block(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_nested_load_keeps_the_outer_tiles() {
+        let Some(outer) = Tiles::load() else {
+            eprintln!("SKIPPED: no AMX tiles on this machine");
+            return;
+        };
+        drop(Tiles::load());
+        // Still configured: a product runs (a released configuration would fault here).
+        let (a, b) = (vec![0x3f80_3f80u32; BLOCK * STEP], vec![0x3f80_3f80u32; STEP * BLOCK]);
+        let mut c = vec![0f32; BLOCK * BLOCK];
+        outer.product(&mut c, BLOCK, &[(&a, &b)], STEP, BLOCK, STEP, false);
+        assert!(c.iter().all(|&x| x == 32.0), "16 pairs of 1·1 + 1·1");
+    }
+
+    #[test]
+    #[should_panic(expected = "input rows too short")]
+    fn a_stride_that_overflows_is_refused() {
+        let Some(tiles) = Tiles::load() else { panic!("input rows too short (SKIPPED: no AMX tiles)") };
+        let (a, b) = (vec![0u32; 64], vec![0u32; STEP * BLOCK]);
+        let mut c = vec![0f32; BLOCK * BLOCK];
+        tiles.product(&mut c, BLOCK, &[(&a, &b)], usize::MAX / 64 - 1, BLOCK, STEP, false);
+    }
 
     #[test]
     fn a_block_equals_the_sum_of_pair_products() {

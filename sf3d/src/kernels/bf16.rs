@@ -330,25 +330,27 @@ fn block_pairs(
         let mc = MC.min(m - i0);
         for p0 in (0..kp).step_by(KC) {
             let pc = KC.min(kp - p0);
+            let steps = pc / amx::STEP * amx::STEP;
+            if tiles.is_some() && steps > 0 && !mc.is_multiple_of(B) {
+                // The block's last, short row group, zero below its rows, as a compact `[32, steps]` block per
+                // part (the same for every panel).
+                let (r0, mr) = (i0 + mc / B * B, mc % B);
+                short.resize_with(a.len(), Vec::new);
+                for (s, part) in short.iter_mut().enumerate() {
+                    part.clear();
+                    part.resize(B * steps, 0);
+                    for (i, row) in part.chunks_exact_mut(steps).take(mr).enumerate() {
+                        row.copy_from_slice(&a[s][(r0 + i) * stride + p0..][..steps]);
+                    }
+                }
+            }
             for (panel, j0) in (0..n).step_by(NR).enumerate() {
                 let nc = NR.min(n - j0);
                 let w = |t: usize| &packed[t][(panel * panel_pairs + p0) * NR..(panel * panel_pairs + p0 + pc) * NR];
                 let mut r0 = i0;
-                let steps = pc / amx::STEP * amx::STEP;
                 if let Some(tiles) = tiles.as_ref().filter(|_| steps > 0) {
                     while r0 < i0 + mc {
                         let mr = B.min(i0 + mc - r0);
-                        if mr < B {
-                            // The group's rows, zero below them, as a compact `[32, steps]` block per part.
-                            short.resize_with(a.len(), Vec::new);
-                            for (s, part) in short.iter_mut().enumerate() {
-                                part.clear();
-                                part.resize(B * steps, 0);
-                                for (i, row) in part.chunks_exact_mut(steps).take(mr).enumerate() {
-                                    row.copy_from_slice(&a[s][(r0 + i) * stride + p0..][..steps]);
-                                }
-                            }
-                        }
                         let mut ops = [(&[][..], &[][..]); amx::MAX_TERMS];
                         for (op, &(s, t)) in ops.iter_mut().zip(terms) {
                             *op = if mr < B { (&short[s][..], w(t)) } else { (&a[s][r0 * stride + p0..], w(t)) };
@@ -637,8 +639,17 @@ mod avx512 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// `f` on a pool of `threads` threads (0: the global pool): the products cut their rows into one band per
+    /// thread, so one thread gives bands long enough for every path of the kernels.
+    pub(crate) fn on_threads<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
+        if threads == 0 {
+            return f();
+        }
+        rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a rayon pool").install(f)
+    }
 
     /// `x [rows, k] · wt [k, n] + b` in f64 on the bf16-rounded operands.
     fn direct(x: &[f32], wt: &[f32], k: usize, n: usize, b: Option<&[f32]>) -> Vec<f64> {
@@ -734,7 +745,8 @@ mod tests {
             }
             for kernel in kernels {
                 let w = Bf16Weight::with(&wt, k, n, kernel, Precision::F32);
-                let split = err(&linear(&x, &w, Some(&b)));
+                // One thread: every band long enough for whole 32-row groups whatever the machine's cores.
+                let split = err(&linear(&x, &w, Some(&b))).max(err(&on_threads(1, || linear(&x, &w, Some(&b)))));
                 eprintln!("{kernel:?} {rows}×{k}×{n}: max error {split:e}, f32 kernel {f32_kernel:e}");
                 // An AMX instruction rounds its sum once per 32 products, the f32 kernel once per product: as
                 // accurate. `vdpbf16ps` rounds once per 2 products, 3× as many roundings for the six terms (it
@@ -773,11 +785,12 @@ mod tests {
                 if native() && amx::available() {
                     kernels.push(Kernel::Amx);
                 }
-                for kernel in kernels {
-                    let y = linear(&x, &Bf16Weight::with(&wt, k, n, kernel, Precision::Bf16), bias);
+                for (kernel, threads) in kernels.into_iter().flat_map(|k| [(k, 0), (k, 1)]) {
+                    let w = Bf16Weight::with(&wt, k, n, kernel, Precision::Bf16);
+                    let y = on_threads(threads, || linear(&x, &w, bias));
                     let err = y.iter().zip(&want).map(|(a, b)| (f64::from(*a) - b).abs()).fold(0.0, f64::max);
                     let scale = want.iter().map(|v| v.abs()).fold(1.0, f64::max);
-                    assert!(err / scale < 1e-5, "{kernel:?} {rows}×{k}×{n}: {err} of {scale}");
+                    assert!(err / scale < 1e-5, "{kernel:?} on {threads} threads, {rows}×{k}×{n}: {err} of {scale}");
                 }
             }
         }

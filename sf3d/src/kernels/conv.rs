@@ -250,32 +250,38 @@ mod tests {
             return;
         }
         let img = PaddedImage::from_chw(&x, c0, h, wd, 1);
-        let got = conv(&img, &tiles, true, 1);
         let want = conv(&img, &ConvWeights::new(&w, &b, c1, c0, k), true, 1);
-        let err = got.data.iter().zip(&want.data).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-        assert!(err < 2e-5, "max abs difference {err:e}");
+        for threads in [0, 1] {
+            let got = crate::kernels::bf16::tests::on_threads(threads, || conv(&img, &tiles, true, 1));
+            let err = got.data.iter().zip(&want.data).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(err < 2e-5, "{threads} threads: max abs difference {err:e}");
+        }
     }
 
     #[test]
     fn bf16_products_equal_the_direct_convolution_of_rounded_operands() {
-        let (c0, c1, h, wd, k) = (6, 37, 7, 11, 3);
-        let val = |i: usize, s: usize| (((i * 7919 + s * 104_729) % 997) as f32 / 997.0 - 0.5) * 2.0;
-        let x: Vec<f32> = (0..c0 * h * wd).map(|i| val(i, 1)).collect();
-        let w: Vec<f32> = (0..c1 * c0 * k * k).map(|i| val(i, 2) * 0.3).collect();
-        let b: Vec<f32> = (0..c1).map(|i| val(i, 3)).collect();
-        let weights = ConvWeights::new(&w, &b, c1, c0, k).with_bf16_products();
-        if weights.rows_bf16.is_none() {
-            println!("this CPU has no AVX-512 BF16: the f32 convolution runs instead");
-            return;
-        }
-        let round = |v: &[f32]| v.iter().map(|&a| crate::kernels::bf16::round(a)).collect::<Vec<_>>();
-        let out = conv(&PaddedImage::from_chw(&x, c0, h, wd, 1), &weights, false, 0);
-        let want = direct(&round(&x), (c0, h, wd), &round(&w), &b, k);
-        for y in 0..h {
-            for xx in 0..wd {
-                for (c, &got) in out.pixel(y, xx).iter().enumerate() {
-                    let want = want[(c * h + y) * wd + xx];
-                    assert!((got - want).abs() < 1e-5, "({c}, {y}, {xx}): {got} vs {want}");
+        // Fewer pairs per kernel row than one tile step, and more (AMX tiles where present, with a remainder).
+        for c0 in [6, 34] {
+            let (c1, h, wd, k) = (37, 7, 11, 3);
+            let val = |i: usize, s: usize| (((i * 7919 + s * 104_729) % 997) as f32 / 997.0 - 0.5) * 2.0;
+            let x: Vec<f32> = (0..c0 * h * wd).map(|i| val(i, 1)).collect();
+            let w: Vec<f32> = (0..c1 * c0 * k * k).map(|i| val(i, 2) * 0.3).collect();
+            let b: Vec<f32> = (0..c1).map(|i| val(i, 3)).collect();
+            let weights = ConvWeights::new(&w, &b, c1, c0, k).with_bf16_products();
+            if weights.rows_bf16.is_none() {
+                println!("SKIPPED: this CPU has no AVX-512 BF16; the f32 convolution runs instead");
+                return;
+            }
+            let round = |v: &[f32]| v.iter().map(|&a| crate::kernels::bf16::round(a)).collect::<Vec<_>>();
+            let img = PaddedImage::from_chw(&x, c0, h, wd, 1);
+            let out = crate::kernels::bf16::tests::on_threads(1, || conv(&img, &weights, false, 0));
+            let want = direct(&round(&x), (c0, h, wd), &round(&w), &b, k);
+            for y in 0..h {
+                for xx in 0..wd {
+                    for (c, &got) in out.pixel(y, xx).iter().enumerate() {
+                        let want = want[(c * h + y) * wd + xx];
+                        assert!((got - want).abs() < 1e-5, "({c}, {y}, {xx}): {got} vs {want}");
+                    }
                 }
             }
         }
