@@ -19,8 +19,6 @@ use std::sync::OnceLock;
 
 /// Rows and columns of a product block (two tiles each way).
 pub const BLOCK: usize = 32;
-/// Most operand pairs one [`Tiles::product`] sums.
-pub const MAX_TERMS: usize = 6;
 /// bf16 pairs of `k` per tile step (one 64-byte tile row).
 pub const STEP: usize = 16;
 
@@ -96,46 +94,40 @@ impl Tiles {
         Some(Self { _thread: std::marker::PhantomData })
     }
 
-    /// `c[i][j] (+)= Σ_(a, b) Σ_p dot(a[i][p], b[p][j])` for a 32 × 32 block over the operand pairs `terms` (at
-    /// most [`MAX_TERMS`]), `p < pairs`: row `i` of an `a` starts at `a[i · a_stride]`, row `p` of a `b` at
-    /// `b[p · b_stride]`, row `i` of `c` at `c[i · c_stride]`, and `dot` is the two bf16 products of a pair summed
-    /// in f32. `accumulate` adds to `c`; otherwise `c` is overwritten. The block stays in tiles across the terms.
-    /// Panics if `pairs` is not a multiple of [`STEP`], there are too many terms, or a slice is shorter than the
-    /// block needs.
-    #[allow(clippy::too_many_arguments)] // the operands and their three strides
+    /// `c[i][j] (+)= Σ_p dot(a[i][p], b[p][j])` for a 32 × 32 block, `p < pairs`: row `i` of `a` starts at
+    /// `a[i · a_stride]`, row `p` of `b` at `b[p · b_stride]`, row `i` of `c` at `c[i · c_stride]`, and `dot` is the
+    /// two bf16 products of a pair summed in f32. `accumulate` adds to `c`; otherwise `c` is overwritten.
+    /// Panics if `pairs` is not a multiple of [`STEP`] or a slice is shorter than the block needs.
+    #[allow(clippy::too_many_arguments)] // three strided operands
     pub(crate) fn product(
         &self,
         c: &mut [f32],
         c_stride: usize,
-        terms: &[(&[u32], &[u32])],
+        a: &[u32],
         a_stride: usize,
+        b: &[u32],
         b_stride: usize,
         pairs: usize,
         accumulate: bool,
     ) {
         assert!(pairs.is_multiple_of(STEP), "amx product: {pairs} pairs is not a whole number of steps");
-        assert!(terms.len() <= MAX_TERMS, "amx product: more than {MAX_TERMS} terms");
         // The last element each operand's block reaches, counted in its own elements (overflow fails the check).
         let reach = |rows: usize, stride: usize, width: usize| rows.checked_mul(stride)?.checked_add(width);
         let fits = |len: usize, end: Option<usize>| end.is_some_and(|end| end <= len);
-        assert!(c_stride >= BLOCK && c_stride < usize::MAX / 64, "amx product: output stride out of range");
+        let strides_ok = [c_stride, a_stride, b_stride].iter().all(|&s| s < usize::MAX / 64);
+        assert!(strides_ok && c_stride >= BLOCK, "amx product: stride out of range");
         assert!(fits(c.len(), reach(BLOCK - 1, c_stride, BLOCK)), "amx product: output too short");
-        assert!(a_stride < usize::MAX / 64 && b_stride < usize::MAX / 64, "amx product: stride out of range");
-        let mut ptrs = [(std::ptr::null(), std::ptr::null()); MAX_TERMS];
-        for (ptr, (a, b)) in ptrs.iter_mut().zip(terms) {
-            if pairs > 0 {
-                assert!(fits(a.len(), reach(BLOCK - 1, a_stride, pairs)), "amx product: input rows too short");
-                assert!(fits(b.len(), reach(pairs - 1, b_stride, BLOCK)), "amx product: right-hand rows too short");
-            }
-            *ptr = (a.as_ptr(), b.as_ptr());
+        if pairs > 0 {
+            assert!(fits(a.len(), reach(BLOCK - 1, a_stride, pairs)), "amx product: input rows too short");
+            assert!(fits(b.len(), reach(pairs - 1, b_stride, BLOCK)), "amx product: right-hand rows too short");
         }
         #[cfg(target_arch = "x86_64")]
         // SAFETY: tiles are configured on this thread (`self` exists); every tile load and store stays inside the
-        // slices by the assertions above: c rows 0..32 × 32 floats, each a rows 0..32 × `pairs` pairs, each b
-        // `pairs` rows × 32 pairs.
+        // slices by the assertions above: c rows 0..32 × 32 floats, a rows 0..32 × `pairs` pairs, b `pairs` rows ×
+        // 32 pairs.
         unsafe {
             let strides = [c_stride * 4, a_stride * 4, b_stride * 4];
-            block(c.as_mut_ptr(), &ptrs[..terms.len()], strides, pairs, accumulate)
+            block(c.as_mut_ptr(), a.as_ptr(), b.as_ptr(), strides, pairs, accumulate)
         }
     }
 }
@@ -158,8 +150,7 @@ thread_local! {
     static HOLDERS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
-/// The 2 × 2 tile grid of [`Tiles::product`] on raw pointers (`terms`: the `(a, b)` pairs) and byte strides `[c,
-/// a, b]`. tmm0–3 hold the f32
+/// The 2 × 2 tile grid of [`Tiles::product`] on raw pointers and byte strides `[c, a, b]`. tmm0–3 hold the f32
 /// block (rows 0–15 | 16–31 × columns 0–15 | 16–31), tmm4–5 the two row halves of `a`, tmm6–7 the two column
 /// halves of `b`.
 ///
@@ -167,13 +158,7 @@ thread_local! {
 /// Tiles configured by [`Tiles::load`] on this thread, and every address the block touches readable (`c` also
 /// writable): see [`Tiles::product`].
 #[cfg(target_arch = "x86_64")]
-unsafe fn block(
-    c: *mut f32,
-    terms: &[(*const u32, *const u32)],
-    [cs, as_, bs]: [usize; 3],
-    pairs: usize,
-    accumulate: bool,
-) {
+unsafe fn block(c: *mut f32, a: *const u32, b: *const u32, [cs, as_, bs]: [usize; 3], pairs: usize, accumulate: bool) {
     use std::arch::asm;
     // SAFETY (all statements below): the caller's contract; each touches only tile registers and the memory its
     // operands address.
@@ -188,31 +173,21 @@ unsafe fn block(
             asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
         }
         for p in (0..pairs).step_by(STEP) {
-            let mut loaded = std::ptr::null();
-            for &(a, b) in terms {
-                let (b0, b1) = (b.byte_add(p * bs), b.byte_add(p * bs).add(16));
-                if a != loaded {
-                    // Consecutive terms with the same left operand reuse its tiles.
-                    let (a0, a1) = (a.add(p), a.add(p).byte_add(16 * as_));
-                    asm!(
-                        "tileloadd tmm4, [{a0} + {as_} * 1]",
-                        "tileloadd tmm5, [{a1} + {as_} * 1]",
-                        a0 = in(reg) a0, a1 = in(reg) a1, as_ = in(reg) as_,
-                        options(nostack, readonly),
-                    );
-                    loaded = a;
-                }
-                asm!(
-                    "tileloadd tmm6, [{b0} + {bs} * 1]",
-                    "tdpbf16ps tmm0, tmm4, tmm6",
-                    "tdpbf16ps tmm2, tmm5, tmm6",
-                    "tileloadd tmm7, [{b1} + {bs} * 1]",
-                    "tdpbf16ps tmm1, tmm4, tmm7",
-                    "tdpbf16ps tmm3, tmm5, tmm7",
-                    b0 = in(reg) b0, b1 = in(reg) b1, bs = in(reg) bs,
-                    options(nostack, readonly),
-                );
-            }
+            let (a0, a1) = (a.add(p), a.add(p).byte_add(16 * as_));
+            let (b0, b1) = (b.byte_add(p * bs), b.byte_add(p * bs).add(16));
+            asm!(
+                "tileloadd tmm4, [{a0} + {as_} * 1]",
+                "tileloadd tmm6, [{b0} + {bs} * 1]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tileloadd tmm7, [{b1} + {bs} * 1]",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tileloadd tmm5, [{a1} + {as_} * 1]",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                a0 = in(reg) a0, a1 = in(reg) a1, as_ = in(reg) as_,
+                b0 = in(reg) b0, b1 = in(reg) b1, bs = in(reg) bs,
+                options(nostack, readonly),
+            );
         }
         asm!("tilestored [{p} + {s} * 1], tmm0", p = in(reg) c0, s = in(reg) cs, options(nostack));
         asm!("tilestored [{p} + {s} * 1], tmm1", p = in(reg) c0.add(16), s = in(reg) cs, options(nostack));
@@ -235,7 +210,7 @@ mod tests {
         // Still configured: a product runs (a released configuration would fault here).
         let (a, b) = (vec![0x3f80_3f80u32; BLOCK * STEP], vec![0x3f80_3f80u32; STEP * BLOCK]);
         let mut c = vec![0f32; BLOCK * BLOCK];
-        outer.product(&mut c, BLOCK, &[(&a, &b)], STEP, BLOCK, STEP, false);
+        outer.product(&mut c, BLOCK, &a, STEP, &b, BLOCK, STEP, false);
         assert!(c.iter().all(|&x| x == 32.0), "16 pairs of 1·1 + 1·1");
     }
 
@@ -245,7 +220,7 @@ mod tests {
         let Some(tiles) = Tiles::load() else { panic!("input rows too short (SKIPPED: no AMX tiles)") };
         let (a, b) = (vec![0u32; 64], vec![0u32; STEP * BLOCK]);
         let mut c = vec![0f32; BLOCK * BLOCK];
-        tiles.product(&mut c, BLOCK, &[(&a, &b)], usize::MAX / 64 - 1, BLOCK, STEP, false);
+        tiles.product(&mut c, BLOCK, &a, usize::MAX / 64 - 1, &b, BLOCK, STEP, false);
     }
 
     #[test]
@@ -262,9 +237,9 @@ mod tests {
             let b: Vec<u32> = (0..pairs * BLOCK).map(|i| bf(val(i, 31)) | bf(val(i + 7, 19)) << 16).collect();
             let start: Vec<f32> = (0..BLOCK * c_stride).map(|i| i as f32).collect();
             let mut c = start.clone();
-            tiles.product(&mut c, c_stride, &[(&a, &b)], a_stride, BLOCK, pairs, true);
+            tiles.product(&mut c, c_stride, &a, a_stride, &b, BLOCK, pairs, true);
             let mut fresh = start.clone();
-            tiles.product(&mut fresh, c_stride, &[(&a, &b)], a_stride, BLOCK, pairs, false);
+            tiles.product(&mut fresh, c_stride, &a, a_stride, &b, BLOCK, pairs, false);
             let half = |x: u32, hi: bool| f32::from_bits(if hi { x & 0xffff_0000 } else { x << 16 });
             for i in 0..BLOCK {
                 for j in 0..c_stride {

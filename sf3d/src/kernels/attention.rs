@@ -52,8 +52,6 @@ impl AttentionDims {
 /// `q [B, Nq, H·D]`, `k`, `v [B, Nk, H·D]` (row-major, contiguous) → `[B, Nq, H·D]`.
 /// Panics if a slice's length disagrees with `dims` (the callers take both from one tensor shape).
 ///
-/// f32 products stay on FMAs even where AMX tiles exist: with a head's 64-wide sums split into six bf16
-/// products the tiles were no faster than the f32 register tiles (the score blocks are too small for them).
 pub fn attention(q: &[f32], k: &[f32], v: &[f32], dims: AttentionDims, scale: f32) -> Vec<f32> {
     attention_with(q, k, v, dims, scale, Isa::Best)
 }
@@ -179,7 +177,7 @@ impl Keys {
             let (b, h) = (bh / heads, bh % heads);
             let at = |j: usize| (b * nk + j) * w + h * d;
             for (j, dst) in kp.chunks_exact_mut(dp).take(nk).enumerate() {
-                bf16::to_parts_into(&k[at(j)..][..d], &mut [dst]);
+                bf16::to_pairs_into(&k[at(j)..][..d], dst);
             }
             // The values a block of keys at a time: copied contiguous, paired by keys (`[keys / 2, D]`), then
             // transposed into each head column's row.
@@ -409,8 +407,7 @@ impl SubBlock {
         let (kb_pad, dp) = (kb.next_multiple_of(B), d / 2);
         for j0 in (0..kb_pad).step_by(B) {
             for q0 in (0..N).step_by(B) {
-                let ops = [(&kp[j0 * dp..], &self.qtp[q0..])];
-                tiles.product(&mut scores[j0 * N + q0..], N, &ops, dp, N, dp, false);
+                tiles.product(&mut scores[j0 * N + q0..], N, &kp[j0 * dp..], dp, &self.qtp[q0..], N, dp, false);
             }
         }
         let s = &mut scores[..kb * N];
@@ -421,8 +418,8 @@ impl SubBlock {
         self.pp[kbp * N..pad * N].fill(0);
         for c0 in (0..d).step_by(B) {
             for q0 in (0..N).step_by(B) {
-                let ops = [(&vtp[c0 * vtp_stride..], &self.pp[q0..])];
-                tiles.product(&mut self.acc[c0 * N + q0..], N, &ops, vtp_stride, N, pad, accumulate);
+                let (acc, vt) = (&mut self.acc[c0 * N + q0..], &vtp[c0 * vtp_stride..]);
+                tiles.product(acc, N, vt, vtp_stride, &self.pp[q0..], N, pad, accumulate);
             }
         }
     }

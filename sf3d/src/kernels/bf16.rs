@@ -1,21 +1,20 @@
-//! `y = x·W + b` as products of bf16 pairs summed in f32, in one of two [`Precision`]s: both operands rounded to
-//! bfloat16 (the precision of the reference's bf16 autocast regions), or both split exactly into three bf16 parts
-//! whose six significant cross products give an f32 product. Rounded, it runs at twice the f32 rate on CPUs with
-//! AVX-512 BF16 (`vdpbf16ps` does two multiply-adds per f32 lane where an FMA does one); on CPUs with AMX tiles
-//! ([`super::amx`]) both precisions run on the tiles, several times faster than f32 FMAs even with six products.
+//! `y = x·W + b` with both operands rounded to bfloat16 and the sums kept in f32: the precision of the
+//! reference's bf16 autocast regions, at twice the f32 rate on CPUs with AVX-512 BF16 (`vdpbf16ps` does two
+//! multiply-adds per f32 lane where an FMA does one), and several times that on CPUs with AMX tiles
+//! ([`super::amx`]).
 //!
 //! With AVX-512 BF16 the weight is packed once, at load, into column panels of [`NR`] columns whose rows are
-//! bf16 pairs (`[panels][k/2][NR]` of `u32`, each `u32` the entries of rows `2p` and `2p+1`; one such set per
-//! part), and each thread converts its input rows to bf16 one block of [`MC`] rows at a time (row-major bf16 rows
-//! are already pairs along `k`). The product is blocked like a classic GEMM: the block's rows reused from the L2
-//! cache across every panel, [`KC`] pairs of `k` at a time, register tiles of [`MR`] rows × [`NR`] columns (24 of
-//! the 32 zmm registers), or 32 × 32 AMX blocks.
+//! bf16 pairs (`[panels][k/2][NR]` of `u32`, each `u32` the entries of rows `2p` and `2p+1`), and each thread
+//! converts its input rows to bf16 one block of [`MC`] rows at a time (row-major bf16 rows are already pairs along
+//! `k`). The product is blocked like a classic GEMM: the block's rows reused from the L2 cache across every panel,
+//! [`KC`] pairs of `k` at a time, register tiles of [`MR`] rows × [`NR`] columns (24 of the 32 zmm registers), or
+//! 32 × 32 AMX blocks.
 //!
 //! [`product_on_pairs`] runs the same blocks on input rows that are already bf16 pairs and may overlap (the
 //! shifted views of a convolution, [`super::conv`]).
 //!
-//! Without AVX-512 BF16 the rounded arithmetic runs on the f32 matrix kernel: the weight is stored rounded to
-//! bf16 and the input rounded per call, so results agree with the native path to f32 rounding of the sums.
+//! Elsewhere the same arithmetic runs on the f32 matrix kernel: the weight is stored rounded to bf16 and the
+//! input rounded per call, so results agree with the native path to f32 rounding of the sums.
 
 use rayon::prelude::*;
 
@@ -77,13 +76,13 @@ pub(crate) fn pair_rows(src: &[f32], width: usize, dst: &mut [u32]) {
     for (r, out) in dst.chunks_exact_mut(width.max(1)).enumerate().take(rows.div_ceil(2)) {
         let lo = &src[2 * r * width..(2 * r + 1) * width];
         let hi = (2 * r + 1 < rows).then(|| &src[(2 * r + 1) * width..(2 * r + 2) * width]);
-        pair_two_rows(lo, hi, &mut [out]);
+        pair_two_rows(lo, hi, out);
     }
 }
 
-/// `out[t][i]` = part `t` of `lo[i]` and `hi[i]` (zero when absent) as one bf16 pair, for `i < lo.len()`; one
-/// or three parts (one: rounded to bf16; three: [`Precision::F32`]'s split), each at least as long as `lo`.
-fn pair_two_rows(lo: &[f32], hi: Option<&[f32]>, out: &mut [&mut [u32]]) {
+/// `out[i]` = `lo[i]` and `hi[i]` (zero when absent) as one bf16 pair, for `i < lo.len()` (`out` at least as
+/// long).
+fn pair_two_rows(lo: &[f32], hi: Option<&[f32]>, out: &mut [u32]) {
     #[cfg(target_arch = "x86_64")]
     let done = if native() {
         // SAFETY: `native()` found AVX-512 F, BW and BF16.
@@ -96,56 +95,9 @@ fn pair_two_rows(lo: &[f32], hi: Option<&[f32]>, out: &mut [&mut [u32]]) {
     };
     #[cfg(not(target_arch = "x86_64"))]
     let done = 0;
-    let count = out.len();
     for i in done..lo.len() {
-        let (a, b) = (parts_of(lo[i], count), hi.map(|h| parts_of(h[i], count)));
-        for (t, o) in out.iter_mut().enumerate() {
-            o[i] = pair(a[t], b.map(|b| b[t]));
-        }
+        out[i] = pair(lo[i], hi.map(|h| h[i]));
     }
-}
-
-/// `x` rounded to bf16 (`count` 1) or split into three bf16 parts ([`Precision::F32`]), as f32 values.
-fn parts_of(x: f32, count: usize) -> [f32; 3] {
-    if count == 1 { [round(x), 0.0, 0.0] } else { split(x) }
-}
-
-/// What a product's operands are rounded to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Precision {
-    /// Each operand rounded to bf16: the precision of the reference's bf16 autocast.
-    Bf16,
-    /// Each operand split exactly into three bf16 parts (`x = hi + mid + lo`: 8 significant bits each, the 24 of
-    /// an f32) and the six products `hi·hi`, `hi·mid`, `mid·hi`, `hi·lo`, `mid·mid`, `lo·hi` summed in f32; the
-    /// three dropped ones are below 2⁻²³ of the product, i.e. within f32 rounding. An f32 product, worth it only
-    /// where bf16 products are far faster than f32 FMAs (AMX tiles).
-    F32,
-}
-
-impl Precision {
-    /// bf16 parts per operand.
-    pub(crate) fn parts(self) -> usize {
-        match self {
-            Precision::Bf16 => 1,
-            Precision::F32 => 3,
-        }
-    }
-
-    /// `(left part, right part)` of every product summed: grouped by left part (so that a kernel loads each left
-    /// operand once for its terms), the largest term last.
-    pub(crate) fn terms(self) -> &'static [(usize, usize)] {
-        match self {
-            Precision::Bf16 => &[(0, 0)],
-            Precision::F32 => &[(2, 0), (1, 1), (1, 0), (0, 2), (0, 1), (0, 0)],
-        }
-    }
-}
-
-/// `x` as three bf16 values (as f32) whose sum is `x` ([`Precision::F32`]).
-fn split(x: f32) -> [f32; 3] {
-    let hi = round(x);
-    let mid = round(x - hi);
-    [hi, mid, round(x - hi - mid)]
 }
 
 /// Which kernel a [`Bf16Weight`] is packed for.
@@ -166,16 +118,14 @@ pub struct Bf16Weight {
     n: usize,
     /// Rows of pairs per panel: `k / 2` rounded up, and for AMX tiles to whole tile steps (zero pairs).
     panel_pairs: usize,
-    precision: Precision,
     repr: Repr,
 }
 
 #[derive(Debug, Clone)]
 enum Repr {
-    /// Per part of the weight (see [`Precision`]), `[n.div_ceil(NR)][panel_pairs][NR]` bf16 pairs, zero-padded;
-    /// `amx`: the products run on AMX tiles.
-    Pairs { packed: Vec<Vec<u32>>, amx: bool },
-    /// The weight rounded to bf16, kept as f32 `[k, n]` (bf16 precision only).
+    /// `[n.div_ceil(NR)][panel_pairs][NR]` bf16 pairs, zero-padded; `amx`: the products run on AMX tiles.
+    Pairs { packed: Vec<u32>, amx: bool },
+    /// The weight rounded to bf16, kept as f32 `[k, n]`.
     Rounded(Vec<f32>),
 }
 
@@ -190,46 +140,28 @@ impl Bf16Weight {
         } else {
             Kernel::Avx512
         };
-        Self::with(weight_t, k, n, kernel, Precision::Bf16)
+        Self::with(weight_t, k, n, kernel)
     }
 
-    /// `weight_t [k, n]` for f32 products on AMX tiles ([`Precision::F32`]), or `None` where the CPU has no AMX
-    /// tiles (f32 FMAs are then faster than six bf16 products).
-    /// Panics if its length is not `k · n`.
-    pub fn f32_on_tiles(weight_t: &[f32], k: usize, n: usize) -> Option<Self> {
-        (native() && amx::available()).then(|| Self::with(weight_t, k, n, Kernel::Amx, Precision::F32))
-    }
-
-    fn with(weight_t: &[f32], k: usize, n: usize, kernel: Kernel, precision: Precision) -> Self {
+    fn with(weight_t: &[f32], k: usize, n: usize, kernel: Kernel) -> Self {
         assert_eq!(weight_t.len(), k * n, "bf16 weight: length does not match its dimensions");
         if kernel == Kernel::Portable {
-            assert_eq!(precision, Precision::Bf16, "split products run only on packed pairs");
             let repr = Repr::Rounded(weight_t.iter().map(|&w| round(w)).collect());
-            return Self { k, n, panel_pairs: k.div_ceil(2), precision, repr };
+            return Self { k, n, panel_pairs: k.div_ceil(2), repr };
         }
         let kp = k.div_ceil(2);
         let panel_pairs = if kernel == Kernel::Amx { kp.next_multiple_of(amx::STEP) } else { kp };
-        let mut packed: Vec<Vec<u32>> =
-            (0..precision.parts()).map(|_| vec![0u32; n.div_ceil(NR) * panel_pairs * NR]).collect();
-        part_chunks(&mut packed, panel_pairs * NR).into_par_iter().enumerate().for_each(|(panel, mut dst)| {
-            let (j0, count) = (panel * NR, dst.len());
+        let mut packed = vec![0u32; n.div_ceil(NR) * panel_pairs * NR];
+        packed.par_chunks_mut(panel_pairs * NR).enumerate().for_each(|(panel, dst)| {
+            let j0 = panel * NR;
             let nc = NR.min(n - j0);
             for p in 0..kp {
                 let lo = &weight_t[2 * p * n + j0..][..nc];
                 let hi = (2 * p + 1 < k).then(|| &weight_t[(2 * p + 1) * n + j0..][..nc]);
-                let mut rows: [&mut [u32]; 3] = [&mut [], &mut [], &mut []];
-                for (row, part) in rows.iter_mut().zip(dst.iter_mut()) {
-                    *row = &mut part[p * NR..p * NR + nc];
-                }
-                pair_two_rows(lo, hi, &mut rows[..count]);
+                pair_two_rows(lo, hi, &mut dst[p * NR..p * NR + nc]);
             }
         });
-        Self { k, n, panel_pairs, precision, repr: Repr::Pairs { packed, amx: kernel == Kernel::Amx } }
-    }
-
-    /// What the products round their operands to.
-    pub fn precision(&self) -> Precision {
-        self.precision
+        Self { k, n, panel_pairs, repr: Repr::Pairs { packed, amx: kernel == Kernel::Amx } }
     }
 
     /// Input width.
@@ -281,88 +213,76 @@ pub fn linear(x: &[f32], w: &Bf16Weight, bias: Option<&[f32]>) -> Vec<f32> {
 }
 
 /// One thread's rows on the packed weight: `dst [m, n] += src [m, k] · w`.
-fn band_pairs(dst: &mut [f32], src: &[f32], w: &Bf16Weight, packed: &[Vec<u32>], amx: bool) {
+fn band_pairs(dst: &mut [f32], src: &[f32], w: &Bf16Weight, packed: &[u32], amx: bool) {
     let (k, n) = (w.k, w.n);
     let m = src.len() / k;
     let (kp, stride) = (k.div_ceil(2), w.panel_pairs);
-    // One block of rows at a time as bf16 pairs, `[MC][panel_pairs]` per part (zero past `k`, as the panels are),
-    // converted right before use so that it is still in the L2 cache when the tiles read it.
-    let mut a: Vec<Vec<u32>> = (0..w.precision.parts()).map(|_| vec![0u32; MC.min(m) * stride]).collect();
+    // One block of rows at a time as bf16 pairs, `[MC][panel_pairs]` (zero past `k`, as the panels are), converted
+    // right before use so that it is still in the L2 cache when the tiles read it.
+    let mut a = vec![0u32; MC.min(m) * stride];
     for i0 in (0..m).step_by(MC) {
         let mc = MC.min(m - i0);
-        for (r, row) in src[i0 * k..(i0 + mc) * k].chunks_exact(k).enumerate() {
-            let mut rows: Vec<&mut [u32]> = a.iter_mut().map(|part| &mut part[r * stride..][..kp]).collect();
-            to_parts_into(row, &mut rows);
+        for (row, pairs) in src[i0 * k..(i0 + mc) * k].chunks_exact(k).zip(a.chunks_exact_mut(stride)) {
+            to_pairs_into(row, &mut pairs[..kp]);
         }
-        let parts: Vec<&[u32]> = a.iter().map(Vec::as_slice).collect();
-        let panels: Vec<&[u32]> = packed.iter().map(Vec::as_slice).collect();
-        let terms = w.precision.terms();
-        let dst = &mut dst[i0 * n..(i0 + mc) * n];
-        block_pairs(dst, n, &parts, stride, [stride, stride], &panels, amx, terms);
+        block_pairs(&mut dst[i0 * n..(i0 + mc) * n], n, &a, stride, [stride, stride], packed, amx);
     }
 }
 
-/// `dst [m, n] += Σ_(s, t) A_s · w_t` over `terms` on rows of bf16 pairs already converted: row `r` of part `s` of
-/// `A` is `a[s][r·stride..][..kp]` (rows may overlap, as in a convolution's shifted views), `packed[t]` the
-/// panels of part `t` of the weight, `panel_pairs` rows each (`[kp, panel_pairs]`); `m = dst.len() / n`.
+/// `dst [m, n] += A · w` on rows of bf16 pairs already converted: row `r` of `A` is `a[r·stride..][..kp]` (rows
+/// may overlap, as in a convolution's shifted views), `packed` the weight's panels, `panel_pairs` rows each
+/// (`[kp, panel_pairs]`); `m = dst.len() / n`.
 ///
-/// With AMX tiles every 32-row group runs on them (a last, shorter group staged through zero-padded copies), all
-/// terms in one pass over each block, over whole 16-pair steps; the AVX-512 register tiles take the pairs of a
-/// `kp` that is not a whole number of steps (never for the linear layers, whose rows and panels are padded).
-#[allow(clippy::too_many_arguments)] // both operands' parts, their layout, and how to sum them
+/// With AMX tiles every 32-row group runs on them (a last, shorter group staged through a zero-padded copy), over
+/// whole 16-pair steps; the AVX-512 register tiles take the pairs of a `kp` that is not a whole number of steps
+/// (never for the linear layers, whose rows and panels are padded).
+#[allow(clippy::too_many_arguments)] // the operands and their layout
 fn block_pairs(
     dst: &mut [f32],
     n: usize,
-    a: &[&[u32]],
+    a: &[u32],
     stride: usize,
     [kp, panel_pairs]: [usize; 2],
-    packed: &[&[u32]],
+    packed: &[u32],
     amx: bool,
-    terms: &[(usize, usize)],
 ) {
     const B: usize = amx::BLOCK;
     let m = dst.len() / n;
     let tiles = if amx { amx::Tiles::load() } else { None };
     // A block that is not 32 × 32 inside `dst`, staged for the tiles, and the input rows of a short row group.
     let mut edge = [0f32; B * B];
-    let mut short: Vec<Vec<u32>> = Vec::new();
+    let mut short: Vec<u32> = Vec::new();
     for i0 in (0..m).step_by(MC) {
         let mc = MC.min(m - i0);
         for p0 in (0..kp).step_by(KC) {
             let pc = KC.min(kp - p0);
             let steps = pc / amx::STEP * amx::STEP;
             if tiles.is_some() && steps > 0 && !mc.is_multiple_of(B) {
-                // The block's last, short row group, zero below its rows, as a compact `[32, steps]` block per
-                // part (the same for every panel).
+                // The block's last, short row group, zero below its rows, as a compact `[32, steps]` block (the
+                // same for every panel).
                 let (r0, mr) = (i0 + mc / B * B, mc % B);
-                short.resize_with(a.len(), Vec::new);
-                for (s, part) in short.iter_mut().enumerate() {
-                    part.clear();
-                    part.resize(B * steps, 0);
-                    for (i, row) in part.chunks_exact_mut(steps).take(mr).enumerate() {
-                        row.copy_from_slice(&a[s][(r0 + i) * stride + p0..][..steps]);
-                    }
+                short.clear();
+                short.resize(B * steps, 0);
+                for (i, row) in short.chunks_exact_mut(steps).take(mr).enumerate() {
+                    row.copy_from_slice(&a[(r0 + i) * stride + p0..][..steps]);
                 }
             }
             for (panel, j0) in (0..n).step_by(NR).enumerate() {
                 let nc = NR.min(n - j0);
-                let w = |t: usize| &packed[t][(panel * panel_pairs + p0) * NR..(panel * panel_pairs + p0 + pc) * NR];
+                let w = &packed[(panel * panel_pairs + p0) * NR..(panel * panel_pairs + p0 + pc) * NR];
                 let mut r0 = i0;
                 if let Some(tiles) = tiles.as_ref().filter(|_| steps > 0) {
                     while r0 < i0 + mc {
                         let mr = B.min(i0 + mc - r0);
-                        let mut ops = [(&[][..], &[][..]); amx::MAX_TERMS];
-                        for (op, &(s, t)) in ops.iter_mut().zip(terms) {
-                            *op = if mr < B { (&short[s][..], w(t)) } else { (&a[s][r0 * stride + p0..], w(t)) };
-                        }
-                        let (ops, a_stride) = (&ops[..terms.len()], if mr < B { steps } else { stride });
+                        let (rows, a_stride) =
+                            if mr < B { (&short[..], steps) } else { (&a[r0 * stride + p0..], stride) };
                         if mr == B && nc == NR {
-                            tiles.product(&mut dst[r0 * n + j0..], n, ops, a_stride, NR, steps, true);
+                            tiles.product(&mut dst[r0 * n + j0..], n, rows, a_stride, w, NR, steps, true);
                         } else {
                             for (i, row) in edge.chunks_exact_mut(B).take(mr).enumerate() {
                                 row[..nc].copy_from_slice(&dst[(r0 + i) * n + j0..][..nc]);
                             }
-                            tiles.product(&mut edge, B, ops, a_stride, NR, steps, true);
+                            tiles.product(&mut edge, B, rows, a_stride, w, NR, steps, true);
                             for (i, row) in edge.chunks_exact(B).take(mr).enumerate() {
                                 dst[(r0 + i) * n + j0..][..nc].copy_from_slice(&row[..nc]);
                             }
@@ -370,88 +290,50 @@ fn block_pairs(
                         let (p, rest) = (p0 + steps, pc - steps);
                         for r in (r0..r0 + mr).step_by(MR).filter(|_| rest > 0) {
                             let rows = MR.min(r0 + mr - r);
-                            for &(s, t) in terms {
-                                tile(
-                                    dst,
-                                    n,
-                                    r,
-                                    rows,
-                                    j0,
-                                    nc,
-                                    &a[s][r * stride..],
-                                    stride,
-                                    p,
-                                    rest,
-                                    &w(t)[steps * NR..],
-                                );
-                            }
+                            tile(dst, n, r, rows, j0, nc, &a[r * stride..], stride, p, rest, &w[steps * NR..]);
                         }
                         r0 += mr;
                     }
                 }
                 for r in (r0..i0 + mc).step_by(MR) {
                     let mr = MR.min(i0 + mc - r);
-                    for &(s, t) in terms {
-                        tile(dst, n, r, mr, j0, nc, &a[s][r * stride..], stride, p0, pc, w(t));
-                    }
+                    tile(dst, n, r, mr, j0, nc, &a[r * stride..], stride, p0, pc, w);
                 }
             }
         }
     }
 }
 
-/// `src` as consecutive bf16 pairs in each of `parts` (one part: bf16-rounded; three: [`Precision::F32`]'s
-/// split): `parts[t][p]` holds part `t` of `src[2p]` and `src[2p + 1]` (zero past the end); every part as long as
-/// the first.
-pub(crate) fn to_parts_into(src: &[f32], parts: &mut [&mut [u32]]) {
+/// `src` as consecutive bf16 pairs (`dst[p]` = `src[2p]`, `src[2p + 1]`, zero past the end).
+pub(crate) fn to_pairs_into(src: &[f32], dst: &mut [u32]) {
     // SAFETY: the AVX-512 conversion runs only where `native()` found AVX-512 F and BF16.
     #[cfg(target_arch = "x86_64")]
     #[allow(unsafe_code)]
-    let done = if native() { unsafe { avx512::pairs(src, parts) } } else { 0 };
+    let done = if native() { unsafe { avx512::pairs(src, dst) } } else { 0 };
     #[cfg(not(target_arch = "x86_64"))]
     let done = 0;
-    let count = parts.len();
-    for p in done..parts[0].len() {
-        let x = |i: usize| src.get(i).map_or([0.0; 3], |&v| parts_of(v, count));
-        let (a, b) = (x(2 * p), x(2 * p + 1));
-        for (t, dst) in parts.iter_mut().enumerate() {
-            dst[p] = pair(a[t], Some(b[t]));
-        }
+    for (p, d) in dst.iter_mut().enumerate().skip(done) {
+        *d = src.get(2 * p).map_or(0, |&lo| pair(lo, src.get(2 * p + 1).copied()));
     }
 }
 
-/// `dst [m, n] += A · w` where row `r` of `A` is `a[s][r·stride..][..k/2]` in each part `s` of the weight's
-/// precision (see [`to_pairs`]).
+/// `dst [m, n] += A · w` where row `r` of `A` is the bf16 pairs `a[r·stride..][..k/2]` (see [`to_pairs`]).
 /// Panics if `w` is not packed in pairs (a CPU without AVX-512 BF16), or if `a` is too short for `m` rows.
-pub fn product_on_pairs(dst: &mut [f32], a: &[&[u32]], stride: usize, w: &Bf16Weight) {
+pub fn product_on_pairs(dst: &mut [f32], a: &[u32], stride: usize, w: &Bf16Weight) {
     let Repr::Pairs { packed, amx } = &w.repr else {
         panic!("product_on_pairs: the weight is not packed in bf16 pairs")
     };
     let (kp, n) = (w.k.div_ceil(2), w.n);
     let m = dst.len() / n;
-    assert_eq!(a.len(), w.precision.parts(), "product_on_pairs: the input's parts differ from the weight's");
-    assert!(
-        m == 0 || a.iter().all(|a| a.len() >= (m - 1) * stride + kp),
-        "product_on_pairs: input rows exceed their slice"
-    );
-    let panels: Vec<&[u32]> = packed.iter().map(Vec::as_slice).collect();
-    block_pairs(dst, n, a, stride, [kp, w.panel_pairs], &panels, *amx, w.precision.terms());
+    assert!(m == 0 || a.len() >= (m - 1) * stride + kp, "product_on_pairs: input rows exceed their slice");
+    block_pairs(dst, n, a, stride, [kp, w.panel_pairs], packed, *amx);
 }
 
-/// `parts` cut into pieces of `chunk`: item `i` holds piece `i` of every part (for parallel loops over all parts).
-pub(crate) fn part_chunks(parts: &mut [Vec<u32>], chunk: usize) -> Vec<Vec<&mut [u32]>> {
-    assert!(!parts.is_empty() && chunk > 0, "part_chunks: no parts or an empty chunk");
-    let mut pieces: Vec<_> = parts.iter_mut().map(|p| p.chunks_mut(chunk)).collect();
-    std::iter::from_fn(|| pieces.iter_mut().map(Iterator::next).collect::<Option<Vec<_>>>()).collect()
-}
-
-/// `src` (of even length) as consecutive bf16 pairs in each part of `precision`, on every thread.
-pub fn to_pairs(src: &[f32], precision: Precision) -> Vec<Vec<u32>> {
-    const CHUNK: usize = 1 << 14;
-    let mut parts: Vec<Vec<u32>> = (0..precision.parts()).map(|_| vec![0u32; src.len().div_ceil(2)]).collect();
-    let tasks = part_chunks(&mut parts, CHUNK);
-    tasks.into_par_iter().zip(src.par_chunks(2 * CHUNK)).for_each(|(mut dst, s)| to_parts_into(s, &mut dst));
-    parts
+/// `src` (of even length) as consecutive bf16 pairs, on every thread.
+pub fn to_pairs(src: &[f32]) -> Vec<u32> {
+    let mut dst = vec![0u32; src.len().div_ceil(2)];
+    dst.par_chunks_mut(1 << 14).zip(src.par_chunks(1 << 15)).for_each(|(d, s)| to_pairs_into(s, d));
+    dst
 }
 
 /// `dst[r0.., j0..] += a[.., p0..p0+pc] · w` for an `mr × nc` tile (`mr ≤ MR`, `nc ≤ NR`) whose input rows are the
@@ -556,39 +438,33 @@ mod avx512 {
         }
     }
 
-    /// Converts the leading 32-float chunks of `row` to bf16 pairs in each of `parts` (one: rounded to bf16;
-    /// three: each part the bf16 nearest to what the previous ones leave, [`super::Precision::F32`]), round to
-    /// nearest even, subnormal inputs counting as zero; returns how many pairs it wrote per part; the caller
-    /// converts the rest.
+    /// Converts the leading 32-float chunks of `row` to bf16 pairs (round to nearest even; subnormal inputs count as
+    /// zero), returning how many pairs it wrote; the caller converts the rest.
     ///
     /// # Safety
     /// The CPU must have AVX-512 F and BF16.
     #[target_feature(enable = "avx512f,avx512bf16")]
-    pub(super) unsafe fn pairs(row: &[f32], parts: &mut [&mut [u32]]) -> usize {
-        let chunks = parts.iter().fold(row.len() / 32, |c, p| c.min(p.len() / 16));
+    pub(super) unsafe fn pairs(row: &[f32], pairs: &mut [u32]) -> usize {
+        let chunks = (row.len() / 32).min(pairs.len() / 16);
         for i in 0..chunks {
-            // SAFETY: `32·i + 32 ≤ row.len()` and `16·i + 16 ≤` every part's length by the choice of `chunks`.
+            // SAFETY: `32·i + 32 ≤ row.len()` and `16·i + 16 ≤ pairs.len()` by the choice of `chunks`.
             unsafe {
-                let mut lo = _mm512_loadu_ps(row.as_ptr().add(32 * i));
-                let mut hi = _mm512_loadu_ps(row.as_ptr().add(32 * i + 16));
-                for part in parts.iter_mut() {
-                    let v = bits(_mm512_cvtne2ps_pbh(hi, lo));
-                    _mm512_storeu_si512(part.as_mut_ptr().add(16 * i).cast(), v);
-                    (lo, hi) = remainders(lo, hi, v);
-                }
+                let lo = _mm512_loadu_ps(row.as_ptr().add(32 * i));
+                let hi = _mm512_loadu_ps(row.as_ptr().add(32 * i + 16));
+                _mm512_storeu_si512(pairs.as_mut_ptr().add(16 * i).cast(), bits(_mm512_cvtne2ps_pbh(hi, lo)));
             }
         }
         16 * chunks
     }
 
-    /// `out[t][i] = (lo[i], hi[i])` as bf16 pairs of part `t` (see [`pairs`]) for the leading multiple of 16
-    /// lanes (`hi` absent: zero high halves); returns how many it wrote.
+    /// `out[i] = (lo[i], hi[i])` as bf16 pairs for the leading multiple of 16 lanes (`hi` absent: zero high
+    /// halves); returns how many it wrote.
     ///
     /// # Safety
     /// The CPU must have AVX-512 F, BW and BF16.
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-    pub(super) unsafe fn interleave(lo: &[f32], hi: Option<&[f32]>, out: &mut [&mut [u32]]) -> usize {
-        let n = out.iter().fold(lo.len() / 16 * 16, |n, o| n.min(o.len() / 16 * 16));
+    pub(super) unsafe fn interleave(lo: &[f32], hi: Option<&[f32]>, out: &mut [u32]) -> usize {
+        let n = lo.len().min(out.len()) / 16 * 16;
         let n = hi.map_or(n, |h| n.min(h.len() / 16 * 16));
         // bf16 lanes 0..16 come from `lo`, 16..32 from `hi`; the permutation alternates them.
         let idx = _mm512_set_epi16(
@@ -598,29 +474,16 @@ mod avx512 {
         for i in (0..n).step_by(16) {
             // SAFETY: `i + 16 ≤ n ≤` the length of every slice read or written.
             unsafe {
-                let mut l = _mm512_loadu_ps(lo.as_ptr().add(i));
-                let mut h = match hi {
+                let l = _mm512_loadu_ps(lo.as_ptr().add(i));
+                let h = match hi {
                     Some(h) => _mm512_loadu_ps(h.as_ptr().add(i)),
                     None => _mm512_setzero_ps(),
                 };
-                for o in out.iter_mut() {
-                    let both = bits(_mm512_cvtne2ps_pbh(h, l));
-                    _mm512_storeu_si512(o.as_mut_ptr().add(i).cast(), _mm512_permutexvar_epi16(idx, both));
-                    (l, h) = remainders(l, h, both);
-                }
+                let both = bits(_mm512_cvtne2ps_pbh(h, l));
+                _mm512_storeu_si512(out.as_mut_ptr().add(i).cast(), _mm512_permutexvar_epi16(idx, both));
             }
         }
         n
-    }
-
-    /// What `lo` and `hi` leave after the bf16 values `v` (lanes 0–15 rounded from `lo`, 16–31 from `hi`).
-    #[target_feature(enable = "avx512f")]
-    fn remainders(lo: __m512, hi: __m512, v: __m512i) -> (__m512, __m512) {
-        let widen = |h: __m256i| _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)));
-        (
-            _mm512_sub_ps(lo, widen(_mm512_castsi512_si256(v))),
-            _mm512_sub_ps(hi, widen(_mm512_extracti64x4_epi64::<1>(v))),
-        )
     }
 
     /// The 512 bits of 32 bf16 values as integers.
@@ -683,81 +546,6 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn three_parts_sum_exactly_to_the_value() {
-        let mut x = 1.234_567_9e-3f32;
-        for _ in 0..10_000 {
-            let [hi, mid, lo] = split(x);
-            assert_eq!(hi + mid + lo, x, "{x:e}");
-            assert_eq!((round(hi), round(mid), round(lo)), (hi, mid, lo), "every part is a bf16");
-            x = -(x * 1.618_034 + 0.001).rem_euclid(1.0e4) * if x > 0.0 { 1.0 } else { -1.0 };
-        }
-        let src: Vec<f32> = (0..77).map(|i| (i as f32 * 0.731).sin() * 3.0).collect();
-        let parts = to_pairs(&src, Precision::F32);
-        for (i, &v) in src.iter().enumerate() {
-            let half = |t: usize| {
-                f32::from_bits(if i % 2 == 0 { parts[t][i / 2] << 16 } else { parts[t][i / 2] & 0xffff_0000 })
-            };
-            assert_eq!(half(0) + half(1) + half(2), v, "pair conversion of {i}");
-        }
-        // Two rows paired in three parts: the vector lanes and the scalar tail, and a missing second row.
-        let width = 37;
-        let src: Vec<f32> = (0..2 * width).map(|i| (i as f32 * 0.917).cos() * 5.0).collect();
-        for hi in [Some(&src[width..]), None] {
-            let mut parts = vec![vec![0u32; width]; 3];
-            let mut dst: Vec<&mut [u32]> = parts.iter_mut().map(Vec::as_mut_slice).collect();
-            pair_two_rows(&src[..width], hi, &mut dst);
-            for i in 0..width {
-                let half = |t: usize, high: bool| {
-                    let p = parts[t][i];
-                    f32::from_bits(if high { p & 0xffff_0000 } else { p << 16 })
-                };
-                assert_eq!(half(0, false) + half(1, false) + half(2, false), src[i], "low half of {i}");
-                let want = hi.map_or(0.0, |h| h[i]);
-                assert_eq!(half(0, true) + half(1, true) + half(2, true), want, "high half of {i}");
-            }
-        }
-    }
-
-    /// f32 products of split operands are as accurate as the f32 matrix kernel: both against an f64 sum of the
-    /// unrounded operands, on the AVX-512 tiles and (where present) on AMX tiles.
-    #[test]
-    fn f32_precision_is_as_accurate_as_the_f32_kernel() {
-        if !native() {
-            eprintln!("SKIPPED: no AVX-512 BF16 on this machine");
-            return;
-        }
-        for (rows, k, n) in [(70, 106, 40), (MC + 13, 2 * KC * 2 + 3, NR * 2 + 5), (33, 64, 32)] {
-            let x: Vec<f32> = (0..rows * k).map(|i| ((i as f32) * 0.377).sin() * 2.0).collect();
-            let wt: Vec<f32> = (0..k * n).map(|i| ((i as f32) * 0.291).cos() * 0.5).collect();
-            let b: Vec<f32> = (0..n).map(|j| j as f32 * 0.01 - 0.2).collect();
-            let mut want = vec![0f64; rows * n];
-            for r in 0..rows {
-                for j in 0..n {
-                    let s: f64 = (0..k).map(|c| f64::from(x[r * k + c]) * f64::from(wt[c * n + j])).sum();
-                    want[r * n + j] = s + f64::from(b[j]);
-                }
-            }
-            let err = |y: &[f32]| y.iter().zip(&want).map(|(a, b)| (f64::from(*a) - b).abs()).fold(0.0, f64::max);
-            let f32_kernel = err(&super::super::linear::linear_fma(&x, k, &wt, n, Some(&b)));
-            let mut kernels = vec![Kernel::Avx512];
-            if amx::available() {
-                kernels.push(Kernel::Amx);
-            }
-            for kernel in kernels {
-                let w = Bf16Weight::with(&wt, k, n, kernel, Precision::F32);
-                // One thread: every band long enough for whole 32-row groups whatever the machine's cores.
-                let split = err(&linear(&x, &w, Some(&b))).max(err(&on_threads(1, || linear(&x, &w, Some(&b)))));
-                eprintln!("{kernel:?} {rows}×{k}×{n}: max error {split:e}, f32 kernel {f32_kernel:e}");
-                // An AMX instruction rounds its sum once per 32 products, the f32 kernel once per product: as
-                // accurate. `vdpbf16ps` rounds once per 2 products, 3× as many roundings for the six terms (it
-                // runs only the ragged edges of products on AMX machines).
-                let factor = if kernel == Kernel::Amx { 1.5 } else { 4.0 };
-                assert!(split <= factor * f32_kernel, "{kernel:?} {rows}×{k}×{n}: {split:e} vs {f32_kernel:e}");
-            }
-        }
-    }
-
-    #[test]
     fn rounding_is_to_nearest_even() {
         assert_eq!(round(1.0), 1.0);
         // 1 + 2⁻⁸ lies halfway between two bf16 values: ties go to the even one (1.0).
@@ -786,7 +574,7 @@ pub(crate) mod tests {
                     kernels.push(Kernel::Amx);
                 }
                 for (kernel, threads) in kernels.into_iter().flat_map(|k| [(k, 0), (k, 1)]) {
-                    let w = Bf16Weight::with(&wt, k, n, kernel, Precision::Bf16);
+                    let w = Bf16Weight::with(&wt, k, n, kernel);
                     let y = on_threads(threads, || linear(&x, &w, bias));
                     let err = y.iter().zip(&want).map(|(a, b)| (f64::from(*a) - b).abs()).fold(0.0, f64::max);
                     let scale = want.iter().map(|v| v.abs()).fold(1.0, f64::max);

@@ -65,8 +65,7 @@ pub struct ConvWeights {
     kernel: usize,
     c_in: usize,
     c_out: usize,
-    /// With products on bf16 pairs (bf16 products, or f32 products on AMX tiles): one weight per kernel row,
-    /// `[k·C_in, C_out]`, in bf16 pairs.
+    /// With bf16 products: one weight per kernel row, `[k·C_in, C_out]` in bf16 pairs.
     rows_bf16: Option<Vec<super::bf16::Bf16Weight>>,
 }
 
@@ -87,32 +86,20 @@ impl ConvWeights {
         Self { taps, bias: bias.to_vec(), kernel, c_in, c_out, rows_bf16: None }
     }
 
-    /// The same convolution with its f32 products on AMX tiles ([`super::bf16::Precision::F32`]) where the CPU has
-    /// them and `C_in` is even; unchanged otherwise.
-    pub fn with_f32_tiles(self) -> Self {
-        self.on_pairs(super::bf16::Bf16Weight::f32_on_tiles)
-    }
-
-    /// The kernel rows as pair weights made by `pack(taps, k, n)` where `C_in` is even (so no pair straddles two
-    /// pixels) and `pack` gives one; unchanged otherwise.
-    fn on_pairs(mut self, pack: impl Fn(&[f32], usize, usize) -> Option<super::bf16::Bf16Weight>) -> Self {
-        if !self.c_in.is_multiple_of(2) || self.taps.is_empty() {
-            return self;
-        }
-        let row_k = self.kernel * self.c_in;
-        let rows: Option<Vec<_>> =
-            self.taps.chunks_exact(row_k * self.c_out).map(|t| pack(t, row_k, self.c_out)).collect();
-        if let Some(rows) = rows {
+    /// The same convolution with bf16 products (input and weights rounded to bf16, sums in f32) where the CPU
+    /// multiplies bf16 pairs natively and `C_in` is even (so no pair straddles two pixels); unchanged otherwise.
+    pub fn with_bf16_products(mut self) -> Self {
+        if super::bf16::native() && self.c_in.is_multiple_of(2) {
+            let row_k = self.kernel * self.c_in;
+            let rows = self
+                .taps
+                .chunks_exact(row_k * self.c_out)
+                .map(|t| super::bf16::Bf16Weight::new(t, row_k, self.c_out))
+                .collect();
             self.rows_bf16 = Some(rows);
             self.taps = Vec::new();
         }
         self
-    }
-
-    /// The same convolution with bf16 products (input and weights rounded to bf16, sums in f32) where the CPU
-    /// multiplies bf16 pairs natively and `C_in` is even (so no pair straddles two pixels); unchanged otherwise.
-    pub fn with_bf16_products(self) -> Self {
-        self.on_pairs(|t, k, n| super::bf16::native().then(|| super::bf16::Bf16Weight::new(t, k, n)))
     }
 
     /// Output channels.
@@ -138,10 +125,7 @@ pub fn conv(input: &PaddedImage, w: &ConvWeights, relu: bool, pad_out: usize) ->
     let mut wide = vec![0f32; m * c_out];
     // bf16 products: the input as bf16 pairs of channels, once; a kernel row's view is then `k·C_in / 2`
     // consecutive pairs per output pixel, `C_in / 2` pairs apart.
-    let pairs = w.rows_bf16.as_ref().map(|rows| {
-        let precision = rows.first().map_or(super::bf16::Precision::Bf16, super::bf16::Bf16Weight::precision);
-        (rows, super::bf16::to_pairs(&input.data, precision))
-    });
+    let pairs = w.rows_bf16.as_ref().map(|rows| (rows, super::bf16::to_pairs(&input.data)));
     wide.par_chunks_mut(band * c_out).enumerate().for_each(|(b, dst)| {
         let (r0, rows) = (b * band, dst.len() / c_out);
         for px in dst.chunks_exact_mut(c_out) {
@@ -149,8 +133,7 @@ pub fn conv(input: &PaddedImage, w: &ConvWeights, relu: bool, pad_out: usize) ->
         }
         if let Some((weights, a)) = &pairs {
             for (dy, wr) in weights.iter().enumerate() {
-                let view: Vec<&[u32]> = a.iter().map(|part| &part[(dy * wp + r0) * c_in / 2..]).collect();
-                super::bf16::product_on_pairs(dst, &view, c_in / 2, wr);
+                super::bf16::product_on_pairs(dst, &a[(dy * wp + r0) * c_in / 2..], c_in / 2, wr);
             }
             return;
         }
@@ -232,29 +215,6 @@ mod tests {
                     assert!((got - want).abs() < 1e-5, "({c}, {y}, {xx}): {got} vs {want}");
                 }
             }
-        }
-    }
-
-    /// f32 products on AMX tiles agree with the f32 kernel to f32 rounding; enough input channels for whole tile
-    /// steps plus a remainder, and an edge panel of output channels.
-    #[test]
-    fn f32_tiles_equal_the_f32_convolution() {
-        let (c0, c1, h, wd, k) = (34, 37, 9, 13, 3);
-        let val = |i: usize, s: usize| (((i * 7919 + s * 104_729) % 997) as f32 / 997.0 - 0.5) * 2.0;
-        let x: Vec<f32> = (0..c0 * h * wd).map(|i| val(i, 1)).collect();
-        let w: Vec<f32> = (0..c1 * c0 * k * k).map(|i| val(i, 2) * 0.3).collect();
-        let b: Vec<f32> = (0..c1).map(|i| val(i, 3)).collect();
-        let tiles = ConvWeights::new(&w, &b, c1, c0, k).with_f32_tiles();
-        if tiles.rows_bf16.is_none() {
-            println!("SKIPPED: this CPU has no AMX tiles; the f32 convolution runs on FMAs");
-            return;
-        }
-        let img = PaddedImage::from_chw(&x, c0, h, wd, 1);
-        let want = conv(&img, &ConvWeights::new(&w, &b, c1, c0, k), true, 1);
-        for threads in [0, 1] {
-            let got = crate::kernels::bf16::tests::on_threads(threads, || conv(&img, &tiles, true, 1));
-            let err = got.data.iter().zip(&want.data).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-            assert!(err < 2e-5, "{threads} threads: max abs difference {err:e}");
         }
     }
 

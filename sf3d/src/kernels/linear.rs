@@ -6,21 +6,9 @@ use rayon::prelude::*;
 
 use super::gemm::{MatRef, sgemm};
 
-/// `x [rows, k] · weight_t [k, n] + bias [n]` → `[rows, n]`: on AMX tiles where the CPU has them (the weight
-/// split into bf16 parts for this call, [`super::bf16::Precision::F32`]: an f32 product, and the weight stays f32
-/// in memory), else [`linear_fma`].
+/// `x [rows, k] · weight_t [k, n] + bias [n]` → `[rows, n]`.
 /// Panics if a slice disagrees with the dimensions (the caller takes them from the tensors' shapes).
 pub fn linear(x: &[f32], k: usize, weight_t: &[f32], n: usize, bias: Option<&[f32]>) -> Vec<f32> {
-    assert_eq!(weight_t.len(), n * k, "linear: weight does not match its dimensions");
-    match super::bf16::Bf16Weight::f32_on_tiles(weight_t, k, n) {
-        Some(w) => super::bf16::linear(x, &w, bias),
-        None => linear_fma(x, k, weight_t, n, bias),
-    }
-}
-
-/// [`linear`] on the `gemm` crate's f32 FMA kernels.
-/// Panics if a slice disagrees with the dimensions.
-pub fn linear_fma(x: &[f32], k: usize, weight_t: &[f32], n: usize, bias: Option<&[f32]>) -> Vec<f32> {
     assert!(k > 0 && x.len().is_multiple_of(k), "linear: input rows are not {k} wide");
     assert_eq!(weight_t.len(), n * k, "linear: weight does not match its dimensions");
     if let Some(b) = bias {
@@ -79,14 +67,12 @@ mod tests {
         let wt = transpose(&w, n, k);
         let b = [0.5f32, -1.0, 2.0];
         for bias in [Some(&b[..]), None] {
-            // The default entry (AMX tiles where present) and the FMA kernel.
-            for y in [linear(&x, k, &wt, n, bias), linear_fma(&x, k, &wt, n, bias)] {
-                for r in 0..rows {
-                    for j in 0..n {
-                        let want: f32 =
-                            (0..k).map(|c| x[r * k + c] * w[j * k + c]).sum::<f32>() + bias.map_or(0.0, |b| b[j]);
-                        assert!((y[r * n + j] - want).abs() < 1e-5);
-                    }
+            let y = linear(&x, k, &wt, n, bias);
+            for r in 0..rows {
+                for j in 0..n {
+                    let want: f32 =
+                        (0..k).map(|c| x[r * k + c] * w[j * k + c]).sum::<f32>() + bias.map_or(0.0, |b| b[j]);
+                    assert!((y[r * n + j] - want).abs() < 1e-5);
                 }
             }
         }

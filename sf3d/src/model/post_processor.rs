@@ -36,7 +36,7 @@ impl PixelShuffleUpsampleNetwork {
         let cpu_weights = if on_cpu_f32 {
             convs
                 .iter()
-                .map(|c| cpu_conv_weights(c).map(|w| if bf16 { w.with_bf16_products() } else { w.with_f32_tiles() }))
+                .map(|c| cpu_conv_weights(c).map(|w| if bf16 { w.with_bf16_products() } else { w }))
                 .collect::<Result<Vec<_>>>()?
         } else {
             vec![]
