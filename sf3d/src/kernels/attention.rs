@@ -56,11 +56,6 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], dims: AttentionDims, scale: f3
     attention_with(q, k, v, dims, scale, Isa::Best)
 }
 
-/// Whether attention of these sizes runs on AMX tiles (where `allowed`).
-fn on_tiles(dims: AttentionDims, allowed: bool) -> bool {
-    allowed && bf16::native() && amx::available() && dims.head_dim.is_multiple_of(2 * amx::STEP)
-}
-
 /// [`attention`] with both products in bf16 (queries, keys, values and the softmax weights rounded to bf16, sums
 /// and the softmax in f32) on CPUs with AVX-512 BF16 and heads of even width; elsewhere [`attention`] on
 /// bf16-rounded queries, keys and values.
@@ -75,7 +70,9 @@ fn attention_bf16_with(q: &[f32], k: &[f32], v: &[f32], dims: AttentionDims, sca
         let round = |x: &[f32]| x.iter().map(|&a| bf16::round(a)).collect::<Vec<_>>();
         return attention(&round(q), &round(k), &round(v), dims, scale);
     }
-    let how = if on_tiles(dims, tiles) { Products::Tiles } else { Products::Pairs };
+    // `native()` holds here; AMX tiles take heads that are whole tile steps of pairs.
+    let tiles = tiles && amx::available() && dims.head_dim.is_multiple_of(2 * amx::STEP);
+    let how = if tiles { Products::Tiles } else { Products::Pairs };
     blocked(q, k, v, dims, scale, Isa::Best, how)
 }
 
@@ -275,25 +272,25 @@ impl QueryBlock<'_> {
             while k0 < nk {
                 let kb = kb_max.min(nk - k0);
                 for sb in subs.iter_mut() {
-                    if let (KeysRef::Tiles { kp, vtp }, Some(tiles)) = (keys, &tiles) {
-                        let nkp = nk.next_multiple_of(amx::BLOCK);
-                        let (kp, vtp) = (&kp[(h * nkp + k0) * d / 2..], &vtp[h * d * nkp / 2 + k0 / 2..]);
-                        let keys = TileKeys { kp, vtp, vtp_stride: nkp / 2 };
-                        sb.key_block_tiles(tiles, &mut scores, keys, kb, d, k0 > 0);
-                        continue;
-                    }
-                    let s = &mut scores[..kb * N];
-                    match keys {
-                        KeysRef::F32 { kt, vh } => {
+                    match (keys, &tiles) {
+                        (KeysRef::F32 { kt, vh }, _) => {
                             let (kt, vh) = (&kt[(h * nk + k0) * d..], &vh[(h * nk + k0) * d..]);
-                            sb.key_block::<Q>(s, kt, vh, kb, d, k0 > 0);
+                            sb.key_block::<Q>(&mut scores[..kb * N], kt, vh, kb, d, k0 > 0);
                         }
-                        KeysRef::Bf16 { ktp, vhp } => {
+                        (KeysRef::Bf16 { ktp, vhp }, _) => {
                             let ktp = &ktp[(h * nk + k0) * d / 2..];
                             let vhp = &vhp[(h * nk.div_ceil(2) + k0 / 2) * d..];
-                            sb.key_block_pairs(s, ktp, vhp, kb, d, k0 > 0);
+                            sb.key_block_pairs(&mut scores[..kb * N], ktp, vhp, kb, d, k0 > 0);
                         }
-                        KeysRef::Tiles { .. } => unreachable!("tile layouts are built only where AMX is available"),
+                        (KeysRef::Tiles { kp, vtp }, Some(tiles)) => {
+                            let nkp = nk.next_multiple_of(amx::BLOCK);
+                            let (kp, vtp) = (&kp[(h * nkp + k0) * d / 2..], &vtp[h * d * nkp / 2 + k0 / 2..]);
+                            let keys = TileKeys { kp, vtp, vtp_stride: nkp / 2 };
+                            sb.key_block_tiles(tiles, &mut scores, keys, kb, d, k0 > 0);
+                        }
+                        (KeysRef::Tiles { .. }, None) => {
+                            unreachable!("tile layouts are built only where AMX is available")
+                        }
                     }
                 }
                 k0 += kb;
