@@ -18,6 +18,7 @@ pub mod pipeline;
 pub mod preprocess;
 pub mod progress;
 pub mod test_model;
+pub mod u2net;
 pub mod weights;
 
 pub use error::{Error, Result};

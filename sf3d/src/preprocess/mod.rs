@@ -9,19 +9,22 @@
 //! |---|---|---|
 //! | decode PNG/JPEG/WebP, EXIF orientation, limits | [`decode_image`] | `decode.rs` |
 //! | keep or remove the background ([`BackgroundMode`]) | [`apply_background`], [`has_meaningful_alpha`], [`remove_background`] | `background.rs` |
+//! | which remover runs: built-in or U²-Net ([`BgModel`]) | [`BackgroundRemover`] | `remover.rs` |
 //! | frame the object | [`resize_foreground`] | `foreground.rs` |
-//! | Pillow-exact bicubic RGBA resize | [`pil_resize_bicubic_rgba`] | `resize.rs` |
+//! | Pillow-exact bicubic RGBA and Lanczos RGB / L resize | [`pil_resize_bicubic_rgba`], [`pil_resize_lanczos_rgb`] | `resize.rs` |
 //! | `rgb_cond` / `mask_cond` | [`prepare_conditioning`] | `conditioning.rs` |
 //!
-//! Deviations from the reference, all deliberate: EXIF orientation is applied; background removal is the
-//! built-in plain-backdrop remover instead of rembg/u2net (no model download), and `Auto` keeps an alpha
-//! channel only when it has mostly transparent pixels (see [`has_meaningful_alpha`]). From the
+//! Deviations from the reference, all deliberate: EXIF orientation is applied; background removal runs rembg's
+//! U²-Net ([`crate::u2net`]) when its file is there and the built-in plain-backdrop remover otherwise (no model
+//! download), and `Auto` keeps an alpha channel only when it has mostly transparent pixels (see
+//! [`has_meaningful_alpha`]). From the
 //! `resize_foreground` output on, the port is bit-exact (golden `rgb_cond`/`mask_cond`: max abs error 0).
 
 mod background;
 mod conditioning;
 mod decode;
 mod foreground;
+mod remover;
 mod resize;
 
 use image::RgbaImage;
@@ -35,7 +38,9 @@ pub use background::{
 pub use conditioning::{Conditioning, prepare_conditioning};
 pub use decode::{DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, DecodeLimits, decode_image};
 pub use foreground::{MAX_FOREGROUND_SIDE, alpha_bbox, resize_foreground};
-pub use resize::{PRECISION_BITS, pil_resize_bicubic_rgba};
+pub use remover::{BackgroundRemover, BgModel, U2NET_FILE};
+pub(crate) use resize::muldiv255;
+pub use resize::{PRECISION_BITS, pil_resize_bicubic_rgba, pil_resize_lanczos_gray, pil_resize_lanczos_rgb};
 
 /// Applies the user's background policy to a decoded image (the §4.2 decision, with our rule for `Auto`).
 ///
