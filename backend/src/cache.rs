@@ -93,13 +93,14 @@ mod tests {
 
     fn enc(tag: u8, floats: usize) -> Arc<Encoded> {
         Arc::new(Encoded {
-            key: EncodeKey::new(&[tag], &GenerateParams::default(), "m"),
+            key: EncodeKey::new(&[tag], &GenerateParams::default(), "m", "builtin"),
             input: image::RgbaImage::new(1, 1),
             preprocessed: image::RgbaImage::new(1, 1),
             scene_codes: Tensor::zeros((3, floats, 1, 1), candle_core::DType::F32, &Device::Cpu).unwrap(),
             roughness: 0.5,
             metallic: 0.5,
             sg_amplitudes: None,
+            background_removed_by: None,
             timings: vec![],
         })
     }

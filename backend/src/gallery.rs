@@ -451,6 +451,7 @@ mod tests {
             roughness: 0.5,
             metallic: 0.5,
             sg_amplitudes: None,
+            background_remover: None,
             glb_sha256: "x".into(),
             glb_bytes: 4,
             preview: false,

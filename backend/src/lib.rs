@@ -162,6 +162,7 @@ impl AppInner {
             queue: QueueInfo { waiting, running, capacity },
             auth_required: self.config.api_key.is_some(),
             workers: self.workers.iter().map(|w| w.info()).collect(),
+            background_remover: p.background_remover().name().into(),
         }
     }
 

@@ -19,6 +19,8 @@ use sf3d::config::ModelConfig;
 use sf3d::mesh::tets::TetGrid;
 use sf3d::model::Sf3dNetwork;
 use sf3d::pipeline::{Pipeline, PipelineOptions};
+use sf3d::preprocess::BackgroundRemover;
+use sf3d::u2net::U2Net;
 use sf3d_shared::{DeviceInfo, DeviceKind, ModelInfo, STABILITY_ATTRIBUTION};
 
 /// The hub repository of the release.
@@ -359,8 +361,39 @@ fn is_release_architecture(cfg: &ModelConfig) -> bool {
         && cfg.sf3d.image_estimator.model == "ViT-B-32"
 }
 
-/// Loads the model named by `source` onto `device`.
+/// Loads the model named by `source` onto `device`, and the U²-Net of `options.background_model` (if any) onto
+/// the same device.
 pub fn load_pipeline(
+    source: &ModelSource,
+    choice: DeviceChoice,
+    dtype: Option<DType>,
+    options: PipelineOptions,
+) -> anyhow::Result<Pipeline> {
+    let background_model = options.background_model.clone();
+    let mut p = load_network(source, choice, dtype, options)?;
+    if let Some(path) = background_model {
+        attach_background_model(&mut p, &path)?;
+    }
+    Ok(p)
+}
+
+/// Loads the U²-Net ONNX file at `path` onto `p`'s device and makes it `p`'s background remover.
+pub fn attach_background_model(p: &mut Pipeline, path: &Path) -> anyhow::Result<()> {
+    let device = p.network().device().clone();
+    let net = U2Net::load(path, &device)
+        .with_context(|| format!("loading the background removal model {}", path.display()))?;
+    tracing::info!(
+        variant = net.variant().name(),
+        device = %p.device().name,
+        "background removal: U²-Net from {}",
+        path.display()
+    );
+    p.set_background_remover(BackgroundRemover::U2Net(std::sync::Arc::new(net)));
+    Ok(())
+}
+
+/// The network part of [`load_pipeline`].
+fn load_network(
     source: &ModelSource,
     choice: DeviceChoice,
     dtype: Option<DType>,

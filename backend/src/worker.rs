@@ -465,7 +465,7 @@ fn encode_bytes(
     source_name: Option<String>,
     parent_id: Option<String>,
 ) -> Result<Source, ApiError> {
-    let key = EncodeKey::new(&bytes, params, &p.model().id);
+    let key = EncodeKey::new(&bytes, params, &p.model().id, p.background_remover().name());
     let digest = key.digest();
     let cached = engine.cache.get(&digest);
     engine.metrics.cache_lookup(cached.is_some());

@@ -31,7 +31,7 @@ use crate::mesh::tets::TetGrid;
 use crate::mesh::uv_unwrap::{UnwrapStats, unwrap_uv};
 use crate::model::Sf3dNetwork;
 use crate::preprocess::{
-    DecodeLimits, decode_image, has_meaningful_alpha, prepare_conditioning, remove_background, resize_foreground,
+    BackgroundRemover, DecodeLimits, decode_image, has_meaningful_alpha, prepare_conditioning, resize_foreground,
 };
 use crate::progress::Progress;
 
@@ -130,15 +130,34 @@ impl<'a> StageRunner<'a> {
 
     /// Runs `f` as `stage`.
     fn run<T>(&mut self, stage: Stage, f: impl FnOnce(&mut dyn Progress) -> Result<T>) -> Result<T> {
+        self.run_with(stage, None, f)
+    }
+
+    /// Runs `f` as `stage`, its start and finish events carrying `label` (what ran, for the stage list).
+    fn run_labelled<T>(
+        &mut self,
+        stage: Stage,
+        label: String,
+        f: impl FnOnce(&mut dyn Progress) -> Result<T>,
+    ) -> Result<T> {
+        self.run_with(stage, Some(label), f)
+    }
+
+    fn run_with<T>(
+        &mut self,
+        stage: Stage,
+        label: Option<String>,
+        f: impl FnOnce(&mut dyn Progress) -> Result<T>,
+    ) -> Result<T> {
         self.check()?;
         let started = Instant::now();
-        self.emit(stage, StageState::Started, 0, None);
+        self.emit(stage, StageState::Started, 0, label.clone());
         let out = {
             let mut p = StageProgress { runner: self, stage, started, last: None };
             f(&mut p)?
         };
         let ms = started.elapsed().as_secs_f64() * 1e3;
-        self.emit(stage, StageState::Finished, ms as u64, None);
+        self.emit(stage, StageState::Finished, ms as u64, label);
         self.timings.push(StageTiming { stage, ms, state: StageState::Finished });
         Ok(out)
     }
@@ -150,8 +169,8 @@ impl<'a> StageRunner<'a> {
     }
 }
 
-/// What identifies an encode for caching: the same image content, background policy, foreground ratio and
-/// model give the same scene codes.
+/// What identifies an encode for caching: the same image content, background policy, foreground ratio, model
+/// and background remover give the same scene codes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct EncodeKey {
     /// SHA-256 of the uploaded bytes (hex).
@@ -162,23 +181,30 @@ pub struct EncodeKey {
     pub foreground_ratio_bits: u32,
     /// Model identity.
     pub model_id: String,
+    /// The background remover the pipeline runs ([`BackgroundRemover::name`]).
+    pub remover: String,
 }
 
 impl EncodeKey {
-    /// The key of `bytes` encoded with `params` by `model_id`.
-    pub fn new(bytes: &[u8], params: &GenerateParams, model_id: &str) -> Self {
+    /// The key of `bytes` encoded with `params` by `model_id`, with `remover` removing backgrounds.
+    pub fn new(bytes: &[u8], params: &GenerateParams, model_id: &str, remover: &str) -> Self {
         Self {
             image_sha256: hex(&Sha256::digest(bytes)),
             background: params.background,
             foreground_ratio_bits: params.foreground_ratio.to_bits(),
             model_id: model_id.to_string(),
+            remover: remover.to_string(),
         }
     }
 
-    /// A stable string form (hash of the fields).
+    /// A stable string form (hash of the fields). The built-in remover adds nothing, so keys made before the
+    /// remover was a choice keep their digest.
     pub fn digest(&self) -> String {
-        let text =
+        let mut text =
             format!("{}|{}|{}|{}", self.image_sha256, self.background, self.foreground_ratio_bits, self.model_id);
+        if self.remover != BackgroundRemover::Builtin.name() {
+            text = format!("{text}|{}", self.remover);
+        }
         hex(&Sha256::digest(text.as_bytes()))
     }
 }
@@ -204,6 +230,8 @@ pub struct Encoded {
     pub metallic: f32,
     /// Illumination amplitudes, when estimated.
     pub sg_amplitudes: Option<Vec<f32>>,
+    /// The remover that cut the background out ([`BackgroundRemover::name`]); `None` when the input was kept.
+    pub background_removed_by: Option<String>,
     /// Wall times of the encode stages.
     pub timings: Vec<StageTiming>,
 }
@@ -230,6 +258,10 @@ impl Encoded {
         meta.insert("background".to_string(), self.key.background.to_string());
         meta.insert("foreground_ratio_bits".to_string(), self.key.foreground_ratio_bits.to_string());
         meta.insert("model_id".to_string(), self.key.model_id.clone());
+        meta.insert("remover".to_string(), self.key.remover.clone());
+        if let Some(r) = &self.background_removed_by {
+            meta.insert("background_removed_by".to_string(), r.clone());
+        }
         meta.insert("roughness".to_string(), self.roughness.to_string());
         meta.insert("metallic".to_string(), self.metallic.to_string());
         if let Some(sg) = &self.sg_amplitudes {
@@ -269,6 +301,8 @@ impl Encoded {
                 background,
                 foreground_ratio_bits: get("foreground_ratio_bits")?.parse().map_err(|_| bad("bad ratio".into()))?,
                 model_id: get("model_id")?,
+                // Caches written before the remover was a choice were made by the built-in one.
+                remover: m.get("remover").cloned().unwrap_or_else(|| BackgroundRemover::Builtin.name().to_string()),
             },
             input,
             preprocessed,
@@ -276,6 +310,7 @@ impl Encoded {
             roughness: parse_f("roughness")?,
             metallic: parse_f("metallic")?,
             sg_amplitudes,
+            background_removed_by: m.get("background_removed_by").cloned(),
             timings: Vec::new(),
         })
     }
@@ -320,6 +355,9 @@ pub struct PipelineOptions {
     /// reference CLI and app do. Off: use the image's framing as is, like the reference's `run_image` API (the
     /// golden sets were made that way).
     pub crop_foreground: bool,
+    /// rembg's U²-Net ONNX file to remove backgrounds with, loaded onto the pipeline's device by whoever builds
+    /// the pipeline ([`Pipeline::set_background_remover`]); `None`: the built-in remover.
+    pub background_model: Option<std::path::PathBuf>,
 }
 
 impl Default for PipelineOptions {
@@ -329,6 +367,7 @@ impl Default for PipelineOptions {
             texture_seed: 0,
             estimate_illumination: false,
             crop_foreground: true,
+            background_model: None,
         }
     }
 }
@@ -340,6 +379,7 @@ pub struct Pipeline {
     grid: TetGrid,
     model: ModelInfo,
     device: DeviceInfo,
+    remover: BackgroundRemover,
     /// Settings.
     pub options: PipelineOptions,
 }
@@ -353,7 +393,17 @@ impl Pipeline {
         device: DeviceInfo,
         options: PipelineOptions,
     ) -> Self {
-        Self { net, grid, model, device, options }
+        Self { net, grid, model, device, remover: BackgroundRemover::Builtin, options }
+    }
+
+    /// The background remover encodes run ([`BackgroundRemover::Builtin`] unless set).
+    pub fn background_remover(&self) -> &BackgroundRemover {
+        &self.remover
+    }
+
+    /// Sets the background remover.
+    pub fn set_background_remover(&mut self, remover: BackgroundRemover) {
+        self.remover = remover;
     }
 
     /// The network.
@@ -385,7 +435,7 @@ impl Pipeline {
     pub fn encode(&self, bytes: &[u8], params: &GenerateParams, events: &mut dyn Events) -> Result<Encoded> {
         params.validate()?;
         let mut r = StageRunner::new(events);
-        let key = EncodeKey::new(bytes, params, &self.model.id);
+        let key = EncodeKey::new(bytes, params, &self.model.id, self.remover.name());
         let input = r.run(Stage::Decode, |_| decode_image(bytes, &self.options.decode_limits))?;
         self.encode_image(key, input, params, &mut r)
     }
@@ -403,8 +453,9 @@ impl Pipeline {
             BackgroundMode::Always => true,
             BackgroundMode::Never => false,
         };
+        let removed_by = remove.then(|| self.remover.name().to_string());
         let cut = if remove {
-            r.run(Stage::RemoveBackground, |_| remove_background(&input))?
+            r.run_labelled(Stage::RemoveBackground, self.remover.label(), |_| self.remover.remove(&input))?
         } else {
             let why = if params.background == BackgroundMode::Never {
                 "background removal is off"
@@ -460,6 +511,7 @@ impl Pipeline {
             roughness,
             metallic,
             sg_amplitudes,
+            background_removed_by: removed_by,
             timings: std::mem::take(&mut r.timings),
         })
     }
@@ -601,6 +653,7 @@ impl Pipeline {
             roughness: enc.roughness,
             metallic: enc.metallic,
             sg_amplitudes: enc.sg_amplitudes.clone(),
+            background_remover: enc.background_removed_by.clone(),
             glb_sha256: hex(&Sha256::digest(&ext.glb)),
             glb_bytes: ext.glb.len() as u64,
             preview: false,

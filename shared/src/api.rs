@@ -129,6 +129,10 @@ pub struct HealthResponse {
     /// Every inference worker (one per `--device` entry); `device` above is the first one's.
     #[serde(default)]
     pub workers: Vec<WorkerInfo>,
+    /// The background remover jobs run when an image needs its background removed: `builtin` (plain
+    /// backdrops), `u2net` or `u2netp` (rembg's learned model, `--bg-model`).
+    #[serde(default)]
+    pub background_remover: String,
 }
 
 /// `GET /api/jobs/{id}`: a job's state, live or from the journal (finished jobs are kept for a day, across
@@ -239,6 +243,10 @@ pub struct MeshMetadata {
     /// Spherical-Gaussian illumination amplitudes, when estimated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sg_amplitudes: Option<Vec<f32>>,
+    /// Which remover cut the background out (`builtin`, `u2net`, `u2netp`); absent when the image was kept as
+    /// it came (it had an alpha channel, or removal was off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub background_remover: Option<String>,
     /// Hex SHA-256 of `mesh.glb`.
     pub glb_sha256: String,
     /// Size of `mesh.glb`.

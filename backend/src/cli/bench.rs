@@ -16,7 +16,9 @@ use clap::Args;
 use serde::Serialize;
 use sf3d::pipeline::{Encoded, NoEvents, Pipeline, PipelineOptions, png_bytes};
 use sf3d::pipeline::{Events, StageEvent};
-use sf3d_backend::model_source::{full_size_random_pipeline, gpu_used_bytes, load_pipeline, open_device};
+use sf3d_backend::model_source::{
+    attach_background_model, full_size_random_pipeline, gpu_used_bytes, load_pipeline, open_device,
+};
 use sf3d_shared::{ModelInfo, RemeshOption, Stage, StageState};
 
 use super::{ModelArgs, ParamArgs};
@@ -167,6 +169,9 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
     } else {
         load_pipeline(&a.model.source()?, a.model.device()?, a.model.dtype()?, PipelineOptions::default())?
     };
+    if let Some(path) = a.model.background_model()? {
+        attach_background_model(&mut pipeline, &path)?;
+    }
     if let Some(b) = a.attention_budget {
         pipeline.network_mut().attention.max_score_elements = b;
     }

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use sf3d::preprocess::{BgModel, U2NET_FILE};
 use sf3d_backend::model_source::{DeviceChoice, ModelSource};
 use sf3d_shared::{BackgroundMode, GenerateParams, RemeshOption};
 
@@ -57,6 +58,10 @@ pub struct ModelArgs {
     /// Compute dtype of the transformer stack: f32 (default on CPU) or bf16 (default on CUDA).
     #[arg(long, env = "SF3D_DTYPE")]
     pub dtype: Option<String>,
+    /// Background remover: `auto` (rembg's U²-Net from $U2NET_HOME/u2net.onnx or ~/.u2net/u2net.onnx when
+    /// there, else the built-in remover), `builtin`, or the path of a u2net/u2netp ONNX file.
+    #[arg(long, env = "SF3D_BG_MODEL", default_value = "auto")]
+    pub bg_model: String,
 }
 
 impl ModelArgs {
@@ -76,6 +81,20 @@ impl ModelArgs {
             Some("f16") => Ok(Some(candle_core::DType::F16)),
             Some(other) => anyhow::bail!("unknown dtype {other:?}: use f32, bf16 or f16"),
         }
+    }
+
+    /// The U²-Net file `--bg-model` names or `auto` finds; `None` for the built-in remover (logged once when
+    /// `auto` found no file).
+    pub fn background_model(&self) -> anyhow::Result<Option<PathBuf>> {
+        let choice: BgModel = self.bg_model.parse().map_err(|e| anyhow::anyhow!("--bg-model: {e}"))?;
+        let file = choice.file_from_env();
+        if choice == BgModel::Auto && file.is_none() {
+            tracing::info!(
+                "background removal: no {U2NET_FILE} in $U2NET_HOME or ~/.u2net; using the built-in remover \
+                 (plain backdrops; rembg's U²-Net handles photos: see README)"
+            );
+        }
+        Ok(file)
     }
 }
 

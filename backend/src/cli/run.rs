@@ -84,7 +84,11 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     if files.is_empty() {
         anyhow::bail!("no images found in {:?}", a.inputs);
     }
-    let options = PipelineOptions { crop_foreground: !a.no_crop, ..Default::default() };
+    let options = PipelineOptions {
+        crop_foreground: !a.no_crop,
+        background_model: a.model.background_model()?,
+        ..Default::default()
+    };
     let pipeline = load_pipeline(&a.model.source()?, a.model.device()?, a.model.dtype()?, options)?;
     if pipeline.model().test_model {
         eprintln!("warning: no --model given: using the built-in test model ({})", sf3d_shared::TEST_MODEL_LABEL);
@@ -146,7 +150,7 @@ fn generate_one(
 ) -> anyhow::Result<String> {
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let mut events = CliProgress::new(&file.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default());
-    let key = EncodeKey::new(&bytes, params, &p.model().id);
+    let key = EncodeKey::new(&bytes, params, &p.model().id, p.background_remover().name());
     let cached = cache.and_then(|c| load_cached(c, &key));
     let (encoded, mut timings) = match cached {
         Some(enc) => {

@@ -119,7 +119,8 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     let dtype = a.model.dtype()?;
     let gallery =
         Arc::new(Gallery::open(&a.data).with_context(|| format!("opening the gallery in {}", a.data.display()))?);
-    let options = PipelineOptions { decode_limits: limits, ..Default::default() };
+    let background_model = a.model.background_model()?;
+    let options = PipelineOptions { decode_limits: limits, background_model, ..Default::default() };
     let pipelines = load_pipelines(&source, &devices, dtype, options)?;
     let Some((first, more)) = pipelines.split_first() else { anyhow::bail!("--device names no device") };
     for (i, p) in pipelines.iter().enumerate() {

@@ -11,11 +11,11 @@
 //! loader maps the file's `Conv` nodes onto it one by one and checks every shape, so a file of another network
 //! is refused instead of producing a wrong mask.
 
-#[cfg(test)]
-use candle_core::Device;
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
 
 use crate::error::Result;
+use crate::kernels::conv::{ConvWeights, PaddedImage, conv};
+use crate::model::ops::with_cpu_f32;
 
 /// Which published network a file holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,11 +199,40 @@ pub struct Conv {
     pub weight: Tensor,
     /// Bias, broadcastable over `[N, c_out, H, W]`.
     pub bias: Tensor,
+    /// The same weights for [`crate::kernels::conv`] (no im2col buffer), when the network is on the CPU and the
+    /// convolution is undilated: every full-resolution convolution, nearly all of the work.
+    cpu: Option<ConvWeights>,
 }
 
 impl Conv {
+    /// A convolution from folded weights `[c_out, c_in, k, k]` and bias `[c_out]`, on `device`.
+    pub fn new(spec: ConvSpec, weight: Vec<f32>, bias: Vec<f32>, device: &Device) -> Result<Self> {
+        let k = spec.kernel;
+        let cpu =
+            (device.is_cpu() && spec.dilation == 1).then(|| ConvWeights::new(&weight, &bias, spec.c_out, spec.c_in, k));
+        Ok(Self {
+            spec,
+            weight: Tensor::from_vec(weight, (spec.c_out, spec.c_in, k, k), device)?,
+            bias: Tensor::from_vec(bias, (1, spec.c_out, 1, 1), device)?,
+            cpu,
+        })
+    }
+
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let p = self.spec.padding();
+        if let Some(w) = &self.cpu {
+            let (n, c, h, wd) = x.dims4()?;
+            let out = with_cpu_f32(x, |data| {
+                data.chunks_exact(c * h * wd)
+                    .map(|chw| conv(&PaddedImage::from_chw(chw, c, h, wd, p), w, self.spec.rebn, 0).data)
+                    .collect::<Vec<_>>()
+            })?;
+            if let Some(images) = out {
+                // Channel-last `[H·W, C_out]` per image back to channel-first.
+                let hwc = Tensor::from_vec(images.concat(), (n, h * wd, self.spec.c_out), x.device())?;
+                return Ok(hwc.transpose(1, 2)?.reshape((n, self.spec.c_out, h, wd))?);
+            }
+        }
         let y = x.conv2d(&self.weight, p, 1, self.spec.dilation, 1)?.broadcast_add(&self.bias)?;
         Ok(if self.spec.rebn { y.relu()? } else { y })
     }
@@ -353,11 +382,7 @@ impl Network {
             .enumerate()
             .map(|(i, spec)| {
                 let (w, b) = init(i, spec);
-                Ok(Conv {
-                    spec: *spec,
-                    weight: Tensor::from_vec(w, (spec.c_out, spec.c_in, spec.kernel, spec.kernel), device)?,
-                    bias: Tensor::from_vec(b, (1, spec.c_out, 1, 1), device)?,
-                })
+                Conv::new(*spec, w, b, device)
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self { variant, convs, sampling })

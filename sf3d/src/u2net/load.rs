@@ -4,7 +4,7 @@
 //! folded them already), the bilinear sampling rule from the `Resize`/`Upsample` nodes, and a check that the
 //! graph's first output is the sigmoid of the last convolution.
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 
 use super::arch::{self, Conv, ConvSpec, Network, Sampling, Variant};
 use super::onnx::{Graph, NodeProto, Weight};
@@ -31,13 +31,7 @@ pub fn network(graph: &Graph, device: &Device) -> Result<Network> {
             Ok(weights) => {
                 let convs = weights
                     .into_iter()
-                    .map(|(spec, w, b)| {
-                        Ok(Conv {
-                            spec,
-                            weight: Tensor::from_vec(w, (spec.c_out, spec.c_in, spec.kernel, spec.kernel), device)?,
-                            bias: Tensor::from_vec(b, (1, spec.c_out, 1, 1), device)?,
-                        })
-                    })
+                    .map(|(spec, w, b)| Conv::new(spec, w, b, device))
                     .collect::<Result<Vec<_>>>()?;
                 return Ok(Network { variant, convs, sampling });
             }
