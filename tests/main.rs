@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
+/// Background removal with rembg's U²-Net: selection, stage label, health and metadata.
+mod background;
 /// The headless-Chromium UI test (run by `cargo xtask test`: needs the built UI and Chromium).
 mod browser;
 /// The snippets of docs/clients.md, executed.

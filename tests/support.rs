@@ -90,6 +90,8 @@ pub struct Options {
     pub job_timeout: Option<Duration>,
     /// `--test-hook` values.
     pub test_hooks: TestHooks,
+    /// `--bg-model` as resolved: a U²-Net ONNX file, or `None` for the built-in remover.
+    pub background_model: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -112,6 +114,7 @@ impl Default for Options {
             workers: 2,
             job_timeout: None,
             test_hooks: TestHooks::default(),
+            background_model: None,
         }
     }
 }
@@ -137,10 +140,10 @@ impl TestServer {
         let data = opts.data.clone().unwrap_or_else(|| temp_dir("data"));
         let d = data.clone();
         let workers = opts.workers.max(1);
+        let options = PipelineOptions { background_model: opts.background_model.clone(), ..Default::default() };
         let engine = tokio::task::spawn_blocking(move || {
             let devices = vec![DeviceChoice::Cpu; workers];
-            let pipelines =
-                load_pipelines(&ModelSource::Builtin, &devices, None, PipelineOptions::default()).expect("test model");
+            let pipelines = load_pipelines(&ModelSource::Builtin, &devices, None, options).expect("test model");
             let gallery = std::sync::Arc::new(Gallery::open(&d).expect("gallery"));
             Engine::with_workers(pipelines[0].clone(), pipelines[1..].to_vec(), gallery, EncodeCache::new(256 << 20))
         })

@@ -526,3 +526,63 @@ fn remote_client_saves_results_and_merges_into_the_seed_folder() {
     rt.block_on(async { tokio::time::sleep(std::time::Duration::from_millis(200)).await });
     server.stop();
 }
+
+/// An opaque PNG: the bench image's object on a white backdrop (background removal applies).
+fn opaque_png(dir: &Path, name: &str) -> PathBuf {
+    let mut img = sf3d::test_model::bench_image(200);
+    for p in img.pixels_mut() {
+        if p.0[3] < 128 {
+            p.0 = [255, 255, 255, 255];
+        }
+        p.0[3] = 255;
+    }
+    let path = dir.join(name);
+    std::fs::write(&path, sf3d::pipeline::png_bytes(&img).unwrap()).unwrap();
+    path
+}
+
+/// `--bg-model auto` without rembg's file runs the built-in remover and says so in one log line; with the file in
+/// `$U2NET_HOME` it runs U²-Net (skipped without python3 + onnxruntime, see sf3d::u2net::reference); a broken
+/// file stops the run with the file's name.
+#[test]
+fn background_model_auto_falls_back_finds_rembgs_file_and_refuses_broken_ones() {
+    let dir = temp_dir("bg-model");
+    let empty = temp_dir("bg-empty");
+    let img = opaque_png(&dir, "white.png");
+    let (e, o1) = (empty.to_str().unwrap(), dir.join("out-builtin"));
+    let o = sf3d(
+        &["run", img.to_str().unwrap(), "--out", o1.to_str().unwrap(), "--texture-resolution", "512"],
+        &[("SF3D_BG_MODEL", "auto"), ("U2NET_HOME", e), ("HOME", e)],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stderr(&o).matches("using the built-in remover").count(), 1, "{}", stderr(&o));
+    assert_eq!(read_meta(&o1.join("white")).background_remover.as_deref(), Some("builtin"));
+
+    let garbage = dir.join("garbage.onnx");
+    std::fs::write(&garbage, b"\x08\x96\x01 not an onnx model \xff\xff").unwrap();
+    let o = sf3d(
+        &["run", img.to_str().unwrap(), "--out", dir.join("out-bad").to_str().unwrap()],
+        &[("SF3D_BG_MODEL", garbage.to_str().unwrap())],
+    );
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains(garbage.to_str().unwrap()) && stderr(&o).contains("not an ONNX model"),
+        "{}",
+        stderr(&o)
+    );
+
+    let Some(reference) = sf3d::u2net::reference::make_reference(&temp_dir("bg-reference"), &["u2netp"]) else {
+        return;
+    };
+    let home = temp_dir("bg-home");
+    std::fs::copy(reference.join("u2netp.onnx"), home.join(sf3d::preprocess::U2NET_FILE)).unwrap();
+    let o2 = dir.join("out-learned");
+    let photo = reference.join("photo.png");
+    let o = sf3d(
+        &["run", photo.to_str().unwrap(), "--out", o2.to_str().unwrap(), "--texture-resolution", "512"],
+        &[("SF3D_BG_MODEL", "auto"), ("U2NET_HOME", home.to_str().unwrap()), ("HOME", e)],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("using the built-in remover"), "{}", stderr(&o));
+    assert_eq!(read_meta(&o2.join("photo")).background_remover.as_deref(), Some("u2netp"));
+}

@@ -11,16 +11,16 @@
 //! Without them these tests print why and pass, unless `SF3D_REQUIRE_ONNXRUNTIME=1` (set by `cargo xtask test`),
 //! in which case they fail.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
 use candle_core::Device;
 use prost::Message;
 use sf3d::preprocess::{BackgroundRemover, BgModel, U2NET_FILE, remove_background};
+use sf3d::u2net::reference::make_reference;
 use sf3d::u2net::{self, U2Net, Variant, onnx};
-
-const REQUIRE_ENV: &str = "SF3D_REQUIRE_ONNXRUNTIME";
 
 /// Largest difference allowed between our prediction and ONNX Runtime's.
 const PRED_TOL: f32 = 1e-4;
@@ -34,21 +34,7 @@ fn reference() -> Option<&'static Path> {
     static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("sf3d-u2net-reference-{}", std::process::id()));
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/u2net/make_reference.py");
-        let out = Command::new("python3").arg(&script).arg(&dir).output();
-        let why = match out {
-            Ok(o) if o.status.success() => {
-                println!("{}", String::from_utf8_lossy(&o.stdout).trim());
-                return Some(dir);
-            }
-            Ok(o) => format!("{} failed: {}", script.display(), String::from_utf8_lossy(&o.stderr).trim()),
-            Err(e) => format!("python3 cannot be started: {e}"),
-        };
-        if std::env::var(REQUIRE_ENV).as_deref() == Ok("1") {
-            panic!("{why} ({REQUIRE_ENV}=1)");
-        }
-        println!("SKIPPED: {why} (python3 with numpy, Pillow, onnx and onnxruntime makes the reference)");
-        None
+        make_reference(&dir, &[])
     })
     .as_deref()
 }

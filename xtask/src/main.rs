@@ -31,9 +31,17 @@ const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// package (clients/python/pyproject.toml pins the same versions).
 const PYTHON_PACKAGES: [&str; 2] = ["requests==2.32.3", "websockets==13.1"];
 /// Python packages the test suites import, pinned: pytest and the client package's optional extras (its suite
-/// feeds it NumPy and PIL images and draws a tqdm bar), and schemathesis (the OpenAPI check of the live server).
-const PYTHON_TEST_PACKAGES: [&str; 5] =
-    ["pytest==9.2.0", "numpy==2.4.6", "Pillow==13.0.0", "tqdm==4.70.1", "schemathesis==4.32.5"];
+/// feeds it NumPy and PIL images and draws a tqdm bar), schemathesis (the OpenAPI check of the live server), and
+/// onnx + onnxruntime (the U²-Net reference of sf3d/tests/u2net/make_reference.py).
+const PYTHON_TEST_PACKAGES: [&str; 7] = [
+    "pytest==9.2.0",
+    "numpy==2.4.6",
+    "Pillow==13.0.0",
+    "tqdm==4.70.1",
+    "schemathesis==4.32.5",
+    "onnx==1.23.2",
+    "onnxruntime==1.32.0",
+];
 /// Oldest Python the pinned packages install on (numpy 2.4 needs 3.11).
 const PYTHON_MIN: (u32, u32) = (3, 11);
 /// The Python client package (`pip install ./clients/python`).
@@ -522,6 +530,7 @@ fn test(args: &[String]) -> Result {
     let with_env = |mut c: Command| {
         c.env("SF3D_DIST", root().join("dist"))
             .env("SF3D_REQUIRE_VALIDATOR", "1")
+            .env("SF3D_REQUIRE_ONNXRUNTIME", "1")
             .env("SF3D_GLB_DIR", &glb_dir)
             .env("SF3D_ARTIFACTS", &artifacts);
         c

@@ -89,7 +89,7 @@ impl ModelArgs {
         let choice: BgModel = self.bg_model.parse().map_err(|e| anyhow::anyhow!("--bg-model: {e}"))?;
         let file = choice.file_from_env();
         if choice == BgModel::Auto && file.is_none() {
-            tracing::info!(
+            tracing::warn!(
                 "background removal: no {U2NET_FILE} in $U2NET_HOME or ~/.u2net; using the built-in remover \
                  (plain backdrops; rembg's U²-Net handles photos: see README)"
             );

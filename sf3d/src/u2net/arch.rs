@@ -368,25 +368,6 @@ impl Network {
         let d0 = cur.conv(&Tensor::cat(&sides, 1)?)?;
         Ok(candle_nn::ops::sigmoid(&d0)?)
     }
-
-    /// The network on `device` with every weight zero except what `init` sets (tests).
-    #[cfg(test)]
-    pub fn with_weights(
-        variant: Variant,
-        sampling: Sampling,
-        device: &Device,
-        mut init: impl FnMut(usize, &ConvSpec) -> (Vec<f32>, Vec<f32>),
-    ) -> Result<Self> {
-        let convs = conv_specs(variant)
-            .iter()
-            .enumerate()
-            .map(|(i, spec)| {
-                let (w, b) = init(i, spec);
-                Conv::new(*spec, w, b, device)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Self { variant, convs, sampling })
-    }
 }
 
 #[cfg(test)]

@@ -166,7 +166,7 @@ fn sampling(graph: &Graph) -> Result<Sampling> {
 
 /// The graph's first output must be `Sigmoid` of the last `Conv` (the fused map `d0`).
 fn check_output(graph: &Graph, last_conv: Option<&NodeProto>) -> Result<()> {
-    let producer = graph.nodes.iter().find(|n| n.output.iter().any(|o| *o == graph.output));
+    let producer = graph.nodes.iter().find(|n| n.output.contains(&graph.output));
     let ok = match (producer, last_conv) {
         (Some(p), Some(c)) => p.op_type == "Sigmoid" && p.input.first() == c.output.first(),
         _ => false,

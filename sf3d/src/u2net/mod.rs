@@ -17,6 +17,8 @@
 mod arch;
 mod load;
 pub mod onnx;
+#[doc(hidden)]
+pub mod reference;
 mod rembg;
 
 use std::path::{Path, PathBuf};

@@ -229,7 +229,7 @@ fn to_weight(path: &Path, t: TensorProto) -> Result<Weight> {
     } else {
         t.raw_data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
     };
-    if count != Some(values.len()) || (!t.raw_data.is_empty() && t.raw_data.len() % 4 != 0) {
+    if count != Some(values.len()) || (!t.raw_data.is_empty() && !t.raw_data.len().is_multiple_of(4)) {
         return Err(bad(path, format!("initializer {:?} of shape {:?} holds {} values", t.name, t.dims, values.len())));
     }
     Ok(Weight { dims, values })

@@ -16,7 +16,7 @@ rembg's steps are those of its U2netSession.predict, BaseSession.normalize and n
 RGB, LANCZOS to 320², divided by the largest byte, ImageNet mean/std; first output min-max normalised, times
 255 as uint8, LANCZOS back to the image size; Image.composite(image, transparent, mask).
 
-usage: python3 make_reference.py OUT_DIR
+usage: python3 make_reference.py OUT_DIR [u2net|u2netp ...]   (both when none is named)
 """
 
 import sys
@@ -196,7 +196,7 @@ def rembg_cutout(img, pred):
     return Image.composite(img, Image.new("RGBA", img.size, 0), mask)
 
 
-def main(out_dir):
+def main(out_dir, variants):
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     image = photo()
@@ -204,7 +204,10 @@ def main(out_dir):
     # SF3D opens the image as RGBA before rembg sees it.
     rgba = image.convert("RGBA")
     x = rembg_input(rgba)
+    wanted = set(variants) or {"u2net", "u2netp"}
     for variant, seed, keep_bn in [("u2net", 11, False), ("u2netp", 12, True)]:
+        if variant not in wanted:
+            continue
         model = build(variant, seed, keep_bn)
         path = out / f"{variant}.onnx"
         onnx.save(model, path)
@@ -220,6 +223,6 @@ def main(out_dir):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
+    if len(sys.argv) < 2 or not set(sys.argv[2:]) <= {"u2net", "u2netp"}:
         sys.exit(__doc__)
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2:])
