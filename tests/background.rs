@@ -13,7 +13,7 @@ use sf3d_shared::{BackgroundMode, HealthResponse, ServerMessage, Stage, StageSta
 use crate::support::{Options, TestServer, WsClient, fast_params, get, temp_dir};
 
 async fn health(srv: &TestServer) -> HealthResponse {
-    get(&srv.base, "/health", None).await.json().await.unwrap()
+    get(&srv.base, "/api/health", None).await.json().await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]

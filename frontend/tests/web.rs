@@ -47,7 +47,8 @@ fn health(test_model: bool, attribution: Option<&str>) -> HealthResponse {
     let mut h: HealthResponse = serde_json::from_str(
         r#"{"status": "ok", "version": "0.1.0", "protocol": 1, "device": {"kind": "cpu", "name": "cpu (2 threads)"},
             "model": {"id": "builtin-test", "test_model": true, "dtype": "f32"},
-            "queue": {"waiting": 0, "running": 1, "capacity": 16}, "auth_required": false}"#,
+            "queue": {"waiting": 0, "running": 1, "capacity": 16}, "auth_required": false,
+            "background_remover": "u2net"}"#,
     )
     .unwrap();
     h.model.test_model = test_model;
@@ -170,6 +171,7 @@ async fn health_banner_warns_about_the_test_model_and_credits_the_weights() {
     assert!(find(&root, "test-model-warning").is_some());
     assert!(find(&root, "attribution").is_none());
     assert_eq!(text(&root, "health-device"), "cpu (2 threads)");
+    assert_eq!(text(&root, "health-remover"), "U²-Net (u2net)");
 
     studio.health.set(Some(Ok(health(false, Some("Powered by Stability AI")))));
     leptos::task::tick().await;

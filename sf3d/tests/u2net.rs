@@ -33,7 +33,8 @@ const INPUT_TOL: f32 = 1e-6;
 fn reference() -> Option<&'static Path> {
     static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("sf3d-u2net-reference-{}", std::process::id()));
+        // Overwritten by every run (the U²-Net file is 176 MB: one copy, in the build's scratch folder).
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("u2net-reference");
         make_reference(&dir, &[])
     })
     .as_deref()

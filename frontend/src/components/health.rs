@@ -27,6 +27,14 @@ fn TestModelWarning() -> impl IntoView {
     }
 }
 
+/// How the banner names a background remover (`HealthResponse::background_remover`).
+fn remover_text(name: &str) -> String {
+    match name {
+        "builtin" => "built-in remover (plain backdrops)".to_owned(),
+        learned => format!("U²-Net ({learned})"),
+    }
+}
+
 /// Device, model and queue of a reachable server.
 #[component]
 fn ServerFacts(
@@ -38,6 +46,8 @@ fn ServerFacts(
     queue: Option<QueueInfo>,
     /// Server software version.
     version: String,
+    /// The background remover (health has it, `hello` does not).
+    remover: Option<String>,
 ) -> impl IntoView {
     view! {
         <dl class="facts" data-testid="server-facts">
@@ -55,6 +65,16 @@ fn ServerFacts(
                         <div>
                             <dt>"Queue"</dt>
                             <dd data-testid="health-queue">{format!("{} running, {} waiting", q.running, q.waiting)}</dd>
+                        </div>
+                    }
+                })}
+            {remover
+                .filter(|r| !r.is_empty())
+                .map(|r| {
+                    view! {
+                        <div>
+                            <dt>"Backgrounds"</dt>
+                            <dd data-testid="health-remover">{remover_text(&r)}</dd>
                         </div>
                     }
                 })}
@@ -111,12 +131,20 @@ pub fn HealthBanner() -> impl IntoView {
         }
         let connected = studio.conn.with(|c| *c == ConnState::Connected);
         match (studio.health.get(), studio.server.get()) {
-            (Some(Ok(h)), _) => {
-                view! { <ServerFacts device=h.device model=h.model queue=Some(h.queue) version=h.version /> }.into_any()
+            (Some(Ok(h)), _) => view! {
+                <ServerFacts
+                    device=h.device
+                    model=h.model
+                    queue=Some(h.queue)
+                    version=h.version
+                    remover=Some(h.background_remover)
+                />
             }
+            .into_any(),
             // No health answer (yet), or it failed while the socket is up: show what `hello` said.
             (None, Some(s)) | (Some(Err(_)), Some(s)) if connected => {
-                view! { <ServerFacts device=s.device model=s.model queue=None version=s.version /> }.into_any()
+                view! { <ServerFacts device=s.device model=s.model queue=None version=s.version remover=None /> }
+                    .into_any()
             }
             (Some(Err(e)), _) => {
                 let title = if e.is_unreachable() { "Server unreachable" } else { "Server error" };
