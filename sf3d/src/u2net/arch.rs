@@ -12,8 +12,9 @@
 //! is refused instead of producing a wrong mask.
 
 use candle_core::{Device, Tensor};
+use rayon::prelude::*;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::kernels::conv::{ConvWeights, PaddedImage, conv};
 use crate::model::ops::with_cpu_f32;
 
@@ -190,50 +191,63 @@ impl Sampling {
     }
 }
 
-/// A convolution with its batch norm folded in: `[c_out, c_in, k, k]` weights and `[1, c_out, 1, 1]` bias.
+/// A convolution with its batch norm folded in.
 #[derive(Debug, Clone)]
 pub struct Conv {
     /// Shape and kind.
     pub spec: ConvSpec,
-    /// Weights.
-    pub weight: Tensor,
-    /// Bias, broadcastable over `[N, c_out, H, W]`.
-    pub bias: Tensor,
-    /// The same weights for [`crate::kernels::conv`] (no im2col buffer), when the network is on the CPU and the
-    /// convolution is undilated: every full-resolution convolution, nearly all of the work.
-    cpu: Option<ConvWeights>,
+    /// The weights, in the form the convolution runs in.
+    weights: ConvForm,
+}
+
+/// Where a convolution runs.
+#[derive(Debug, Clone)]
+enum ConvForm {
+    /// [`crate::kernels::conv`] (no im2col buffer): on the CPU, undilated convolutions, nearly all of the work.
+    Kernel(ConvWeights),
+    /// candle's `conv2d`.
+    Candle {
+        /// `[c_out, c_in, k, k]`.
+        weight: Tensor,
+        /// `[1, c_out, 1, 1]`, broadcast over `[N, c_out, H, W]`.
+        bias: Tensor,
+    },
 }
 
 impl Conv {
     /// A convolution from folded weights `[c_out, c_in, k, k]` and bias `[c_out]`, on `device`.
     pub fn new(spec: ConvSpec, weight: Vec<f32>, bias: Vec<f32>, device: &Device) -> Result<Self> {
         let k = spec.kernel;
-        let cpu =
-            (device.is_cpu() && spec.dilation == 1).then(|| ConvWeights::new(&weight, &bias, spec.c_out, spec.c_in, k));
-        Ok(Self {
-            spec,
-            weight: Tensor::from_vec(weight, (spec.c_out, spec.c_in, k, k), device)?,
-            bias: Tensor::from_vec(bias, (1, spec.c_out, 1, 1), device)?,
-            cpu,
-        })
+        let weights = if device.is_cpu() && spec.dilation == 1 {
+            ConvForm::Kernel(ConvWeights::new(&weight, &bias, spec.c_out, spec.c_in, k))
+        } else {
+            ConvForm::Candle {
+                weight: Tensor::from_vec(weight, (spec.c_out, spec.c_in, k, k), device)?,
+                bias: Tensor::from_vec(bias, (1, spec.c_out, 1, 1), device)?,
+            }
+        };
+        Ok(Self { spec, weights })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let p = self.spec.padding();
-        if let Some(w) = &self.cpu {
-            let (n, c, h, wd) = x.dims4()?;
-            let out = with_cpu_f32(x, |data| {
-                data.chunks_exact(c * h * wd)
-                    .map(|chw| conv(&PaddedImage::from_chw(chw, c, h, wd, p), w, self.spec.rebn, 0).data)
-                    .collect::<Vec<_>>()
-            })?;
-            if let Some(images) = out {
-                // Channel-last `[H·W, C_out]` per image back to channel-first.
-                let hwc = Tensor::from_vec(images.concat(), (n, h * wd, self.spec.c_out), x.device())?;
-                return Ok(hwc.transpose(1, 2)?.reshape((n, self.spec.c_out, h, wd))?);
+        let y = match &self.weights {
+            ConvForm::Kernel(w) => {
+                let (n, c, h, wd) = x.dims4()?;
+                let c_out = self.spec.c_out;
+                let out = with_cpu_f32(x, |data| {
+                    let mut chw_out = Vec::with_capacity(n * h * wd * c_out);
+                    for chw in data.chunks_exact(c * h * wd) {
+                        let hwc = conv(&PaddedImage::from_chw(chw, c, h, wd, p), w, self.spec.rebn, 0).data;
+                        chw_out.extend(to_channel_first(&hwc, h * wd, c_out));
+                    }
+                    chw_out
+                })?;
+                let Some(chw) = out else { return Err(Error::Internal("U²-Net on the CPU takes f32 inputs".into())) };
+                return Ok(Tensor::from_vec(chw, (n, c_out, h, wd), x.device())?);
             }
-        }
-        let y = x.conv2d(&self.weight, p, 1, self.spec.dilation, 1)?.broadcast_add(&self.bias)?;
+            ConvForm::Candle { weight, bias } => x.conv2d(weight, p, 1, self.spec.dilation, 1)?.broadcast_add(bias)?,
+        };
         Ok(if self.spec.rebn { y.relu()? } else { y })
     }
 }
@@ -294,6 +308,22 @@ impl Cursor<'_> {
             }
         }
     }
+}
+
+/// A channel-last `[pixels, channels]` image as channel-first `[channels, pixels]`, in parallel over groups of
+/// 16 channels: each group reads one 64-byte run per pixel, so the input is read about once in all.
+fn to_channel_first(hwc: &[f32], pixels: usize, channels: usize) -> Vec<f32> {
+    const GROUP: usize = 16;
+    let mut out = vec![0f32; pixels * channels];
+    out.par_chunks_mut(pixels * GROUP).enumerate().for_each(|(g, planes)| {
+        let c0 = g * GROUP;
+        for (p, px) in hwc.chunks_exact(channels).enumerate() {
+            for (k, &v) in px[c0..].iter().take(planes.len() / pixels).enumerate() {
+                planes[k * pixels + p] = v;
+            }
+        }
+    });
+    out
 }
 
 /// `MaxPool2d(2, stride=2, ceil_mode=True)`: an odd side gets its last row or column repeated, which leaves the
@@ -401,6 +431,18 @@ mod tests {
         let a: Vec<f32> = (0..3).map(|x| Sampling::AlignCorners.source(x, 5, 3)).collect();
         assert_eq!(a, [0.0, 2.0, 4.0]);
         assert_eq!(Sampling::Asymmetric.source(3, 4, 8), 1.5);
+    }
+
+    #[test]
+    fn channel_first_transpose_moves_every_value() {
+        let (pixels, channels) = (700, 5);
+        let hwc: Vec<f32> = (0..pixels * channels).map(|i| i as f32).collect();
+        let chw = to_channel_first(&hwc, pixels, channels);
+        for p in 0..pixels {
+            for c in 0..channels {
+                assert_eq!(chw[c * pixels + p], hwc[p * channels + c]);
+            }
+        }
     }
 
     #[test]

@@ -27,14 +27,8 @@ pub fn network(graph: &Graph, device: &Device) -> Result<Network> {
     check_output(graph, convs.last().copied())?;
     let mut best: Option<(usize, String)> = None;
     for variant in Variant::ALL {
-        match match_convs(graph, &convs, variant) {
-            Ok(weights) => {
-                let convs = weights
-                    .into_iter()
-                    .map(|(spec, w, b)| Conv::new(spec, w, b, device))
-                    .collect::<Result<Vec<_>>>()?;
-                return Ok(Network { variant, convs, sampling });
-            }
+        match match_convs(graph, &convs, variant, device) {
+            Ok(convs) => return Ok(Network { variant, convs, sampling }),
             Err((matched, why)) => {
                 if best.as_ref().is_none_or(|(m, _)| matched > *m) {
                     best = Some((matched, format!("as {}: {why}", variant.name())));
@@ -46,18 +40,24 @@ pub fn network(graph: &Graph, device: &Device) -> Result<Network> {
     Err(bad(graph, format!("the graph is not U²-Net or U²-NetP ({} Conv nodes; {why})", convs.len())))
 }
 
-/// Folded `(spec, weights, bias)` per convolution, or how many matched and why the next did not.
-type Matched = Vec<(ConvSpec, Vec<f32>, Vec<f32>)>;
-
-fn match_convs(graph: &Graph, convs: &[&NodeProto], variant: Variant) -> std::result::Result<Matched, (usize, String)> {
+/// The convolutions of `variant` from the file's `Conv` nodes, each built as soon as it is folded (so the
+/// weights exist twice at most, in the file's graph and in the network), or how many matched and why the next
+/// did not.
+fn match_convs(
+    graph: &Graph,
+    convs: &[&NodeProto],
+    variant: Variant,
+    device: &Device,
+) -> std::result::Result<Vec<Conv>, (usize, String)> {
     let specs = arch::conv_specs(variant);
     if convs.len() != specs.len() {
         return Err((0, format!("{} Conv nodes expected", specs.len())));
     }
     let mut out = Vec::with_capacity(specs.len());
     for (i, (node, spec)) in convs.iter().zip(&specs).enumerate() {
-        let folded = conv_weights(graph, node, spec).map_err(|why| (i, format!("{}: {why}", node.describe())))?;
-        out.push(folded);
+        let why = |e: String| (i, format!("{}: {e}", node.describe()));
+        let (spec, w, b) = conv_weights(graph, node, spec).map_err(why)?;
+        out.push(Conv::new(spec, w, b, device).map_err(|e| why(e.to_string()))?);
     }
     Ok(out)
 }
