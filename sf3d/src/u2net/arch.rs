@@ -326,47 +326,97 @@ fn to_channel_first(hwc: &[f32], pixels: usize, channels: usize) -> Vec<f32> {
     out
 }
 
-/// `MaxPool2d(2, stride=2, ceil_mode=True)`: an odd side gets its last row or column repeated, which leaves the
-/// maximum of the partial window unchanged.
+/// `MaxPool2d(2, stride=2, ceil_mode=True)`: a window cut by an odd side takes the maximum of what it covers.
+/// On the CPU one parallel pass per plane; elsewhere the last row or column is repeated (which leaves a partial
+/// window's maximum unchanged) and candle pools.
 fn max_pool_ceil(x: &Tensor) -> Result<Tensor> {
-    let (_, _, h, w) = x.dims4()?;
+    let (n, c, h, w) = x.dims4()?;
+    let (oh, ow) = (h.div_ceil(2), w.div_ceil(2));
+    let out = with_cpu_f32(x, |data| {
+        let mut out = vec![0f32; n * c * oh * ow];
+        out.par_chunks_mut(oh * ow).zip(data.par_chunks(h * w)).for_each(|(dst, plane)| {
+            for (oy, dst_row) in dst.chunks_exact_mut(ow).enumerate() {
+                let r0 = &plane[2 * oy * w..(2 * oy + 1) * w];
+                let r1 = if 2 * oy + 1 < h { &plane[(2 * oy + 1) * w..(2 * oy + 2) * w] } else { r0 };
+                for (ox, d) in dst_row.iter_mut().enumerate() {
+                    let x1 = (2 * ox + 1).min(w - 1);
+                    *d = r0[2 * ox].max(r0[x1]).max(r1[2 * ox]).max(r1[x1]);
+                }
+            }
+        });
+        out
+    })?;
+    if let Some(out) = out {
+        return Ok(Tensor::from_vec(out, (n, c, oh, ow), x.device())?);
+    }
     let x = if h % 2 == 1 { x.pad_with_same(2, 0, 1)? } else { x.clone() };
     let x = if w % 2 == 1 { x.pad_with_same(3, 0, 1)? } else { x };
     Ok(x.max_pool2d(2)?)
 }
 
 impl Network {
+    /// Bilinear taps along an axis of `n_in → n_out` samples: `(lower, upper, weight of upper)` per output.
+    fn taps(&self, n_in: usize, n_out: usize) -> Vec<(usize, usize, f32)> {
+        (0..n_out)
+            .map(|i| {
+                let s = self.sampling.source(i, n_in, n_out);
+                let i0 = (s.floor() as usize).min(n_in - 1);
+                (i0, (i0 + 1).min(n_in - 1), s - i0 as f32)
+            })
+            .collect()
+    }
+
     /// Bilinear resize of `x` along `dim` to `n_out` samples: gather the two neighbours, mix by the fraction.
     fn resize_axis(&self, x: &Tensor, dim: usize, n_out: usize) -> Result<Tensor> {
         let n_in = x.dim(dim)?;
         if n_in == n_out {
             return Ok(x.clone());
         }
-        let mut lo = Vec::with_capacity(n_out);
-        let mut hi = Vec::with_capacity(n_out);
-        let mut frac = Vec::with_capacity(n_out);
-        for i in 0..n_out {
-            let s = self.sampling.source(i, n_in, n_out);
-            let i0 = (s.floor() as usize).min(n_in - 1);
-            lo.push(i0 as u32);
-            hi.push((i0 + 1).min(n_in - 1) as u32);
-            frac.push(s - i0 as f32);
-        }
+        let taps = self.taps(n_in, n_out);
         let dev = x.device();
+        let lo: Vec<u32> = taps.iter().map(|t| t.0 as u32).collect();
+        let hi: Vec<u32> = taps.iter().map(|t| t.1 as u32).collect();
         let a = x.index_select(&Tensor::new(lo, dev)?, dim)?;
         let b = x.index_select(&Tensor::new(hi, dev)?, dim)?;
         let mut shape = vec![1; x.rank()];
         shape[dim] = n_out;
-        let t = Tensor::from_vec(frac, shape, dev)?;
+        let t = Tensor::from_vec(taps.iter().map(|t| t.2).collect::<Vec<_>>(), shape, dev)?;
         let one_minus = t.affine(-1.0, 1.0)?;
         Ok((a.broadcast_mul(&one_minus)? + b.broadcast_mul(&t)?)?)
     }
 
-    /// `F.upsample(src, size=tar.shape[2:], mode='bilinear')`.
+    /// `F.upsample(src, size=tar.shape[2:], mode='bilinear')`. On the CPU one pass per output plane (rows mixed
+    /// first, then columns, as the tensor path does); elsewhere two gathers per axis.
     fn upsample_like(&self, src: &Tensor, tar: &Tensor) -> Result<Tensor> {
         let (_, _, h, w) = tar.dims4()?;
-        let y = self.resize_axis(src, 2, h)?;
-        self.resize_axis(&y, 3, w)
+        let (n, c, h_in, w_in) = src.dims4()?;
+        if (h_in, w_in) == (h, w) {
+            return Ok(src.clone());
+        }
+        let (rows, cols) = (self.taps(h_in, h), self.taps(w_in, w));
+        let out = with_cpu_f32(src, |data| {
+            let mut out = vec![0f32; n * c * h * w];
+            out.par_chunks_mut(h * w).zip(data.par_chunks(h_in * w_in)).for_each(|(dst, plane)| {
+                let mut mixed = vec![0f32; w_in];
+                for (dst_row, &(y0, y1, fy)) in dst.chunks_exact_mut(w).zip(&rows) {
+                    let (r0, r1) = (&plane[y0 * w_in..(y0 + 1) * w_in], &plane[y1 * w_in..(y1 + 1) * w_in]);
+                    for ((m, &a), &b) in mixed.iter_mut().zip(r0).zip(r1) {
+                        *m = a * (1.0 - fy) + b * fy;
+                    }
+                    for (d, &(x0, x1, fx)) in dst_row.iter_mut().zip(&cols) {
+                        *d = mixed[x0] * (1.0 - fx) + mixed[x1] * fx;
+                    }
+                }
+            });
+            out
+        })?;
+        match out {
+            Some(out) => Ok(Tensor::from_vec(out, (n, c, h, w), src.device())?),
+            None => {
+                let y = self.resize_axis(src, 2, h)?;
+                self.resize_axis(&y, 3, w)
+            }
+        }
     }
 
     /// The fused saliency map `sigmoid(d0)`, `[N, 1, H, W]`, of a normalised `[N, 3, H, W]` input.
@@ -434,6 +484,20 @@ mod tests {
     }
 
     #[test]
+    fn cpu_upsampling_equals_the_tensor_path() -> Result<()> {
+        for sampling in [Sampling::HalfPixel, Sampling::Asymmetric, Sampling::AlignCorners] {
+            let net = Network { variant: Variant::U2NetP, convs: Vec::new(), sampling };
+            let src = Tensor::arange(0f32, 2.0 * 3.0 * 5.0 * 7.0, &Device::Cpu)?.sin()?.reshape((2, 3, 5, 7))?;
+            let tar = Tensor::zeros((1, 1, 11, 13), candle_core::DType::F32, &Device::Cpu)?;
+            let fast = net.upsample_like(&src, &tar)?;
+            let slow = net.resize_axis(&net.resize_axis(&src, 2, 11)?, 3, 13)?;
+            let diff = (fast - slow)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+            assert!(diff < 1e-6, "{sampling:?}: {diff}");
+        }
+        Ok(())
+    }
+
+    #[test]
     fn channel_first_transpose_moves_every_value() {
         let (pixels, channels) = (700, 5);
         let hwc: Vec<f32> = (0..pixels * channels).map(|i| i as f32).collect();
@@ -450,6 +514,11 @@ mod tests {
         let x = Tensor::arange(0f32, 15.0, &Device::Cpu)?.reshape((1, 1, 3, 5))?;
         let y = max_pool_ceil(&x)?;
         assert_eq!(y.dims4()?, (1, 1, 2, 3));
+        assert_eq!(y.flatten_all()?.to_vec1::<f32>()?, [6.0, 8.0, 9.0, 11.0, 13.0, 14.0]);
+        // The same through candle's pool (the path of other devices): a non-contiguous view skips the CPU pass.
+        let view = x.reshape((3, 5))?.t()?.contiguous()?.t()?.unsqueeze(0)?.unsqueeze(0)?;
+        assert!(!view.is_contiguous());
+        let y = max_pool_ceil(&view)?;
         assert_eq!(y.flatten_all()?.to_vec1::<f32>()?, [6.0, 8.0, 9.0, 11.0, 13.0, 14.0]);
         Ok(())
     }
