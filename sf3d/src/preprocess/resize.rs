@@ -18,7 +18,7 @@
 //! - an image that already has the requested size is returned unchanged (Pillow returns a copy without the
 //!   premultiplication round trip).
 
-use image::{GrayImage, RgbImage, RgbaImage};
+use image::{GrayImage, ImageBuffer, Pixel, RgbImage, RgbaImage};
 use rayon::prelude::*;
 
 /// Fractional bits of Pillow's fixed-point coefficients: 32 bits minus 8 for the pixel value minus 2 for the
@@ -328,29 +328,36 @@ pub fn pil_resize_bicubic_rgba(img: &RgbaImage, width: u32, height: u32) -> Rgba
 /// Pillow's `Image.resize((width, height), Image.Resampling.LANCZOS)` of an RGB image, byte for byte (same
 /// preconditions and guarantees as [`pil_resize_bicubic_rgba`]).
 pub fn pil_resize_lanczos_rgb(img: &RgbImage, width: u32, height: u32) -> RgbImage {
-    if img.dimensions() == (width, height) {
-        return img.clone();
-    }
-    if width == 0 || height == 0 {
-        return RgbImage::new(width, height);
-    }
-    let size_in = (img.width() as usize, img.height() as usize);
-    let data = resample::<3>(img.as_raw().clone(), size_in, (width as usize, height as usize), Filter::Lanczos);
-    RgbImage::from_raw(width, height, data).unwrap_or_else(|| RgbImage::new(width, height))
+    resize_straight::<_, 3>(img, width, height, Filter::Lanczos)
 }
 
 /// Pillow's `Image.resize((width, height), Image.Resampling.LANCZOS)` of an "L" (greyscale) image, byte for byte
 /// (same preconditions and guarantees as [`pil_resize_bicubic_rgba`]).
 pub fn pil_resize_lanczos_gray(img: &GrayImage, width: u32, height: u32) -> GrayImage {
+    resize_straight::<_, 1>(img, width, height, Filter::Lanczos)
+}
+
+/// Pillow's resize of an image without alpha (`N` channels of `P`): no premultiplication round trip.
+fn resize_straight<P, const N: usize>(
+    img: &ImageBuffer<P, Vec<u8>>,
+    width: u32,
+    height: u32,
+    filter: Filter,
+) -> ImageBuffer<P, Vec<u8>>
+where
+    P: Pixel<Subpixel = u8>,
+{
+    debug_assert_eq!(usize::from(P::CHANNEL_COUNT), N);
     if img.dimensions() == (width, height) {
         return img.clone();
     }
     if width == 0 || height == 0 {
-        return GrayImage::new(width, height);
+        return ImageBuffer::new(width, height);
     }
     let size_in = (img.width() as usize, img.height() as usize);
-    let data = resample::<1>(img.as_raw().clone(), size_in, (width as usize, height as usize), Filter::Lanczos);
-    GrayImage::from_raw(width, height, data).unwrap_or_else(|| GrayImage::new(width, height))
+    let data = resample::<N>(img.as_raw().clone(), size_in, (width as usize, height as usize), filter);
+    // `resample` produced exactly `width · height` pixels; `from_raw` only fails on a size mismatch.
+    ImageBuffer::from_raw(width, height, data).unwrap_or_else(|| ImageBuffer::new(width, height))
 }
 
 #[cfg(test)]
