@@ -35,14 +35,19 @@ pub fn linear(x: &[f32], k: usize, weight_t: &[f32], n: usize, bias: Option<&[f3
 /// The transpose of a row-major `[rows, cols]` matrix, `[cols, rows]`, in cache-sized tiles on every thread.
 pub fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     assert_eq!(src.len(), rows * cols, "transpose: length does not match the dimensions");
-    /// Rows of the destination per task; a task reads a `TILE`-column strip of the source.
+    /// Most rows of the destination per task; a task reads a strip of at most `TILE` columns of the source.
     const TILE: usize = 64;
+    /// Fewest columns per strip: one cache line of the source per row.
+    const MIN_STRIP: usize = 16;
     let mut dst = vec![0f32; src.len()];
     if dst.is_empty() {
         return dst;
     }
-    dst.par_chunks_mut(TILE * rows).enumerate().for_each(|(t, strip)| {
-        let c0 = t * TILE;
+    // Narrower strips when `cols` is small, so that a tall, narrow matrix (an image's pixels × channels) still
+    // keeps every thread busy.
+    let strip_cols = cols.div_ceil(rayon::current_num_threads()).clamp(MIN_STRIP, TILE);
+    dst.par_chunks_mut(strip_cols * rows).enumerate().for_each(|(t, strip)| {
+        let c0 = t * strip_cols;
         let width = strip.len() / rows;
         for r0 in (0..rows).step_by(TILE) {
             for r in r0..(r0 + TILE).min(rows) {
@@ -80,12 +85,14 @@ mod tests {
 
     #[test]
     fn transpose_of_ragged_tiles() {
-        let (rows, cols) = (70, 131);
-        let m: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
-        let t = transpose(&m, rows, cols);
-        for r in 0..rows {
-            for c in 0..cols {
-                assert_eq!(t[c * rows + r], m[r * cols + c]);
+        // Wide, and tall-and-narrow (pixels × channels: strips narrower than a tile).
+        for (rows, cols) in [(70, 131), (700, 5), (300, 40)] {
+            let m: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
+            let t = transpose(&m, rows, cols);
+            for r in 0..rows {
+                for c in 0..cols {
+                    assert_eq!(t[c * rows + r], m[r * cols + c]);
+                }
             }
         }
         assert!(transpose(&[], 0, 5).is_empty());

@@ -16,6 +16,8 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::kernels::conv::{ConvWeights, PaddedImage, conv};
+use crate::kernels::linear::transpose;
+use crate::model::interpolate::resize_separable;
 use crate::model::ops::with_cpu_f32;
 
 /// Which published network a file holds.
@@ -239,7 +241,7 @@ impl Conv {
                     let mut chw_out = Vec::with_capacity(n * h * wd * c_out);
                     for chw in data.chunks_exact(c * h * wd) {
                         let hwc = conv(&PaddedImage::from_chw(chw, c, h, wd, p), w, self.spec.rebn, 0).data;
-                        chw_out.extend(to_channel_first(&hwc, h * wd, c_out));
+                        chw_out.extend(transpose(&hwc, h * wd, c_out));
                     }
                     chw_out
                 })?;
@@ -310,22 +312,6 @@ impl Cursor<'_> {
     }
 }
 
-/// A channel-last `[pixels, channels]` image as channel-first `[channels, pixels]`, in parallel over groups of
-/// 16 channels: each group reads one 64-byte run per pixel, so the input is read about once in all.
-fn to_channel_first(hwc: &[f32], pixels: usize, channels: usize) -> Vec<f32> {
-    const GROUP: usize = 16;
-    let mut out = vec![0f32; pixels * channels];
-    out.par_chunks_mut(pixels * GROUP).enumerate().for_each(|(g, planes)| {
-        let c0 = g * GROUP;
-        for (p, px) in hwc.chunks_exact(channels).enumerate() {
-            for (k, &v) in px[c0..].iter().take(planes.len() / pixels).enumerate() {
-                planes[k * pixels + p] = v;
-            }
-        }
-    });
-    out
-}
-
 /// `MaxPool2d(2, stride=2, ceil_mode=True)`: a window cut by an odd side takes the maximum of what it covers.
 /// On the CPU one parallel pass per plane; elsewhere the last row or column is repeated (which leaves a partial
 /// window's maximum unchanged) and candle pools.
@@ -366,27 +352,18 @@ impl Network {
             .collect()
     }
 
-    /// Bilinear resize of `x` along `dim` to `n_out` samples: gather the two neighbours, mix by the fraction.
-    fn resize_axis(&self, x: &Tensor, dim: usize, n_out: usize) -> Result<Tensor> {
-        let n_in = x.dim(dim)?;
-        if n_in == n_out {
-            return Ok(x.clone());
+    /// The taps as a row-major `[n_out, n_in]` interpolation matrix (for [`resize_separable`]).
+    fn matrix(&self, n_in: usize, n_out: usize) -> Vec<f32> {
+        let mut m = vec![0f32; n_out * n_in];
+        for (row, (i0, i1, f)) in m.chunks_exact_mut(n_in).zip(self.taps(n_in, n_out)) {
+            row[i0] += 1.0 - f;
+            row[i1] += f;
         }
-        let taps = self.taps(n_in, n_out);
-        let dev = x.device();
-        let lo: Vec<u32> = taps.iter().map(|t| t.0 as u32).collect();
-        let hi: Vec<u32> = taps.iter().map(|t| t.1 as u32).collect();
-        let a = x.index_select(&Tensor::new(lo, dev)?, dim)?;
-        let b = x.index_select(&Tensor::new(hi, dev)?, dim)?;
-        let mut shape = vec![1; x.rank()];
-        shape[dim] = n_out;
-        let t = Tensor::from_vec(taps.iter().map(|t| t.2).collect::<Vec<_>>(), shape, dev)?;
-        let one_minus = t.affine(-1.0, 1.0)?;
-        Ok((a.broadcast_mul(&one_minus)? + b.broadcast_mul(&t)?)?)
+        m
     }
 
     /// `F.upsample(src, size=tar.shape[2:], mode='bilinear')`. On the CPU one pass per output plane (rows mixed
-    /// first, then columns, as the tensor path does); elsewhere two gathers per axis.
+    /// first, then columns); elsewhere the shared separable interpolation matrices ([`resize_separable`]).
     fn upsample_like(&self, src: &Tensor, tar: &Tensor) -> Result<Tensor> {
         let (_, _, h, w) = tar.dims4()?;
         let (n, c, h_in, w_in) = src.dims4()?;
@@ -412,11 +389,15 @@ impl Network {
         })?;
         match out {
             Some(out) => Ok(Tensor::from_vec(out, (n, c, h, w), src.device())?),
-            None => {
-                let y = self.resize_axis(src, 2, h)?;
-                self.resize_axis(&y, 3, w)
-            }
+            None => self.upsample_tensor(src, h, w),
         }
+    }
+
+    /// The device-independent path of [`Network::upsample_like`].
+    fn upsample_tensor(&self, src: &Tensor, h: usize, w: usize) -> Result<Tensor> {
+        let (_, _, h_in, w_in) = src.dims4()?;
+        let (wy, wx) = (self.matrix(h_in, h), self.matrix(w_in, w));
+        Ok(resize_separable(src, &wy, &wx, h, w, src.device())?)
     }
 
     /// The fused saliency map `sigmoid(d0)`, `[N, 1, H, W]`, of a normalised `[N, 3, H, W]` input.
@@ -490,23 +471,11 @@ mod tests {
             let src = Tensor::arange(0f32, 2.0 * 3.0 * 5.0 * 7.0, &Device::Cpu)?.sin()?.reshape((2, 3, 5, 7))?;
             let tar = Tensor::zeros((1, 1, 11, 13), candle_core::DType::F32, &Device::Cpu)?;
             let fast = net.upsample_like(&src, &tar)?;
-            let slow = net.resize_axis(&net.resize_axis(&src, 2, 11)?, 3, 13)?;
+            let slow = net.upsample_tensor(&src, 11, 13)?;
             let diff = (fast - slow)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
             assert!(diff < 1e-6, "{sampling:?}: {diff}");
         }
         Ok(())
-    }
-
-    #[test]
-    fn channel_first_transpose_moves_every_value() {
-        let (pixels, channels) = (700, 5);
-        let hwc: Vec<f32> = (0..pixels * channels).map(|i| i as f32).collect();
-        let chw = to_channel_first(&hwc, pixels, channels);
-        for p in 0..pixels {
-            for c in 0..channels {
-                assert_eq!(chw[c * pixels + p], hwc[p * channels + c]);
-            }
-        }
     }
 
     #[test]
