@@ -25,8 +25,10 @@ pub const QUERY_BLOCK: usize = 64;
 const BLOCKS_PER_TASK_LONG: usize = 2;
 /// Keys above which a head's keys and values (`keys · D · 8` bytes) no longer fit a core's L2 cache.
 const LONG_KEYS: usize = 4096;
-/// Keys per score block.
-pub const KEY_BLOCK: usize = 128;
+/// Keys per score block. A block's transposed keys, its values and its scores (each `64 × 64` floats at the
+/// release's 64-wide heads) then share the core's L1 cache with the queries and the running output instead of
+/// evicting them between the two products.
+pub const KEY_BLOCK: usize = 64;
 
 /// Sizes of one attention call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -335,9 +337,11 @@ impl SubBlock {
 
     #[inline(always)]
     fn start_head(&mut self, q: &[f32], h: usize, w: usize, d: usize, scale: f32) {
-        for (c, row) in self.qt.chunks_exact_mut(N).enumerate() {
-            for (i, x) in row.iter_mut().take(self.n).enumerate() {
-                *x = q[i * w + h * d + c] * scale;
+        // Row by row of the token-major input: its rows are `w` floats apart (a multiple of 4 KB at the release
+        // size), so walking a column down them would map every access to the same cache set.
+        for (i, row) in q.chunks(w).take(self.n).enumerate() {
+            for (c, &x) in row[h * d..(h + 1) * d].iter().enumerate() {
+                self.qt[c * N + i] = x * scale;
             }
         }
         if !self.qtp.is_empty() {
@@ -447,9 +451,10 @@ impl SubBlock {
 
     #[inline(always)]
     fn finish_head(&self, out: &mut [f32], h: usize, w: usize, d: usize) {
-        for (c, a) in self.acc.chunks_exact(N).enumerate() {
-            for (i, (&x, &l)) in a.iter().zip(&self.row_sum).take(self.n).enumerate() {
-                out[i * w + h * d + c] = x / l;
+        // Row by row of the token-major output, for the reason given in `start_head`.
+        for (i, (row, &l)) in out.chunks_mut(w).zip(&self.row_sum).take(self.n).enumerate() {
+            for (c, x) in row[h * d..(h + 1) * d].iter_mut().enumerate() {
+                *x = self.acc[c * N + i] / l;
             }
         }
     }
