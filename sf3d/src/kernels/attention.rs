@@ -273,6 +273,22 @@ impl QueryBlock<'_> {
             let mut k0 = 0;
             while k0 < nk {
                 let kb = kb_max.min(nk - k0);
+                if let KeysRef::F32 { kt, vh } = keys {
+                    // The next block's keys and values (this head's next, or the next head's first), requested
+                    // now so that they arrive while this block's products run.
+                    let next = if k0 + kb < nk {
+                        Some((h * nk + k0 + kb) * d)
+                    } else if h + 1 < dims.heads {
+                        Some((h + 1) * nk * d)
+                    } else {
+                        None
+                    };
+                    if let Some(at) = next {
+                        let len = kb_max.min(nk - (at / d) % nk) * d;
+                        prefetch(&kt[at..at + len]);
+                        prefetch(&vh[at..at + len]);
+                    }
+                }
                 for sb in subs.iter_mut() {
                     match (keys, &tiles) {
                         (KeysRef::F32 { kt, vh }, _) => {
@@ -302,6 +318,21 @@ impl QueryBlock<'_> {
             }
         }
     }
+}
+
+/// Asks the core to bring `data` into its L1 cache (one request per 64-byte line); a hint, never a fault.
+#[inline(always)]
+fn prefetch(data: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in data.chunks(16) {
+        // SAFETY: a prefetch reads nothing architecturally and cannot fault; the address lies inside `data`.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(line.as_ptr().cast())
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = data;
 }
 
 /// One head's key block in the [`Keys::Tiles`] layouts: `kp` its keys (`[kb, D / 2]`, rows past `kb` zero up to a
