@@ -274,19 +274,12 @@ impl QueryBlock<'_> {
             while k0 < nk {
                 let kb = kb_max.min(nk - k0);
                 if let KeysRef::F32 { kt, vh } = keys {
-                    // The next block's keys and values (this head's next, or the next head's first), requested
-                    // now so that they arrive while this block's products run.
-                    let next = if k0 + kb < nk {
-                        Some((h * nk + k0 + kb) * d)
-                    } else if h + 1 < dims.heads {
-                        Some((h + 1) * nk * d)
-                    } else {
-                        None
-                    };
-                    if let Some(at) = next {
-                        let len = kb_max.min(nk - (at / d) % nk) * d;
-                        prefetch(&kt[at..at + len]);
-                        prefetch(&vh[at..at + len]);
+                    // The blocks lie one after the other (heads too), so the next block's keys and values start
+                    // where this block's end; requested now, they arrive while this block's products run.
+                    let (at, end) = ((h * nk + k0 + kb) * d, ((h * nk + k0 + kb + kb_max) * d).min(kt.len()));
+                    if at < end {
+                        prefetch(&kt[at..end]);
+                        prefetch(&vh[at..end]);
                     }
                 }
                 for sb in subs.iter_mut() {
