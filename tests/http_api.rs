@@ -4,6 +4,9 @@
 use sf3d_shared::api::{HEADER_MESH_ID, HEADER_SERVER_TIMING, HEADER_STAGE_TIMINGS};
 use sf3d_shared::{ErrorBody, ErrorCode, HealthResponse, MeshEntry, MeshList, SeedHealth, StageState, StageTiming};
 
+use sf3d_backend::gallery::IndexConfig;
+use sf3d_backend::test_services::TestCluster;
+
 use crate::support::{Options, TestServer, check_glb, get, temp_dir, test_png};
 
 fn form(image: Vec<u8>) -> reqwest::multipart::Form {
@@ -145,11 +148,23 @@ async fn api_key_is_required_when_set() {
     srv.stop().await;
 }
 
-/// Meshes survive a restart; a row whose files vanished is skipped, not a 500; delete removes files and row.
+/// Meshes survive a restart; a row whose files vanished is skipped, not a 500; delete removes files and row —
+/// with the index in SQLite (the default) and in PostgreSQL (`--db`).
 #[tokio::test]
 async fn gallery_survives_restart_and_deletes() {
+    gallery_survives_restart_and_deletes_on(IndexConfig::Sqlite).await;
+}
+
+#[tokio::test]
+async fn gallery_on_postgres_survives_restart_and_deletes() {
+    let Some(cluster) = TestCluster::for_test("http-gallery") else { return };
+    gallery_survives_restart_and_deletes_on(cluster.index()).await;
+}
+
+async fn gallery_survives_restart_and_deletes_on(index: IndexConfig) {
     let data = temp_dir("restart");
-    let srv = TestServer::start(Options { data: Some(data.clone()), ..Default::default() }).await;
+    let opts = Options { data: Some(data.clone()), index, ..Default::default() };
+    let srv = TestServer::start(opts.clone()).await;
     let mut ids = Vec::new();
     for _ in 0..3 {
         let r = post_form(&srv.base, "/api/generate", form(test_png()).text("texture_resolution", "512"), None).await;
@@ -158,7 +173,7 @@ async fn gallery_survives_restart_and_deletes() {
     }
     srv.stop().await;
 
-    let srv = TestServer::start(Options { data: Some(data.clone()), ..Default::default() }).await;
+    let srv = TestServer::start(opts).await;
     let list: MeshList = get(&srv.base, "/api/meshes?limit=2", None).await.json().await.unwrap();
     assert_eq!(list.items.len(), 2);
     assert_eq!(list.items[0].id, ids[2], "newest first");

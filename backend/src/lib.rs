@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod cache;
+pub mod cluster;
 pub mod doctor;
 pub mod error;
 #[cfg(test)]
@@ -21,6 +22,8 @@ pub mod metrics;
 pub mod model_source;
 pub mod remote;
 pub mod routes;
+#[doc(hidden)]
+pub mod test_services;
 pub mod worker;
 
 use std::net::IpAddr;

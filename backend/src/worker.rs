@@ -17,7 +17,7 @@ use sf3d_shared::{ErrorCode, GenerateParams, MeshMetadata, MeshUrls, ServerMessa
 
 use crate::cache::EncodeCache;
 use crate::error::{ApiError, engine_error};
-use crate::gallery::{CACHE_FILE, Gallery, NewMesh};
+use crate::gallery::{CACHE_FILE, Gallery, NewMesh, Stored};
 use crate::jobs::{Job, JobInput, JobManager, JobRequest, lock};
 use crate::metrics::Metrics;
 
@@ -550,7 +550,10 @@ fn store(
         preprocessed_png: png_bytes(&src.encoded.preprocessed).map_err(|e| engine_error(&e))?,
         cache,
     };
-    engine.gallery.insert(&mesh)?;
+    if let Stored::Existing(entry) = engine.gallery.insert(&mesh)? {
+        // Another run of this job (redelivered, or two workers racing) stored its result first.
+        return Ok((entry.id, entry.metadata));
+    }
     engine.cache.link_mesh(&mesh_id, &src.encoded.key.digest());
     Ok((mesh_id, metadata))
 }

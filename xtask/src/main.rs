@@ -531,6 +531,8 @@ fn test(args: &[String]) -> Result {
         c.env("SF3D_DIST", root().join("dist"))
             .env("SF3D_REQUIRE_VALIDATOR", "1")
             .env("SF3D_REQUIRE_ONNXRUNTIME", "1")
+            // The PostgreSQL (and NATS) this machine kind starts: the tests that need them fail instead of skipping.
+            .env("SF3D_REQUIRE_SERVICES", "1")
             .env("SF3D_GLB_DIR", &glb_dir)
             .env("SF3D_ARTIFACTS", &artifacts);
         c

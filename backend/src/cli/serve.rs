@@ -12,7 +12,8 @@ use sf3d::pipeline::PipelineOptions;
 use sf3d::preprocess::DecodeLimits;
 use sf3d_backend::auth::ApiKey;
 use sf3d_backend::cache::EncodeCache;
-use sf3d_backend::gallery::Gallery;
+use sf3d_backend::cluster::{ClusterName, DEFAULT_CLUSTER};
+use sf3d_backend::gallery::{Gallery, IndexConfig};
 use sf3d_backend::model_source::{load_pipelines, parse_device_list};
 use sf3d_backend::routes::guard::SitePolicy;
 use sf3d_backend::worker::{Engine, TestHooks};
@@ -29,9 +30,18 @@ pub struct ServeArgs {
     /// Port (9299: the seed's).
     #[arg(long, env = "SF3D_PORT", default_value_t = 9299)]
     port: u16,
-    /// Data folder: gallery.sqlite3 and meshes/.
+    /// Data folder: gallery.sqlite3 (the gallery's index, unless --db) and meshes/.
     #[arg(long, env = "SF3D_DATA", default_value = "sf3d-data")]
     data: PathBuf,
+    /// Keep the gallery's index in PostgreSQL (postgres://USER[:PASSWORD]@HOST[:PORT]/DB) instead of
+    /// DATA/gallery.sqlite3; the mesh files stay in the data folder. Prefer SF3D_DB for a URL with a password:
+    /// the command line is visible to other users in `ps`.
+    #[arg(long, env = "SF3D_DB", hide_env_values = true)]
+    db: Option<String>,
+    /// Name of this deployment in shared services: its PostgreSQL tables live in schema sf3d_NAME (NAME with
+    /// '-' as '_'), so several deployments can share one database.
+    #[arg(long, env = "SF3D_CLUSTER", default_value = DEFAULT_CLUSTER)]
+    cluster: ClusterName,
     #[command(flatten)]
     model: ModelArgs,
     /// API key required from clients (Authorization: Bearer KEY; ?token=KEY on the WebSocket); at least 16
@@ -88,6 +98,8 @@ impl std::fmt::Debug for ServeArgs {
             .field("port", &self.port)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("api_key_file", &self.api_key_file)
+            .field("db", &self.db.as_ref().map(|_| "<redacted>"))
+            .field("cluster", &self.cluster)
             .finish_non_exhaustive()
     }
 }
@@ -117,8 +129,14 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let source = a.model.source()?;
     let dtype = a.model.dtype()?;
-    let gallery =
-        Arc::new(Gallery::open(&a.data).with_context(|| format!("opening the gallery in {}", a.data.display()))?);
+    let index = match &a.db {
+        Some(url) => IndexConfig::Postgres { url: url.clone(), cluster: a.cluster.clone() },
+        None => IndexConfig::Sqlite,
+    };
+    let gallery = Arc::new(
+        Gallery::open_with(&a.data, &index).with_context(|| format!("opening the gallery in {}", a.data.display()))?,
+    );
+    tracing::info!(index = %gallery.describe_index(), "gallery ready");
     let background_model = a.model.background_model()?;
     let options = PipelineOptions { decode_limits: limits, background_model, ..Default::default() };
     let pipelines = load_pipelines(&source, &devices, dtype, options)?;

@@ -1,0 +1,75 @@
+//! The name of one deployment that shares services with others (`--cluster NAME`): every name it creates in a
+//! shared service is derived from it here, so two deployments (or two parallel tests) on one PostgreSQL never see
+//! each other's tables.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Longest cluster name: the derived PostgreSQL schema (`sf3d_` + name) stays far below its 63-byte limit.
+pub const MAX_CLUSTER_NAME: usize = 40;
+
+/// The default cluster name.
+pub const DEFAULT_CLUSTER: &str = "default";
+
+/// A checked cluster name: 1–[`MAX_CLUSTER_NAME`] lowercase ASCII letters, digits, `-` and `_`, starting with a
+/// letter or digit — safe in a PostgreSQL identifier, a NATS subject token and a bucket name alike.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClusterName(String);
+
+impl ClusterName {
+    /// The name as given.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The PostgreSQL schema that holds this cluster's tables: `sf3d_` + the name with `-` as `_`.
+    pub fn pg_schema(&self) -> String {
+        format!("sf3d_{}", self.0.replace('-', "_"))
+    }
+}
+
+impl Default for ClusterName {
+    fn default() -> Self {
+        Self(DEFAULT_CLUSTER.to_string())
+    }
+}
+
+impl fmt::Display for ClusterName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for ClusterName {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let ok = !s.is_empty()
+            && s.len() <= MAX_CLUSTER_NAME
+            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+            && s.as_bytes()[0].is_ascii_alphanumeric();
+        if ok {
+            Ok(Self(s.to_string()))
+        } else {
+            Err(format!(
+                "cluster name {s:?}: give 1 to {MAX_CLUSTER_NAME} lowercase letters, digits, '-' or '_', starting \
+                 with a letter or digit"
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked_and_map_to_a_schema() {
+        let c: ClusterName = "lab-2".parse().unwrap();
+        assert_eq!(c.pg_schema(), "sf3d_lab_2");
+        assert_eq!(ClusterName::default().pg_schema(), "sf3d_default");
+        for bad in ["", "Lab", "-x", "a b", "a.b", "a\"b", "é", &"x".repeat(MAX_CLUSTER_NAME + 1)] {
+            assert!(bad.parse::<ClusterName>().is_err(), "{bad}");
+        }
+    }
+}
