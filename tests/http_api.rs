@@ -4,7 +4,7 @@
 use sf3d_shared::api::{HEADER_MESH_ID, HEADER_SERVER_TIMING, HEADER_STAGE_TIMINGS};
 use sf3d_shared::{ErrorBody, ErrorCode, HealthResponse, MeshEntry, MeshList, SeedHealth, StageState, StageTiming};
 
-use sf3d_backend::gallery::IndexConfig;
+use sf3d_backend::gallery::GalleryConfig;
 use sf3d_backend::test_services::TestCluster;
 
 use crate::support::{Options, TestServer, check_glb, get, temp_dir, test_png};
@@ -152,18 +152,18 @@ async fn api_key_is_required_when_set() {
 /// with the index in SQLite (the default) and in PostgreSQL (`--db`).
 #[tokio::test]
 async fn gallery_survives_restart_and_deletes() {
-    gallery_survives_restart_and_deletes_on(IndexConfig::Sqlite).await;
+    gallery_survives_restart_and_deletes_on(GalleryConfig::default()).await;
 }
 
 #[tokio::test]
 async fn gallery_on_postgres_survives_restart_and_deletes() {
     let Some(cluster) = TestCluster::for_test("http-gallery") else { return };
-    gallery_survives_restart_and_deletes_on(cluster.index()).await;
+    gallery_survives_restart_and_deletes_on(GalleryConfig { index: cluster.index(), ..Default::default() }).await;
 }
 
-async fn gallery_survives_restart_and_deletes_on(index: IndexConfig) {
+async fn gallery_survives_restart_and_deletes_on(gallery: GalleryConfig) {
     let data = temp_dir("restart");
-    let opts = Options { data: Some(data.clone()), index, ..Default::default() };
+    let opts = Options { data: Some(data.clone()), gallery, ..Default::default() };
     let srv = TestServer::start(opts.clone()).await;
     let mut ids = Vec::new();
     for _ in 0..3 {

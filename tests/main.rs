@@ -9,6 +9,8 @@ mod background;
 mod browser;
 /// The snippets of docs/clients.md, executed.
 mod clients;
+/// Servers sharing one gallery through PostgreSQL and NATS.
+mod cluster;
 /// REST: generation, seed aliases, limits, auth, gallery persistence, regenerate.
 mod http_api;
 /// `GET /metrics` scraped around real jobs.

@@ -9,7 +9,7 @@ use futures_util::{SinkExt, StreamExt};
 use sf3d::pipeline::PipelineOptions;
 use sf3d_backend::auth::ApiKey;
 use sf3d_backend::cache::EncodeCache;
-use sf3d_backend::gallery::{Gallery, IndexConfig};
+use sf3d_backend::gallery::{Gallery, GalleryConfig};
 use sf3d_backend::model_source::{DeviceChoice, ModelSource, load_pipelines};
 use sf3d_backend::routes::guard::SitePolicy;
 use sf3d_backend::worker::{Engine, TestHooks};
@@ -92,8 +92,8 @@ pub struct Options {
     pub test_hooks: TestHooks,
     /// `--bg-model` as resolved: a U²-Net ONNX file, or `None` for the built-in remover.
     pub background_model: Option<PathBuf>,
-    /// Where the gallery's index lives (`--db`, `--cluster`).
-    pub index: IndexConfig,
+    /// Where the gallery's index and files live (`--db`, `--nats`, `--cluster`).
+    pub gallery: GalleryConfig,
 }
 
 impl Default for Options {
@@ -117,7 +117,7 @@ impl Default for Options {
             job_timeout: None,
             test_hooks: TestHooks::default(),
             background_model: None,
-            index: IndexConfig::Sqlite,
+            gallery: GalleryConfig::default(),
         }
     }
 }
@@ -144,11 +144,11 @@ impl TestServer {
         let d = data.clone();
         let workers = opts.workers.max(1);
         let options = PipelineOptions { background_model: opts.background_model.clone(), ..Default::default() };
-        let index = opts.index.clone();
+        let storage = opts.gallery.clone();
         let engine = tokio::task::spawn_blocking(move || {
             let devices = vec![DeviceChoice::Cpu; workers];
             let pipelines = load_pipelines(&ModelSource::Builtin, &devices, None, options).expect("test model");
-            let gallery = std::sync::Arc::new(Gallery::open_with(&d, &index).expect("gallery"));
+            let gallery = std::sync::Arc::new(Gallery::open_with(&d, &storage).expect("gallery"));
             Engine::with_workers(pipelines[0].clone(), pipelines[1..].to_vec(), gallery, EncodeCache::new(256 << 20))
         })
         .await

@@ -26,6 +26,24 @@ impl ClusterName {
     pub fn pg_schema(&self) -> String {
         format!("sf3d_{}", self.0.replace('-', "_"))
     }
+
+    /// The name of one of this cluster's NATS buckets or streams: `sf3d-NAME-WHAT`.
+    pub fn bucket(&self, what: &str) -> String {
+        format!("sf3d-{}-{what}", self.0)
+    }
+}
+
+/// A service URL fit for logs: `scheme://host:port…` without the `user:password@` part.
+pub fn redacted_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let (authority, path) = rest.split_once('/').map_or((rest, None), |(a, p)| (a, Some(p)));
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let mut out = if scheme.is_empty() { host.to_string() } else { format!("{scheme}://{host}") };
+    if let Some(p) = path {
+        out.push('/');
+        out.push_str(p.split('?').next().unwrap_or(""));
+    }
+    out
 }
 
 impl Default for ClusterName {
@@ -71,5 +89,13 @@ mod tests {
         for bad in ["", "Lab", "-x", "a b", "a.b", "a\"b", "é", &"x".repeat(MAX_CLUSTER_NAME + 1)] {
             assert!(bad.parse::<ClusterName>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn urls_lose_their_credentials_for_logs() {
+        assert_eq!(redacted_url("nats://user:s3cret@nats.lab:4222"), "nats://nats.lab:4222");
+        assert_eq!(redacted_url("postgres://a:b@db/sf3d?password=x"), "postgres://db/sf3d");
+        assert_eq!(redacted_url("127.0.0.1:4222"), "127.0.0.1:4222");
+        assert_eq!(ClusterName::default().bucket("meshes"), "sf3d-default-meshes");
     }
 }

@@ -429,14 +429,12 @@ fn obtain_encoding(
         }
         JobInput::FromMesh { mesh_id } => {
             let entry = engine.gallery.get(&mesh_id)?;
-            let path = engine.gallery.file_path(&mesh_id, "input.png")?;
-            let bytes = std::fs::read(&path).map_err(|e| ApiError::internal("gallery input", e))?;
+            let bytes = engine.gallery.read_file(&mesh_id, "input.png")?;
             encode_bytes(engine, p, bytes, params, events, entry.metadata.source_name, None)
         }
         JobInput::Regenerate { parent_id } => {
             let parent = engine.gallery.get(&parent_id)?;
-            let input_path = engine.gallery.file_path(&parent_id, "input.png")?;
-            let input_png = std::fs::read(&input_path).map_err(|e| ApiError::internal("gallery input", e))?;
+            let input_png = engine.gallery.read_file(&parent_id, "input.png")?;
             let same_encode = parent.metadata.params.foreground_ratio.to_bits() == params.foreground_ratio.to_bits()
                 && parent.metadata.params.background == params.background
                 && parent.metadata.model.id == p.model().id;
@@ -489,11 +487,10 @@ fn cached_encoding(engine: &Engine, p: &Pipeline, mesh_id: &str) -> Option<Arc<E
     }
     let g = &engine.gallery;
     let load = || -> Result<Encoded, String> {
-        let path = g.file_path(mesh_id, CACHE_FILE).map_err(|e| e.to_string())?;
-        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let bytes = g.read_file(mesh_id, CACHE_FILE).map_err(|e| e.to_string())?;
         let img = |f: &str| -> Result<image::RgbaImage, String> {
-            let p = g.file_path(mesh_id, f).map_err(|e| e.to_string())?;
-            Ok(image::open(&p).map_err(|e| format!("{}: {e}", p.display()))?.to_rgba8())
+            let png = g.read_file(mesh_id, f).map_err(|e| e.to_string())?;
+            Ok(image::load_from_memory(&png).map_err(|e| format!("{f} of {mesh_id}: {e}"))?.to_rgba8())
         };
         Encoded::from_bytes(&bytes, img("input.png")?, img("preprocessed.png")?).map_err(|e| e.to_string())
     };

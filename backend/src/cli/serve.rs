@@ -13,7 +13,7 @@ use sf3d::preprocess::DecodeLimits;
 use sf3d_backend::auth::ApiKey;
 use sf3d_backend::cache::EncodeCache;
 use sf3d_backend::cluster::{ClusterName, DEFAULT_CLUSTER};
-use sf3d_backend::gallery::{Gallery, IndexConfig};
+use sf3d_backend::gallery::{FilesConfig, Gallery, GalleryConfig, IndexConfig};
 use sf3d_backend::model_source::{load_pipelines, parse_device_list};
 use sf3d_backend::routes::guard::SitePolicy;
 use sf3d_backend::worker::{Engine, TestHooks};
@@ -38,8 +38,13 @@ pub struct ServeArgs {
     /// the command line is visible to other users in `ps`.
     #[arg(long, env = "SF3D_DB", hide_env_values = true)]
     db: Option<String>,
+    /// Keep the gallery's files in the NATS JetStream object store at this server (nats://[USER:PASSWORD@]HOST:4222),
+    /// bucket sf3d-NAME-meshes, instead of DATA/meshes, so several servers share them. Needs --db.
+    #[arg(long, env = "SF3D_NATS", hide_env_values = true)]
+    nats: Option<String>,
     /// Name of this deployment in shared services: its PostgreSQL tables live in schema sf3d_NAME (NAME with
-    /// '-' as '_'), so several deployments can share one database.
+    /// '-' as '_') and its NATS names start with sf3d-NAME-, so several deployments can share one database and
+    /// one NATS server.
     #[arg(long, env = "SF3D_CLUSTER", default_value = DEFAULT_CLUSTER)]
     cluster: ClusterName,
     #[command(flatten)]
@@ -99,6 +104,7 @@ impl std::fmt::Debug for ServeArgs {
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("api_key_file", &self.api_key_file)
             .field("db", &self.db.as_ref().map(|_| "<redacted>"))
+            .field("nats", &self.nats.as_ref().map(|_| "<redacted>"))
             .field("cluster", &self.cluster)
             .finish_non_exhaustive()
     }
@@ -129,14 +135,21 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let source = a.model.source()?;
     let dtype = a.model.dtype()?;
-    let index = match &a.db {
-        Some(url) => IndexConfig::Postgres { url: url.clone(), cluster: a.cluster.clone() },
-        None => IndexConfig::Sqlite,
+    let storage = GalleryConfig {
+        index: match &a.db {
+            Some(url) => IndexConfig::Postgres { url: url.clone(), cluster: a.cluster.clone() },
+            None => IndexConfig::Sqlite,
+        },
+        files: match &a.nats {
+            Some(url) => FilesConfig::Nats { url: url.clone(), cluster: a.cluster.clone() },
+            None => FilesConfig::Folder,
+        },
     };
     let gallery = Arc::new(
-        Gallery::open_with(&a.data, &index).with_context(|| format!("opening the gallery in {}", a.data.display()))?,
+        Gallery::open_with(&a.data, &storage)
+            .with_context(|| format!("opening the gallery ({storage:?}, data folder {})", a.data.display()))?,
     );
-    tracing::info!(index = %gallery.describe_index(), "gallery ready");
+    tracing::info!(gallery = %gallery.describe(), "gallery ready");
     let background_model = a.model.background_model()?;
     let options = PipelineOptions { decode_limits: limits, background_model, ..Default::default() };
     let pipelines = load_pipelines(&source, &devices, dtype, options)?;

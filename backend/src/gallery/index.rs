@@ -81,6 +81,8 @@ pub trait MeshIndex: Send + Sync + std::fmt::Debug {
     fn count(&self) -> Result<u64>;
     /// Makes every write durable in the main store (graceful shutdown).
     fn flush(&self) -> Result<()>;
-    /// Where the rows live, for logs and health (never a password).
+    /// Where the rows live, for logs (never a password).
     fn describe(&self) -> String;
+    /// Whether other servers use the same rows.
+    fn shared(&self) -> bool;
 }

@@ -1,12 +1,11 @@
-//! The lasting gallery: per-mesh folders (`DIR/meshes/{id}/`) under an index of rows — SQLite in the data folder
-//! by default (`DIR/gallery.sqlite3`, [`sqlite`]), or PostgreSQL shared by several servers ([`postgres`]).
+//! The lasting gallery: each mesh's files under an index of rows. The files live in the data folder
+//! (`DIR/meshes/{id}/`, [`folder`]) or in a NATS object store shared by a cluster ([`nats`]); the index in SQLite
+//! (`DIR/gallery.sqlite3`, [`sqlite`]) or in PostgreSQL shared by several servers ([`postgres`]).
 //!
-//! Crash safety: a mesh's files are written into `DIR/meshes/.tmp-{id}/` (each file itself via a temp name and a
-//! rename), the folder is renamed into place, and only then is the index row inserted. A crash therefore leaves
-//! at most a temp folder (removed at the next start) or a complete folder without its row (re-indexed from its
-//! `metadata.json` at the next start, or removed when that is unreadable), never an index row pointing at
-//! half-written files. A failed write removes what it wrote. A row whose folder vanished anyway (someone deleted it
-//! by hand) is reported and skipped, not an error.
+//! Crash safety: a mesh's files are written completely (all or nothing) and only then is the index row inserted.
+//! A crash therefore leaves at most files without a row (re-indexed from their `metadata.json` at the next start,
+//! or removed when incomplete), never an index row pointing at half-written files. A failed write removes what it
+//! wrote. A row whose files vanished anyway (someone deleted them by hand) is reported and skipped, not an error.
 //!
 //! A job stores at most one final entry and one preview: when its job already stored one (it ran twice), an
 //! insert removes what it wrote and answers with the earlier entry.
@@ -17,7 +16,10 @@
 //! come from the fixed [`sf3d_shared::api::MESH_FILES`] list plus the cache file, so no request can reach outside
 //! the data folder.
 
+pub mod files;
+pub mod folder;
 pub mod index;
+pub mod nats;
 pub mod postgres;
 pub mod sqlite;
 #[cfg(test)]
@@ -30,6 +32,7 @@ use sf3d_shared::api::MESH_FILES;
 use sf3d_shared::{MeshEntry, MeshList, MeshMetadata, MeshUrls};
 
 use crate::cluster::ClusterName;
+use files::MeshFiles;
 use index::{IndexRow, Inserted, MeshIndex, Status};
 
 /// Name of the scene-code cache file stored beside a mesh (issue: regenerate from cache).
@@ -63,6 +66,15 @@ pub enum GalleryError {
     /// The index's schema cannot be used by this program.
     #[error("gallery database schema: {0}")]
     Schema(String),
+    /// The NATS object store.
+    #[error("gallery files: {0}")]
+    Nats(String),
+    /// Settings that cannot work together.
+    #[error("gallery settings: {0}")]
+    Config(String),
+    /// A mesh with this id is stored already.
+    #[error("mesh {0} exists already")]
+    Exists(String),
     /// The file system.
     #[error("gallery files: {path}: {source}")]
     Io {
@@ -119,6 +131,13 @@ pub enum IndexConfig {
     },
 }
 
+impl IndexConfig {
+    /// Whether other servers may use the same rows.
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Self::Postgres { .. })
+    }
+}
+
 impl std::fmt::Debug for IndexConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -126,6 +145,39 @@ impl std::fmt::Debug for IndexConfig {
             Self::Postgres { cluster, .. } => write!(f, "Postgres {{ cluster: {cluster} }}"),
         }
     }
+}
+
+/// Where the files live.
+#[derive(Clone, Default)]
+pub enum FilesConfig {
+    /// `DIR/meshes/{id}/`.
+    #[default]
+    Folder,
+    /// The cluster's NATS object store (needs a shared index).
+    Nats {
+        /// `nats://[user:password@]host:port`; may hold a password, so never logged.
+        url: String,
+        /// Whose bucket.
+        cluster: ClusterName,
+    },
+}
+
+impl std::fmt::Debug for FilesConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Folder => f.write_str("Folder"),
+            Self::Nats { cluster, .. } => write!(f, "Nats {{ cluster: {cluster} }}"),
+        }
+    }
+}
+
+/// Where a gallery keeps its rows and its files.
+#[derive(Debug, Clone, Default)]
+pub struct GalleryConfig {
+    /// The rows.
+    pub index: IndexConfig,
+    /// The files.
+    pub files: FilesConfig,
 }
 
 /// The files of one new mesh.
@@ -158,57 +210,73 @@ pub enum Stored {
 pub struct Gallery {
     root: PathBuf,
     index: Box<dyn MeshIndex>,
+    files: Box<dyn MeshFiles>,
 }
 
 impl Gallery {
-    /// Opens (creating if needed) the gallery in `dir` with its SQLite index; see [`Gallery::open_with`].
+    /// Opens (creating if needed) the gallery in `dir`: files in its folder, index in its SQLite file; see
+    /// [`Gallery::open_with`].
     pub fn open(dir: &Path) -> Result<Self> {
-        Self::open_with(dir, &IndexConfig::Sqlite)
+        Self::open_with(dir, &GalleryConfig::default())
     }
 
-    /// Opens (creating if needed) the gallery's files in `dir` and its index, and sweeps what an interrupted run
-    /// left behind: temp folders, folders without an index row (re-indexed when complete) and previews.
-    pub fn open_with(dir: &Path, config: &IndexConfig) -> Result<Self> {
-        let meshes = dir.join("meshes");
-        std::fs::create_dir_all(&meshes).map_err(|e| io(&meshes, e))?;
-        let index: Box<dyn MeshIndex> = match config {
+    /// Opens (creating if needed) the gallery's index and files, and sweeps what an interrupted run left behind:
+    /// temp files, files without an index row (re-indexed when complete) and previews — all of them with an index
+    /// of its own, only those older than [`PREVIEW_TTL`] with a shared one (other servers' jobs may be serving
+    /// theirs).
+    pub fn open_with(dir: &Path, config: &GalleryConfig) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+        let index: Box<dyn MeshIndex> = match &config.index {
             IndexConfig::Sqlite => Box::new(sqlite::SqliteIndex::open(dir)?),
             IndexConfig::Postgres { url, cluster } => Box::new(postgres::PgIndex::open(url, cluster)?),
         };
-        let g = Self { root: dir.to_path_buf(), index };
-        g.prune_previews(std::time::Duration::ZERO)?;
-        g.sweep_folders()?;
+        let files: Box<dyn MeshFiles> = match &config.files {
+            FilesConfig::Folder => Box::new(folder::FolderFiles::open(dir)?),
+            FilesConfig::Nats { .. } if !index.shared() => {
+                return Err(GalleryError::Config(
+                    "files in NATS need the index in PostgreSQL (--db): several servers share those files, and \
+                     each would take the others' meshes for leftovers of its own"
+                        .into(),
+                ));
+            }
+            FilesConfig::Nats { url, cluster } => Box::new(nats::NatsFiles::open(url, cluster)?),
+        };
+        let g = Self { root: dir.to_path_buf(), index, files };
+        g.prune_previews(if g.index.shared() { PREVIEW_TTL } else { std::time::Duration::ZERO })?;
+        g.sweep()?;
         Ok(g)
     }
 
-    /// Removes temp folders and re-indexes (or removes) mesh folders that have no index row.
-    fn sweep_folders(&self) -> Result<()> {
-        let meshes = self.root.join("meshes");
-        let entries = std::fs::read_dir(&meshes).map_err(|e| io(&meshes, e))?;
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let path = e.path();
-            if name.starts_with(".tmp-") {
-                tracing::warn!(path = %path.display(), "removing the leftovers of an interrupted write");
-                let _ = std::fs::remove_dir_all(&path);
+    /// Removes leftovers and re-indexes (or removes) settled files that have no index row.
+    fn sweep(&self) -> Result<()> {
+        self.files.clean_leftovers()?;
+        for id in self.files.mesh_ids()? {
+            if !self.files.settled(&id) || self.index.contains(&id)? {
                 continue;
             }
-            if !is_valid_id(&name) || !path.is_dir() || self.index.contains(&name)? {
-                continue;
-            }
-            let reindexed = match read_orphan(&path, &name) {
+            let reindexed = match self.read_orphan(&id) {
                 Some(m) if !m.preview => {
-                    tracing::warn!(id = %name, "re-indexing a mesh folder whose index row was never written");
+                    tracing::warn!(%id, "re-indexing a mesh whose index row was never written");
                     self.index.insert(&index_row(&m)?)? == Inserted::Stored
                 }
                 _ => false,
             };
             if !reindexed {
-                tracing::warn!(path = %path.display(), "removing a mesh folder without index row");
-                let _ = std::fs::remove_dir_all(&path);
+                tracing::warn!(%id, "removing the files of a mesh without index row");
+                self.files.remove_mesh(&id)?;
             }
         }
         Ok(())
+    }
+
+    /// The metadata of a mesh whose files are all there, or `None`.
+    fn read_orphan(&self, id: &str) -> Option<MeshMetadata> {
+        if !MESH_FILES.iter().all(|f| self.files.has(id, f).unwrap_or(false)) {
+            return None;
+        }
+        let bytes = self.files.read(id, "metadata.json").ok()??;
+        let m: MeshMetadata = serde_json::from_slice(&bytes).ok()?;
+        (m.mesh_id == id).then_some(m)
     }
 
     /// Deletes preview entries older than `age`.
@@ -226,20 +294,17 @@ impl Gallery {
         Ok(())
     }
 
-    /// Folder of mesh `id` (checked).
-    pub fn mesh_dir(&self, id: &str) -> Result<PathBuf> {
-        if !is_valid_id(id) {
-            return Err(GalleryError::InvalidId(id.to_string()));
-        }
-        Ok(self.root.join("meshes").join(id))
+    /// `id` if it is a valid one.
+    fn check_id<'a>(&self, id: &'a str) -> Result<&'a str> {
+        if is_valid_id(id) { Ok(id) } else { Err(GalleryError::InvalidId(id.to_string())) }
     }
 
-    /// Path of `file` of mesh `id`; `file` must be one of [`MESH_FILES`] or [`CACHE_FILE`].
-    pub fn file_path(&self, id: &str, file: &str) -> Result<PathBuf> {
+    /// The bytes of `file` of mesh `id`; `file` must be one of [`MESH_FILES`] or [`CACHE_FILE`].
+    pub fn read_file(&self, id: &str, file: &str) -> Result<Vec<u8>> {
         if !MESH_FILES.contains(&file) && file != CACHE_FILE {
             return Err(GalleryError::UnknownFile(file.to_string()));
         }
-        Ok(self.mesh_dir(id)?.join(file))
+        self.files.read(self.check_id(id)?, file)?.ok_or_else(|| GalleryError::NotFound(id.to_string()))
     }
 
     /// Stores a new mesh atomically (files first, then the index row); on failure nothing of it remains. When its
@@ -249,18 +314,29 @@ impl Gallery {
         if let Err(e) = self.prune_previews(PREVIEW_TTL) {
             tracing::warn!(error = %e, "pruning old previews failed");
         }
-        let id = mesh.metadata.mesh_id.clone();
-        let final_dir = self.mesh_dir(&id)?;
-        let row = index_row(&mesh.metadata)?;
-        let tmp = self.root.join("meshes").join(format!(".tmp-{id}"));
-        let written = self.write_folder(mesh, &tmp, &final_dir);
-        if let Err(e) = written {
-            let _ = std::fs::remove_dir_all(&tmp);
-            return Err(e);
+        let id = self.check_id(&mesh.metadata.mesh_id)?;
+        // Never overwrite (and on failure remove) the files of an entry that exists.
+        if self.index.contains(id)? {
+            return Err(GalleryError::Exists(id.to_string()));
         }
+        let row = index_row(&mesh.metadata)?;
+        let meta_json = serde_json::to_vec_pretty(&mesh.metadata)
+            .map_err(|source| GalleryError::Json { id: id.to_string(), source })?;
+        let mut files: Vec<files::NamedBytes<'_>> = vec![
+            ("mesh.glb", &mesh.glb),
+            ("input.png", &mesh.input_png),
+            ("preprocessed.png", &mesh.preprocessed_png),
+            ("metadata.json", &meta_json),
+        ];
+        if let Some(c) = &mesh.cache {
+            files.push((CACHE_FILE, c));
+        }
+        self.files.put_mesh(id, &files)?;
         let inserted = self.index.insert(&row);
-        if !matches!(inserted, Ok(Inserted::Stored)) {
-            let _ = std::fs::remove_dir_all(&final_dir);
+        if !matches!(inserted, Ok(Inserted::Stored))
+            && let Err(e) = self.files.remove_mesh(id)
+        {
+            tracing::warn!(%id, error = %e, "cannot remove the files of an entry that was not stored");
         }
         match inserted? {
             Inserted::Stored => Ok(Stored::New),
@@ -274,39 +350,14 @@ impl Gallery {
         }
     }
 
-    /// Writes the files into `tmp` and renames it to `final_dir`.
-    fn write_folder(&self, mesh: &NewMesh, tmp: &Path, final_dir: &Path) -> Result<()> {
-        let id = &mesh.metadata.mesh_id;
-        std::fs::create_dir_all(tmp).map_err(|e| io(tmp, e))?;
-        let meta_json = serde_json::to_vec_pretty(&mesh.metadata)
-            .map_err(|source| GalleryError::Json { id: id.clone(), source })?;
-        let mut files: Vec<(&str, &[u8])> = vec![
-            ("mesh.glb", &mesh.glb),
-            ("input.png", &mesh.input_png),
-            ("preprocessed.png", &mesh.preprocessed_png),
-            ("metadata.json", &meta_json),
-        ];
-        if let Some(c) = &mesh.cache {
-            files.push((CACHE_FILE, c));
-        }
-        for (name, bytes) in files {
-            write_atomic(&tmp.join(name), bytes)?;
-        }
-        sync_dir(tmp);
-        std::fs::rename(tmp, final_dir).map_err(|e| io(final_dir, e))?;
-        sync_dir(&self.root.join("meshes"));
-        Ok(())
-    }
-
     fn entry_from_row(&self, id: String, meta: String) -> Result<Option<MeshEntry>> {
-        let dir = self.mesh_dir(&id)?;
-        if !dir.join("mesh.glb").is_file() {
+        if !self.files.has(self.check_id(&id)?, "mesh.glb")? {
             tracing::warn!(%id, "gallery row without its files; skipped");
             return Ok(None);
         }
         let metadata: MeshMetadata =
             serde_json::from_str(&meta).map_err(|source| GalleryError::Json { id: id.clone(), source })?;
-        let cached = dir.join(CACHE_FILE).is_file();
+        let cached = self.files.has(&id, CACHE_FILE)?;
         Ok(Some(MeshEntry { urls: MeshUrls::for_mesh(&id), id, metadata, cached }))
     }
 
@@ -330,14 +381,14 @@ impl Gallery {
         &self.root
     }
 
-    /// Where the index lives (for logs; never a password).
-    pub fn describe_index(&self) -> String {
-        self.index.describe()
+    /// Where the index and the files live (for logs; never a password).
+    pub fn describe(&self) -> String {
+        format!("index: {}; files: {}", self.index.describe(), self.files.describe())
     }
 
     /// One entry.
     pub fn get(&self, id: &str) -> Result<MeshEntry> {
-        self.mesh_dir(id)?;
+        self.check_id(id)?;
         let meta = self.index.metadata(id)?.ok_or_else(|| GalleryError::NotFound(id.to_string()))?;
         self.entry_from_row(id.to_string(), meta)?.ok_or_else(|| GalleryError::NotFound(id.to_string()))
     }
@@ -346,7 +397,7 @@ impl Gallery {
     pub fn list(&self, limit: usize, cursor: Option<&str>) -> Result<MeshList> {
         let limit = limit.clamp(1, MAX_PAGE);
         if let Some(c) = cursor {
-            self.mesh_dir(c)?;
+            self.check_id(c)?;
         }
         let rows = self.index.page(cursor, limit + 1)?;
         let more = rows.len() > limit;
@@ -363,16 +414,12 @@ impl Gallery {
         Ok(MeshList { items, next_cursor: if more { last } else { None }, skipped })
     }
 
-    /// Deletes a mesh (row first, then its folder).
+    /// Deletes a mesh (row first, then its files).
     pub fn delete(&self, id: &str) -> Result<()> {
-        let dir = self.mesh_dir(id)?;
-        if !self.index.delete(id)? {
+        if !self.index.delete(self.check_id(id)?)? {
             return Err(GalleryError::NotFound(id.to_string()));
         }
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir).map_err(|e| io(&dir, e))?;
-        }
-        Ok(())
+        self.files.remove_mesh(id)
     }
 
     /// Number of listed (final) meshes.
@@ -401,16 +448,6 @@ fn index_row(m: &MeshMetadata) -> Result<IndexRow> {
         metadata: serde_json::to_string(m).map_err(json)?,
         job_id: m.job_id.clone(),
     })
-}
-
-/// The metadata of a mesh folder that has every file of a mesh, or `None`.
-fn read_orphan(dir: &Path, id: &str) -> Option<MeshMetadata> {
-    if !MESH_FILES.iter().all(|f| dir.join(f).is_file()) {
-        return None;
-    }
-    let bytes = std::fs::read(dir.join("metadata.json")).ok()?;
-    let m: MeshMetadata = serde_json::from_slice(&bytes).ok()?;
-    (m.mesh_id == id).then_some(m)
 }
 
 /// Writes `bytes` to `path` via a temp name and a rename, syncing the data first.

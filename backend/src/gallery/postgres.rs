@@ -286,6 +286,10 @@ impl MeshIndex for PgIndex {
     fn describe(&self) -> String {
         self.target.clone()
     }
+
+    fn shared(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]
@@ -308,8 +312,8 @@ mod tests {
         assert_eq!(versions, MIGRATIONS.len() as i64);
         // Two galleries (two web tiers) over one index see each other's rows.
         let (da, db) = (temp_dir("pg-share-a"), temp_dir("pg-share-b"));
-        let a = Gallery::open_with(&da, &t.index()).unwrap();
-        let b = Gallery::open_with(&db, &t.index()).unwrap();
+        let a = Gallery::open_with(&da, &t.gallery()).unwrap();
+        let b = Gallery::open_with(&db, &t.gallery()).unwrap();
         let id = new_id();
         a.insert(&new_mesh(&id)).unwrap();
         assert_eq!(b.count().unwrap(), 1);

@@ -144,6 +144,10 @@ impl MeshIndex for SqliteIndex {
     fn describe(&self) -> String {
         format!("SQLite {}", self.path.display())
     }
+
+    fn shared(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]

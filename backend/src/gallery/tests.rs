@@ -1,12 +1,13 @@
-//! The gallery's tests, run on every index back-end: SQLite always, PostgreSQL when the test database answers
-//! ([`crate::test_services`]). Each test gets its own cluster, so its own schema, dropped at the end.
+//! The gallery's tests, run on every storage: SQLite index with files in the folder always; PostgreSQL index with
+//! files in the folder, and with files in NATS, when the test services answer ([`crate::test_services`]). Each
+//! test gets its own cluster, so its own schema and bucket, removed at the end.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
-use sf3d_shared::api::MESH_FILES;
 use sf3d_shared::{DeviceInfo, DeviceKind, GenerateParams, MeshMetadata, ModelInfo};
 
-use super::{Gallery, GalleryError, IndexConfig, NewMesh, Stored, is_valid_id, new_id};
+use super::{Gallery, GalleryConfig, GalleryError, NewMesh, Stored, is_valid_id, new_id};
 use crate::test_services::TestCluster;
 
 pub(crate) fn meta(id: &str) -> MeshMetadata {
@@ -47,60 +48,92 @@ pub(crate) fn temp_dir(name: &str) -> PathBuf {
     d
 }
 
-/// Runs `body` with a fresh folder on every back-end.
-fn each_backend(test: &str, body: impl Fn(&IndexConfig, &Path)) {
+/// Runs `body` with a fresh folder on every storage.
+fn each_storage(test: &str, body: impl Fn(&GalleryConfig, &Path)) {
     let dir = temp_dir(&format!("{test}-sqlite"));
-    body(&IndexConfig::Sqlite, &dir);
+    eprintln!("{test}: SQLite index, files in the folder");
+    body(&GalleryConfig::default(), &dir);
     std::fs::remove_dir_all(dir).ok();
-    if let Some(cluster) = TestCluster::for_test(test) {
-        let dir = temp_dir(&format!("{test}-postgres"));
-        eprintln!("{test}: on PostgreSQL, cluster {}", cluster.cluster);
-        body(&cluster.index(), &dir);
+    for shared in [false, true] {
+        let name = format!("{test}-{}", if shared { "nats" } else { "pg" });
+        let cluster = if shared { TestCluster::shared_for_test(&name) } else { TestCluster::for_test(&name) };
+        let Some(cluster) = cluster else { continue };
+        let dir = temp_dir(&name);
+        let config = cluster.gallery();
+        eprintln!("{test}: {config:?}, cluster {}", cluster.cluster);
+        body(&config, &dir);
         std::fs::remove_dir_all(dir).ok();
     }
 }
 
+/// A new id whose time lies `age` in the past (files of a crash that long ago).
+fn id_from(age: Duration) -> String {
+    let t = SystemTime::now() - age;
+    ulid::Ulid::from_datetime(t).to_string()
+}
+
+/// The files [`Gallery::insert`] writes for `m`.
+fn files_of(m: &NewMesh) -> Vec<(String, Vec<u8>)> {
+    vec![
+        ("mesh.glb".into(), m.glb.clone()),
+        ("input.png".into(), m.input_png.clone()),
+        ("preprocessed.png".into(), m.preprocessed_png.clone()),
+        ("metadata.json".into(), serde_json::to_vec(&m.metadata).unwrap()),
+    ]
+}
+
+fn put(g: &Gallery, id: &str, files: &[(String, Vec<u8>)]) {
+    let named: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
+    g.files.put_mesh(id, &named).unwrap();
+}
+
 #[test]
-fn folders_without_rows_are_reindexed_or_removed_and_previews_dropped() {
-    each_backend("orphans", |config, dir| {
+fn files_without_rows_are_reindexed_or_removed_and_previews_dropped() {
+    each_storage("orphans", |config, dir| {
         let g = Gallery::open_with(dir, config).unwrap();
-        let (kept, partial, preview) = (new_id(), new_id(), new_id());
+        let preview = new_id();
         let mut p = new_mesh(&preview);
         p.metadata.preview = true;
         g.insert(&p).unwrap();
+        // A crash between the files and the row, one in the middle of writing the files, and a write another
+        // server is doing right now (a young id): only the settled ones are swept.
+        let long_ago = Duration::from_secs(3600);
+        let (kept, partial, young) = (id_from(long_ago), id_from(long_ago), new_id());
+        put(&g, &kept, &files_of(&new_mesh(&kept)));
+        put(&g, &partial, &[("mesh.glb".into(), b"gl".to_vec())]);
+        put(&g, &young, &[("mesh.glb".into(), b"gl".to_vec())]);
         drop(g);
-        // A crash between the folder rename and the INSERT, and one in the middle of writing the files.
-        let src_dir = temp_dir("orphans-src");
-        let src = Gallery::open(&src_dir).unwrap();
-        src.insert(&new_mesh(&kept)).unwrap();
-        let from = src.mesh_dir(&kept).unwrap();
-        let to = dir.join("meshes").join(&kept);
-        std::fs::create_dir_all(&to).unwrap();
-        for f in MESH_FILES {
-            std::fs::copy(from.join(f), to.join(f)).unwrap();
-        }
-        std::fs::create_dir_all(dir.join("meshes").join(&partial)).unwrap();
-        std::fs::write(dir.join("meshes").join(&partial).join("mesh.glb"), b"gl").unwrap();
         let g = Gallery::open_with(dir, config).unwrap();
         assert_eq!(g.get(&kept).unwrap().id, kept);
-        assert!(!dir.join("meshes").join(&partial).exists());
-        assert!(matches!(g.get(&preview), Err(GalleryError::NotFound(_))));
-        assert!(!g.mesh_dir(&preview).unwrap().exists());
-        std::fs::remove_dir_all(src_dir).ok();
+        assert_eq!(g.read_file(&kept, "mesh.glb").unwrap(), b"glTF");
+        assert!(!g.files.has(&partial, "mesh.glb").unwrap());
+        assert_eq!(g.files.has(&young, "mesh.glb").unwrap(), !g.files.settled(&young));
+        if config.index.is_shared() {
+            // Another server's job may still serve its fresh preview.
+            assert_eq!(g.get(&preview).unwrap().id, preview);
+        } else {
+            assert!(matches!(g.get(&preview), Err(GalleryError::NotFound(_))));
+            assert!(!g.files.has(&preview, "mesh.glb").unwrap());
+        }
+        g.files.remove_mesh(&young).unwrap();
     });
 }
 
 #[test]
-fn a_failed_insert_leaves_nothing_behind() {
-    each_backend("failed-insert", |config, dir| {
+fn a_failed_insert_leaves_nothing_behind_and_never_touches_an_existing_entry() {
+    each_storage("failed-insert", |config, dir| {
         let g = Gallery::open_with(dir, config).unwrap();
         let id = new_id();
         g.insert(&new_mesh(&id)).unwrap();
-        // The same id again: the files are written, the rename onto the existing folder fails.
-        let other = dir.join("meshes").join(format!(".tmp-{id}"));
-        assert!(g.insert(&new_mesh(&id)).is_err());
-        assert!(!other.exists());
-        assert_eq!(g.get(&id).unwrap().id, id);
+        let mut again = new_mesh(&id);
+        again.glb = b"other".to_vec();
+        assert!(matches!(g.insert(&again), Err(GalleryError::Exists(_))));
+        assert_eq!(g.read_file(&id, "mesh.glb").unwrap(), b"glTF");
+        // An id that is no ULID is refused before anything is written.
+        let mut bad = new_mesh("not-an-id");
+        bad.metadata.mesh_id = "../x".into();
+        assert!(matches!(g.insert(&bad), Err(GalleryError::InvalidId(_))));
+        assert_eq!(g.list(10, None).unwrap().items.len(), 1);
     });
 }
 
@@ -120,7 +153,7 @@ fn ids_are_checked() {
 
 #[test]
 fn insert_list_page_delete_and_survive_reopen() {
-    each_backend("crud", |config, dir| {
+    each_storage("crud", |config, dir| {
         let ids: Vec<String> = (0..5).map(|_| new_id()).collect();
         {
             let g = Gallery::open_with(dir, config).unwrap();
@@ -138,33 +171,38 @@ fn insert_list_page_delete_and_survive_reopen() {
             assert_eq!((last.items.len(), last.next_cursor), (1, None));
             g.delete(&ids[0]).unwrap();
             assert!(matches!(g.delete(&ids[0]), Err(GalleryError::NotFound(_))));
+            assert!(!g.files.has(&ids[0], "mesh.glb").unwrap());
             g.checkpoint().unwrap();
         }
         let g = Gallery::open_with(dir, config).unwrap();
         assert_eq!(g.count().unwrap(), 4);
-        assert_eq!(std::fs::read(g.file_path(&ids[1], "mesh.glb").unwrap()).unwrap(), b"glTF");
-        assert!(g.file_path(&ids[1], "../gallery.sqlite3").is_err());
-        assert!(g.file_path("..", "mesh.glb").is_err());
+        assert_eq!(g.read_file(&ids[1], "mesh.glb").unwrap(), b"glTF");
+        assert_eq!(g.read_file(&ids[1], "input.png").unwrap(), [1]);
+        assert!(matches!(g.read_file(&ids[1], "../gallery.sqlite3"), Err(GalleryError::UnknownFile(_))));
+        assert!(matches!(g.read_file("..", "mesh.glb"), Err(GalleryError::InvalidId(_))));
+        assert!(matches!(g.read_file(&ids[0], "mesh.glb"), Err(GalleryError::NotFound(_))));
         assert!(matches!(g.list(10, Some("../x")), Err(GalleryError::InvalidId(_))));
     });
 }
 
 #[test]
 fn entries_are_found_by_their_job_even_when_reindexed() {
-    each_backend("byjob", |config, dir| {
+    each_storage("byjob", |config, dir| {
         let g = Gallery::open_with(dir, config).unwrap();
-        let (a, b) = (new_id(), new_id());
+        let a = new_id();
         let mut m = new_mesh(&a);
         m.metadata.job_id = Some("JOB1".into());
+        m.cache = Some(b"codes".to_vec());
         g.insert(&m).unwrap();
-        assert_eq!(g.find_by_job("JOB1", false).unwrap().unwrap().id, a);
+        let found = g.find_by_job("JOB1", false).unwrap().unwrap();
+        assert_eq!((found.id.as_str(), found.cached), (a.as_str(), true));
         assert!(g.find_by_job("JOB1", true).unwrap().is_none());
         assert!(g.find_by_job("JOB2", false).unwrap().is_none());
-        // A folder whose row was never written (a crash between the two) is re-indexed with its job.
+        // Files whose row was never written (a crash between the two, an hour ago) are re-indexed with their job.
+        let b = id_from(Duration::from_secs(3600));
         let mut m = new_mesh(&b);
         m.metadata.job_id = Some("JOB2".into());
-        g.insert(&m).unwrap();
-        assert!(g.index.delete(&b).unwrap());
+        put(&g, &b, &files_of(&m));
         drop(g);
         let g = Gallery::open_with(dir, config).unwrap();
         assert_eq!(g.find_by_job("JOB2", false).unwrap().unwrap().id, b);
@@ -173,7 +211,7 @@ fn entries_are_found_by_their_job_even_when_reindexed() {
 
 #[test]
 fn a_job_stores_one_final_entry_and_one_preview() {
-    each_backend("one-per-job", |config, dir| {
+    each_storage("one-per-job", |config, dir| {
         let g = Gallery::open_with(dir, config).unwrap();
         let with_job = |id: &str, preview: bool| {
             let mut m = new_mesh(id);
@@ -188,7 +226,7 @@ fn a_job_stores_one_final_entry_and_one_preview() {
             Stored::Existing(e) => assert_eq!(e.id, first),
             Stored::New => panic!("a job stored two entries"),
         }
-        assert!(!g.mesh_dir(&again).unwrap().exists());
+        assert!(!g.files.has(&again, "mesh.glb").unwrap());
         assert!(matches!(g.get(&again), Err(GalleryError::NotFound(_))));
         assert!(matches!(g.insert(&with_job(&preview, true)).unwrap(), Stored::New));
         // Entries without a job are never merged.
@@ -199,19 +237,27 @@ fn a_job_stores_one_final_entry_and_one_preview() {
 }
 
 #[test]
-fn rows_whose_files_vanished_are_skipped_and_orphans_cleaned() {
-    each_backend("vanish", |config, dir| {
+fn rows_whose_files_vanished_are_skipped() {
+    each_storage("vanish", |config, dir| {
         let g = Gallery::open_with(dir, config).unwrap();
         let (a, b) = (new_id(), new_id());
         g.insert(&new_mesh(&a)).unwrap();
         g.insert(&new_mesh(&b)).unwrap();
-        std::fs::remove_dir_all(g.mesh_dir(&a).unwrap()).unwrap();
+        g.files.remove_mesh(&a).unwrap();
         let list = g.list(10, None).unwrap();
         assert_eq!((list.items.len(), list.skipped), (1, 1));
         assert!(matches!(g.get(&a), Err(GalleryError::NotFound(_))));
-        drop(g);
-        std::fs::create_dir_all(dir.join("meshes/.tmp-XYZ")).unwrap();
-        let _g = Gallery::open_with(dir, config).unwrap();
-        assert!(!dir.join("meshes/.tmp-XYZ").exists());
     });
+}
+
+#[test]
+fn files_in_nats_need_a_shared_index() {
+    let config = GalleryConfig {
+        files: super::FilesConfig::Nats { url: "nats://127.0.0.1:1".into(), cluster: Default::default() },
+        ..Default::default()
+    };
+    let dir = temp_dir("nats-needs-db");
+    let err = Gallery::open_with(&dir, &config).unwrap_err().to_string();
+    assert!(err.contains("--db"), "{err}");
+    std::fs::remove_dir_all(dir).ok();
 }

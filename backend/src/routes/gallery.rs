@@ -111,17 +111,14 @@ pub(crate) async fn file(
     State(s): State<AppState>,
     Path((id, file)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let path = s.engine.gallery.file_path(&id, &file)?;
     if file == crate::gallery::CACHE_FILE {
         return Err(crate::gallery::GalleryError::UnknownFile(file).into());
     }
-    let bytes = match tokio::fs::read(&path).await {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(crate::gallery::GalleryError::NotFound(id).into());
-        }
-        Err(e) => return Err(ApiError::internal("gallery file", e)),
-    };
+    let g = s.engine.gallery.clone();
+    let (read_id, read_file) = (id.clone(), file.clone());
+    let bytes = tokio::task::spawn_blocking(move || g.read_file(&read_id, &read_file))
+        .await
+        .map_err(|e| ApiError::internal("gallery file", e))??;
     let mime = match file.rsplit('.').next() {
         Some("glb") => "model/gltf-binary",
         Some("png") => "image/png",

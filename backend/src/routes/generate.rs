@@ -145,8 +145,11 @@ pub(crate) async fn wait_terminal(job: &Arc<Job>) -> ServerMessage {
 async fn respond_with_glb(state: &AppState, job: Arc<Job>) -> Result<Response, ApiError> {
     match wait_terminal(&job).await {
         ServerMessage::Done { mesh_id, metadata, .. } => {
-            let path = state.engine.gallery.file_path(&mesh_id, "mesh.glb")?;
-            let glb = tokio::fs::read(&path).await.map_err(|e| ApiError::internal("reading the new GLB", e))?;
+            let g = state.engine.gallery.clone();
+            let id = mesh_id.clone();
+            let glb = tokio::task::spawn_blocking(move || g.read_file(&id, "mesh.glb"))
+                .await
+                .map_err(|e| ApiError::internal("reading the new GLB", e))??;
             let mut resp = glb.into_response();
             let h = resp.headers_mut();
             h.insert(header::CONTENT_TYPE, HeaderValue::from_static("model/gltf-binary"));

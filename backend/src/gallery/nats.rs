@@ -1,0 +1,230 @@
+//! Mesh files in a NATS JetStream object store — bucket `sf3d-CLUSTER-meshes`, one object `{id}/{file}` per file —
+//! so every server and worker of a cluster reads and writes them without a shared disk. The scene-code cache
+//! (16–20 MB at full size) is stored there too, so a tweak of any mesh can run on any worker.
+//!
+//! The client is asynchronous and the gallery is not: the client runs on a small runtime of its own, and each
+//! call waits for its answer (bounded by [`CALL_TIMEOUT`]). The client reconnects by itself after the NATS server
+//! restarted.
+//!
+//! Files without an index row are only treated as left over from a crash when their id (a ULID, so a time) is
+//! older than [`SETTLE`]: a younger one may be a mesh another process is writing right now.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use async_nats::jetstream::object_store::{self, GetErrorKind, InfoErrorKind, ObjectStore};
+use futures_util::StreamExt;
+use sf3d_shared::api::MESH_FILES;
+use tokio::io::AsyncReadExt;
+
+use super::files::{MeshFiles, NamedBytes};
+use super::{CACHE_FILE, GalleryError, Result, is_valid_id};
+use crate::cluster::{ClusterName, redacted_url};
+
+/// Longest wait for the first connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a caller waits for one call.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Age after which files without an index row count as left over from a crash.
+pub const SETTLE: Duration = Duration::from_secs(600);
+
+/// The cluster's object store.
+pub struct NatsFiles {
+    /// `None` only while dropping.
+    rt: Option<tokio::runtime::Runtime>,
+    js: async_nats::jetstream::Context,
+    store: ObjectStore,
+    bucket: String,
+    target: String,
+}
+
+impl std::fmt::Debug for NatsFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.target)
+    }
+}
+
+impl Drop for NatsFiles {
+    fn drop(&mut self) {
+        // Never blocks, so it may run inside the server's runtime too.
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Runs `fut` on `rt` and waits for it (from any thread, inside another runtime or not).
+fn run_on<T: Send + 'static>(
+    rt: &tokio::runtime::Runtime,
+    target: &str,
+    fut: impl Future<Output = std::result::Result<T, String>> + Send + 'static,
+) -> Result<T> {
+    let (reply, answer) = mpsc::sync_channel(1);
+    rt.spawn(async move {
+        let _ = reply.send(fut.await);
+    });
+    match answer.recv_timeout(CALL_TIMEOUT) {
+        Ok(r) => r.map_err(|e| GalleryError::Nats(format!("{target}: {e}"))),
+        Err(_) => {
+            Err(GalleryError::Unavailable(format!("{target} did not answer within {} s", CALL_TIMEOUT.as_secs())))
+        }
+    }
+}
+
+fn object(id: &str, file: &str) -> String {
+    format!("{id}/{file}")
+}
+
+impl NatsFiles {
+    /// Connects to the NATS server at `url` (`nats://[user:password@]host:port`) and opens (creating if needed)
+    /// the cluster's bucket.
+    pub fn open(url: &str, cluster: &ClusterName) -> Result<Self> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("sf3d-nats-files")
+            .enable_all()
+            .build()
+            .map_err(|e| GalleryError::Unavailable(format!("cannot start the NATS runtime: {e}")))?;
+        let bucket = cluster.bucket("meshes");
+        let target = format!("NATS {}, bucket {bucket}", redacted_url(url));
+        let url = url.to_string();
+        let name = bucket.clone();
+        let (js, store) = run_on(&rt, &target, async move {
+            let client = async_nats::ConnectOptions::new()
+                .name("sf3d")
+                .connection_timeout(CONNECT_TIMEOUT)
+                .connect(url.as_str())
+                .await
+                .map_err(|e| format!("cannot connect: {e}"))?;
+            let js = async_nats::jetstream::new(client);
+            let config = object_store::Config {
+                bucket: name.clone(),
+                description: Some("SF3D Studio gallery files".into()),
+                ..Default::default()
+            };
+            let store = match js.create_object_store(config).await {
+                Ok(s) => s,
+                // Created by another process with other settings: use it as it is.
+                Err(create) => js.get_object_store(&name).await.map_err(|e| format!("bucket: {create}; {e}"))?,
+            };
+            Ok((js, store))
+        })?;
+        Ok(Self { rt: Some(rt), js, store, bucket, target })
+    }
+
+    fn run<T: Send + 'static>(
+        &self,
+        fut: impl Future<Output = std::result::Result<T, String>> + Send + 'static,
+    ) -> Result<T> {
+        match &self.rt {
+            Some(rt) => run_on(rt, &self.target, fut),
+            None => Err(GalleryError::Unavailable(format!("{} is closed", self.target))),
+        }
+    }
+
+    /// Removes the cluster's bucket with every file in it (a deployment taken down; the tests' clean-up).
+    pub fn drop_bucket(url: &str, cluster: &ClusterName) -> Result<()> {
+        let files = Self::open(url, cluster)?;
+        let (js, bucket) = (files.js.clone(), files.bucket.clone());
+        files.run(async move { js.delete_object_store(&bucket).await.map_err(|e| e.to_string()) })
+    }
+}
+
+impl MeshFiles for NatsFiles {
+    fn put_mesh(&self, id: &str, files: &[NamedBytes<'_>]) -> Result<()> {
+        let store = self.store.clone();
+        let owned: Vec<(String, Vec<u8>)> = files.iter().map(|(n, b)| (object(id, n), b.to_vec())).collect();
+        self.run(async move {
+            let mut written = Vec::new();
+            for (name, bytes) in &owned {
+                if let Err(e) = store.put(name.as_str(), &mut bytes.as_slice()).await {
+                    for w in written {
+                        let _ = store.delete(w).await;
+                    }
+                    return Err(format!("writing {name}: {e}"));
+                }
+                written.push(name.as_str());
+            }
+            Ok(())
+        })
+    }
+
+    fn read(&self, id: &str, file: &str) -> Result<Option<Vec<u8>>> {
+        let store = self.store.clone();
+        let name = object(id, file);
+        self.run(async move {
+            match store.get(&name).await {
+                Ok(mut obj) => {
+                    let mut buf = Vec::new();
+                    obj.read_to_end(&mut buf).await.map_err(|e| format!("reading {name}: {e}"))?;
+                    Ok(Some(buf))
+                }
+                Err(e) if e.kind() == GetErrorKind::NotFound => Ok(None),
+                Err(e) => Err(format!("reading {name}: {e}")),
+            }
+        })
+    }
+
+    fn has(&self, id: &str, file: &str) -> Result<bool> {
+        let store = self.store.clone();
+        let name = object(id, file);
+        self.run(async move {
+            match store.info(&name).await {
+                Ok(info) => Ok(!info.deleted),
+                Err(e) if e.kind() == InfoErrorKind::NotFound => Ok(false),
+                Err(e) => Err(format!("looking up {name}: {e}")),
+            }
+        })
+    }
+
+    fn remove_mesh(&self, id: &str) -> Result<()> {
+        let store = self.store.clone();
+        let names: Vec<String> = MESH_FILES.iter().chain(&[CACHE_FILE]).map(|f| object(id, f)).collect();
+        self.run(async move {
+            for name in names {
+                match store.info(&name).await {
+                    Ok(info) if !info.deleted => {
+                        store.delete(&name).await.map_err(|e| format!("removing {name}: {e}"))?;
+                    }
+                    Ok(_) => {}
+                    Err(e) if e.kind() == InfoErrorKind::NotFound => {}
+                    Err(e) => return Err(format!("looking up {name}: {e}")),
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn clean_leftovers(&self) -> Result<()> {
+        // An interrupted put leaves no object under a name: nothing to clean.
+        Ok(())
+    }
+
+    fn mesh_ids(&self) -> Result<Vec<String>> {
+        let store = self.store.clone();
+        self.run(async move {
+            let mut list = store.list().await.map_err(|e| format!("listing: {e}"))?;
+            let mut ids = BTreeSet::new();
+            while let Some(info) = list.next().await {
+                let info = info.map_err(|e| format!("listing: {e}"))?;
+                if let Some((id, _)) = info.name.split_once('/')
+                    && is_valid_id(id)
+                {
+                    ids.insert(id.to_string());
+                }
+            }
+            Ok(ids.into_iter().collect())
+        })
+    }
+
+    fn settled(&self, id: &str) -> bool {
+        let Ok(ulid) = ulid::Ulid::from_string(id) else { return false };
+        std::time::SystemTime::now().duration_since(ulid.datetime()).is_ok_and(|age| age >= SETTLE)
+    }
+
+    fn describe(&self) -> String {
+        self.target.clone()
+    }
+}
