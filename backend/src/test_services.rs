@@ -141,3 +141,86 @@ impl Drop for TestCluster {
         self.remove();
     }
 }
+
+/// Where the tests find `nats-server` for servers of their own: `SF3D_TEST_NATS_SERVER`, else Debian's path.
+pub const NATS_SERVER_ENV: &str = "SF3D_TEST_NATS_SERVER";
+const DEFAULT_NATS_SERVER: &str = "/usr/sbin/nats-server";
+
+/// A `nats-server -js` of a test's own, on a free loopback port with its store in a temp folder — for tests that
+/// stop and restart it. Killed (and its folder removed) when this goes away.
+pub struct OwnNatsServer {
+    binary: std::path::PathBuf,
+    port: u16,
+    dir: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl OwnNatsServer {
+    /// Starts one, or `None` after a loud message when `nats-server` is missing (a panic under
+    /// `SF3D_REQUIRE_SERVICES=1`).
+    ///
+    /// # Panics
+    /// When it cannot start, or is missing under `SF3D_REQUIRE_SERVICES=1`.
+    pub fn start(test: &str) -> Option<Self> {
+        let binary =
+            std::path::PathBuf::from(std::env::var(NATS_SERVER_ENV).unwrap_or_else(|_| DEFAULT_NATS_SERVER.into()));
+        if !binary.is_file() {
+            let msg = format!("no nats-server at {} (set {NATS_SERVER_ENV})", binary.display());
+            if std::env::var(REQUIRE_SERVICES_ENV).is_ok_and(|v| v == "1") {
+                panic!("{REQUIRE_SERVICES_ENV}=1 but {msg}");
+            }
+            eprintln!("\n*** SKIPPING a NATS restart test: {msg} ***\n");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or_else(|e| panic!("no free port: {e}"));
+        let dir = std::env::temp_dir().join(format!("sf3d-nats-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut s = Self { binary, port, dir, child: None };
+        s.restart();
+        Some(s)
+    }
+
+    /// `nats://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (as a crash would).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port with the same store, and waits until it accepts connections.
+    ///
+    /// # Panics
+    /// When it does not start within 10 s.
+    pub fn restart(&mut self) {
+        self.kill();
+        let child = std::process::Command::new(&self.binary)
+            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
+            .arg(&self.dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.binary.display()));
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "nats-server did not start on port {}", self.port);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for OwnNatsServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

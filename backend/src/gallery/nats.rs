@@ -228,3 +228,46 @@ impl MeshFiles for NatsFiles {
         self.target.clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_services::OwnNatsServer;
+
+    #[test]
+    fn the_files_come_back_by_themselves_after_the_nats_server_restarted() {
+        let Some(mut server) = OwnNatsServer::start("files-restart") else { return };
+        let cluster = ClusterName::default();
+        let files = NatsFiles::open(&server.url(), &cluster).unwrap();
+        let (a, b) = (crate::gallery::new_id(), crate::gallery::new_id());
+        files.put_mesh(&a, &[("mesh.glb", b"glTF")]).unwrap();
+        server.kill();
+        server.restart();
+        // The client reconnects on its own (with backoff); no call from us is needed for that.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let back = loop {
+            match files.read(&a, "mesh.glb") {
+                Ok(Some(bytes)) => break bytes,
+                other => {
+                    assert!(std::time::Instant::now() < deadline, "still failing after the restart: {other:?}");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+        };
+        assert_eq!(back, b"glTF");
+        files.put_mesh(&b, &[("mesh.glb", b"more")]).unwrap();
+        assert_eq!(files.mesh_ids().unwrap(), [a, b]);
+    }
+
+    #[test]
+    fn an_absent_server_fails_clearly_without_the_password() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let started = std::time::Instant::now();
+        let err = NatsFiles::open(&format!("nats://sf3d:hunter2secret@127.0.0.1:{port}"), &ClusterName::default())
+            .unwrap_err()
+            .to_string();
+        assert!(started.elapsed() < CALL_TIMEOUT, "{err}");
+        assert!(err.contains("cannot connect") && err.contains(&format!("127.0.0.1:{port}")), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+}

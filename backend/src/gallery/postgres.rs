@@ -323,6 +323,20 @@ mod tests {
     }
 
     #[test]
+    fn a_connection_the_server_ended_is_opened_again() {
+        let Some(t) = TestCluster::for_test("reconnect") else { return };
+        let i = PgIndex::open(&t.url, &t.cluster).unwrap();
+        let pid = |i: &PgIndex| i.call(|c, _| Ok(c.query_one("SELECT pg_backend_pid()", &[])?.get::<_, i32>(0)));
+        let before = pid(&i).unwrap();
+        // Another session ends ours, as a restart of the database would.
+        let mut admin = postgres::Client::connect(&t.url, NoTls).unwrap();
+        admin.execute("SELECT pg_terminate_backend($1)", &[&before]).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(i.count().unwrap(), 0);
+        assert_ne!(pid(&i).unwrap(), before);
+    }
+
+    #[test]
     fn a_schema_newer_than_the_program_is_refused() {
         let Some(t) = TestCluster::for_test("newer") else { return };
         let i = PgIndex::open(&t.url, &t.cluster).unwrap();
