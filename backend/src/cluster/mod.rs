@@ -1,6 +1,9 @@
-//! The name of one deployment that shares services with others (`--cluster NAME`): every name it creates in a
-//! shared service is derived from it here, so two deployments (or two parallel tests) on one PostgreSQL never see
-//! each other's tables.
+//! Several processes as one service. [`ClusterName`] is the name of one deployment that shares services with
+//! others (`--cluster NAME`): every name it creates in a shared service is derived from it here, so two
+//! deployments (or two parallel tests) on one PostgreSQL or NATS server never see each other's. [`queue`] is the
+//! job queue its web tiers and workers share.
+
+pub mod queue;
 
 use std::fmt;
 use std::str::FromStr;
@@ -30,6 +33,11 @@ impl ClusterName {
     /// The name of one of this cluster's NATS buckets or streams: `sf3d-NAME-WHAT`.
     pub fn bucket(&self, what: &str) -> String {
         format!("sf3d-{}-{what}", self.0)
+    }
+
+    /// One of this cluster's NATS subjects: `sf3d.NAME.WHAT`.
+    pub fn subject(&self, what: &str) -> String {
+        format!("sf3d.{}.{what}", self.0)
     }
 }
 
