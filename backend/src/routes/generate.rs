@@ -332,8 +332,10 @@ pub(crate) async fn regenerate(
             .params
     };
     params.validate()?;
-    // 404 before queueing, so an unknown id never occupies the queue.
-    state.engine.gallery.get(&id)?;
+    // 404 before queueing, so an unknown id never occupies the queue (off the runtime: the index may be remote).
+    let g = state.engine.gallery.clone();
+    let parent = id.clone();
+    tokio::task::spawn_blocking(move || g.get(&parent)).await.map_err(|e| ApiError::internal("gallery", e))??;
     let job = submit(&state, JobRequest { input: JobInput::Regenerate { parent_id: id }, params }).await?;
     respond_with_glb(&state, job).await
 }
