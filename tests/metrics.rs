@@ -22,6 +22,19 @@ async fn scrape(base: &str) -> String {
     r.text().await.unwrap()
 }
 
+/// A scrape once no job runs (or after 10 s): a REST answer leaves the moment its job's end is published; the
+/// worker counts that end, goes idle and gives the job back a moment later.
+async fn scrape_when_idle(base: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = scrape(base).await;
+        if value(&text, "sf3d_running_jobs") == 0.0 || std::time::Instant::now() > deadline {
+            return text;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn metrics_move_around_a_job_and_need_the_key() {
     let srv = TestServer::start(Options { api_key: Some(KEY.into()), ..Options::default() }).await;
@@ -84,7 +97,7 @@ async fn metrics_move_around_a_job_and_need_the_key() {
         .unwrap();
     assert_eq!(r.status(), 415);
 
-    let after = scrape(&srv.base).await;
+    let after = scrape_when_idle(&srv.base).await;
     let moved = |series: &str| value(&after, series) - value(&before, series);
     assert_eq!(moved(succeeded), 2.0, "{after}");
     assert_eq!(moved(failed), 1.0, "{after}");
@@ -100,18 +113,9 @@ async fn metrics_move_around_a_job_and_need_the_key() {
     assert_eq!(inf, 1.0, "{after}");
     assert_eq!(value(&after, "sf3d_gallery_meshes"), 2.0, "{after}");
     assert_eq!(value(&after, "sf3d_queue_waiting_jobs"), 0.0);
-    // A REST answer leaves as soon as its job ends; the worker counts itself idle right after.
-    let mut settled = after.clone();
-    for _ in 0..200 {
-        if value(&settled, "sf3d_running_jobs") == 0.0 && value(&settled, r#"sf3d_workers{state="busy"}"#) == 0.0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        settled = scrape(&srv.base).await;
-    }
-    assert_eq!(value(&settled, "sf3d_running_jobs"), 0.0, "{settled}");
-    assert_eq!(value(&settled, r#"sf3d_workers{state="busy"}"#), 0.0, "{settled}");
-    assert_eq!(value(&settled, r#"sf3d_workers{state="idle"}"#), 2.0, "{settled}");
+    assert_eq!(value(&after, "sf3d_running_jobs"), 0.0, "{after}");
+    assert_eq!(value(&after, r#"sf3d_workers{state="busy"}"#), 0.0, "{after}");
+    assert_eq!(value(&after, r#"sf3d_workers{state="idle"}"#), 2.0, "{after}");
     assert!(value(&after, "sf3d_scene_code_cache_entries") >= 1.0, "{after}");
     assert!(value(&after, "sf3d_scene_code_cache_bytes") > 0.0, "{after}");
 
