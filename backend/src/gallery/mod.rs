@@ -195,6 +195,22 @@ pub struct NewMesh {
     pub cache: Option<Vec<u8>>,
 }
 
+impl NewMesh {
+    /// The files stored for it, its metadata given as `meta_json`.
+    fn files<'a>(&'a self, meta_json: &'a [u8]) -> Vec<files::NamedBytes<'a>> {
+        let mut files: Vec<files::NamedBytes<'a>> = vec![
+            ("mesh.glb", &self.glb),
+            ("input.png", &self.input_png),
+            ("preprocessed.png", &self.preprocessed_png),
+            ("metadata.json", meta_json),
+        ];
+        if let Some(c) = &self.cache {
+            files.push((CACHE_FILE, c));
+        }
+        files
+    }
+}
+
 /// What [`Gallery::insert`] did.
 #[derive(Debug)]
 pub enum Stored {
@@ -322,16 +338,7 @@ impl Gallery {
         let row = index_row(&mesh.metadata)?;
         let meta_json = serde_json::to_vec_pretty(&mesh.metadata)
             .map_err(|source| GalleryError::Json { id: id.to_string(), source })?;
-        let mut files: Vec<files::NamedBytes<'_>> = vec![
-            ("mesh.glb", &mesh.glb),
-            ("input.png", &mesh.input_png),
-            ("preprocessed.png", &mesh.preprocessed_png),
-            ("metadata.json", &meta_json),
-        ];
-        if let Some(c) = &mesh.cache {
-            files.push((CACHE_FILE, c));
-        }
-        self.files.put_mesh(id, &files)?;
+        self.files.put_mesh(id, &mesh.files(&meta_json))?;
         let inserted = self.index.insert(&row);
         if !matches!(inserted, Ok(Inserted::Stored))
             && let Err(e) = self.files.remove_mesh(id)

@@ -14,7 +14,7 @@ use std::future::Future;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use async_nats::jetstream::object_store::{self, GetErrorKind, InfoErrorKind, ObjectStore};
+use async_nats::jetstream::object_store::{self, DeleteErrorKind, GetErrorKind, InfoErrorKind, ObjectStore};
 use futures_util::StreamExt;
 use sf3d_shared::api::MESH_FILES;
 use tokio::io::AsyncReadExt;
@@ -184,13 +184,10 @@ impl MeshFiles for NatsFiles {
         let names: Vec<String> = MESH_FILES.iter().chain(&[CACHE_FILE]).map(|f| object(id, f)).collect();
         self.run(async move {
             for name in names {
-                match store.info(&name).await {
-                    Ok(info) if !info.deleted => {
-                        store.delete(&name).await.map_err(|e| format!("removing {name}: {e}"))?;
-                    }
-                    Ok(_) => {}
-                    Err(e) if e.kind() == InfoErrorKind::NotFound => {}
-                    Err(e) => return Err(format!("looking up {name}: {e}")),
+                match store.delete(&name).await {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == DeleteErrorKind::NotFound => {}
+                    Err(e) => return Err(format!("removing {name}: {e}")),
                 }
             }
             Ok(())

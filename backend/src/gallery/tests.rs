@@ -72,19 +72,15 @@ fn id_from(age: Duration) -> String {
     ulid::Ulid::from_datetime(t).to_string()
 }
 
-/// The files [`Gallery::insert`] writes for `m`.
-fn files_of(m: &NewMesh) -> Vec<(String, Vec<u8>)> {
-    vec![
-        ("mesh.glb".into(), m.glb.clone()),
-        ("input.png".into(), m.input_png.clone()),
-        ("preprocessed.png".into(), m.preprocessed_png.clone()),
-        ("metadata.json".into(), serde_json::to_vec(&m.metadata).unwrap()),
-    ]
-}
-
-fn put(g: &Gallery, id: &str, files: &[(String, Vec<u8>)]) {
-    let named: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
-    g.files.put_mesh(id, &named).unwrap();
+/// Writes the files of a mesh (all that [`Gallery::insert`] writes for `m`, or only `only`) without its row, as a
+/// crash between the two leaves them.
+fn put(g: &Gallery, m: &NewMesh, only: Option<&[u8]>) {
+    let json = serde_json::to_vec(&m.metadata).unwrap();
+    let files = match only {
+        None => m.files(&json),
+        Some(glb) => vec![("mesh.glb", glb)],
+    };
+    g.files.put_mesh(&m.metadata.mesh_id, &files).unwrap();
 }
 
 #[test]
@@ -99,9 +95,9 @@ fn files_without_rows_are_reindexed_or_removed_and_previews_dropped() {
         // server is doing right now (a young id): only the settled ones are swept.
         let long_ago = Duration::from_secs(3600);
         let (kept, partial, young) = (id_from(long_ago), id_from(long_ago), new_id());
-        put(&g, &kept, &files_of(&new_mesh(&kept)));
-        put(&g, &partial, &[("mesh.glb".into(), b"gl".to_vec())]);
-        put(&g, &young, &[("mesh.glb".into(), b"gl".to_vec())]);
+        put(&g, &new_mesh(&kept), None);
+        put(&g, &new_mesh(&partial), Some(b"gl"));
+        put(&g, &new_mesh(&young), Some(b"gl"));
         drop(g);
         let g = Gallery::open_with(dir, config).unwrap();
         assert_eq!(g.get(&kept).unwrap().id, kept);
@@ -130,9 +126,7 @@ fn a_failed_insert_leaves_nothing_behind_and_never_touches_an_existing_entry() {
         assert!(matches!(g.insert(&again), Err(GalleryError::Exists(_))));
         assert_eq!(g.read_file(&id, "mesh.glb").unwrap(), b"glTF");
         // An id that is no ULID is refused before anything is written.
-        let mut bad = new_mesh("not-an-id");
-        bad.metadata.mesh_id = "../x".into();
-        assert!(matches!(g.insert(&bad), Err(GalleryError::InvalidId(_))));
+        assert!(matches!(g.insert(&new_mesh("../x")), Err(GalleryError::InvalidId(_))));
         assert_eq!(g.list(10, None).unwrap().items.len(), 1);
     });
 }
@@ -202,7 +196,7 @@ fn entries_are_found_by_their_job_even_when_reindexed() {
         let b = id_from(Duration::from_secs(3600));
         let mut m = new_mesh(&b);
         m.metadata.job_id = Some("JOB2".into());
-        put(&g, &b, &files_of(&m));
+        put(&g, &m, None);
         drop(g);
         let g = Gallery::open_with(dir, config).unwrap();
         assert_eq!(g.find_by_job("JOB2", false).unwrap().unwrap().id, b);
