@@ -270,12 +270,17 @@ pub enum SubmitError {
     /// The server is shutting down.
     #[error("the server is shutting down")]
     ShuttingDown,
-    /// Every worker is dead.
-    #[error("every inference worker of this server has failed; it takes no jobs until it is restarted")]
+    /// Every worker is dead (in a cluster: no worker process was heard from).
+    #[error(
+        "no inference worker is available: every worker of this server has failed, or no worker of its cluster is running"
+    )]
     Unavailable,
     /// The journal could not record the job (the detail goes to the log only).
     #[error("the job could not be recorded: {0}")]
     Journal(String),
+    /// The cluster's queue (NATS) did not take the job.
+    #[error("the cluster's job queue cannot take the job now ({0}); retry later")]
+    Cluster(String),
 }
 
 impl SubmitError {
@@ -284,7 +289,7 @@ impl SubmitError {
         match self {
             SubmitError::QueueFull(_) => ErrorCode::QueueFull,
             SubmitError::ShuttingDown => ErrorCode::ShuttingDown,
-            SubmitError::Unavailable => ErrorCode::Unavailable,
+            SubmitError::Unavailable | SubmitError::Cluster(_) => ErrorCode::Unavailable,
             SubmitError::Journal(_) => ErrorCode::Internal,
         }
     }
@@ -304,6 +309,27 @@ pub struct JobManager {
     workers: Mutex<Option<(u32, u32)>>,
     /// Where ended jobs are counted (the server's registry; a private one without [`Self::with_metrics`]).
     metrics: Metrics,
+    /// Where jobs go when this process runs none itself (a web tier of a cluster); `None`: the local queue.
+    remote: Option<Arc<dyn Dispatch>>,
+}
+
+/// Where a web tier hands its jobs: the cluster's queue ([`crate::cluster::tier::WebTier`]). The job stays in
+/// this process's registry, so every WebSocket and REST path follows it as it follows a local job; the dispatcher
+/// feeds the events the cluster reports into it ([`JobManager::relay`]).
+pub trait Dispatch: Send + Sync + std::fmt::Debug {
+    /// Stores the job's input and queues it; returns its position in the queue. Events that arrive before
+    /// [`Self::follow`] wait for it.
+    fn dispatch(&self, job: &Arc<Job>, request: JobRequest) -> Result<u32, SubmitError>;
+    /// Starts feeding the events of a dispatched job into it (called once `accepted` is out).
+    fn follow(&self, job: &Arc<Job>);
+    /// A job this process does not know: its state as the cluster last reported it, followed from now on.
+    fn lookup(&self, id: &str) -> Option<Arc<Job>>;
+    /// Asks the cluster to cancel the job (a worker running it stops; a waiting one never starts).
+    fn cancel(&self, job: &Job);
+    /// `(waiting, running)` across the cluster.
+    fn occupancy(&self) -> (u32, u32);
+    /// Whether any worker was heard from recently (jobs are refused with `unavailable` otherwise).
+    fn available(&self) -> bool;
 }
 
 impl JobManager {
@@ -319,7 +345,13 @@ impl JobManager {
             journal: None,
             workers: Mutex::new(None),
             metrics: Metrics::new(),
+            remote: None,
         }
+    }
+
+    /// A queue whose jobs run elsewhere: `remote` queues them and reports their events.
+    pub fn with_remote(capacity: u32, remote: Arc<dyn Dispatch>) -> Self {
+        Self { remote: Some(remote), ..Self::new(capacity) }
     }
 
     /// The same queue, counting ended jobs in `metrics`.
@@ -366,7 +398,10 @@ impl JobManager {
 
     /// Whether every started worker is dead.
     pub fn all_workers_dead(&self) -> bool {
-        matches!(*lock(&self.workers), Some((_, 0)))
+        match &self.remote {
+            Some(r) => !r.available(),
+            None => matches!(*lock(&self.workers), Some((_, 0))),
+        }
     }
 
     /// Queues a request; the job's `accepted` message is already published when this returns.
@@ -387,6 +422,9 @@ impl JobManager {
         }
         if self.all_workers_dead() {
             return Err(SubmitError::Unavailable);
+        }
+        if let Some(remote) = &self.remote {
+            return self.submit_remote(remote.as_ref(), request, request_id);
         }
         let full = |n: usize| n as u32 >= self.capacity;
         if full(lock(&self.queue).len()) {
@@ -442,6 +480,79 @@ impl JobManager {
         Ok((job, rx))
     }
 
+    /// [`Self::submit_subscribed`] of a web tier: the cluster's queue takes the job (and answers when it is full).
+    fn submit_remote(
+        &self,
+        remote: &dyn Dispatch,
+        request: JobRequest,
+        request_id: Option<String>,
+    ) -> Result<(Arc<Job>, broadcast::Receiver<ServerMessage>), SubmitError> {
+        let job = Arc::new(Job::new(ulid::Ulid::new().to_string(), None, 0));
+        let rx = job.tx.subscribe();
+        self.gc();
+        let position = remote.dispatch(&job, request)?;
+        lock(&self.jobs).insert(job.id.clone(), job.clone());
+        job.publish(ServerMessage::Accepted { job_id: job.id.clone(), request_id, position });
+        remote.follow(&job);
+        Ok((job, rx))
+    }
+
+    /// Queues a job a worker process took from the cluster's queue under its cluster id; `attempts` runs of it
+    /// started before (on workers that died). The receiver sees every message of the job from then on.
+    pub fn submit_delivered(
+        &self,
+        id: &str,
+        request: JobRequest,
+        attempts: u32,
+    ) -> Result<(Arc<Job>, broadcast::Receiver<ServerMessage>), SubmitError> {
+        let job = Arc::new(Job::new(id.to_string(), Some(request), attempts));
+        let rx = job.tx.subscribe();
+        self.gc();
+        {
+            let mut q = lock(&self.queue);
+            if self.closed.load(Ordering::SeqCst) {
+                return Err(SubmitError::ShuttingDown);
+            }
+            if self.all_workers_dead() {
+                return Err(SubmitError::Unavailable);
+            }
+            lock(&self.jobs).insert(job.id.clone(), job.clone());
+            q.push_back(job.clone());
+        }
+        self.ready.notify_one();
+        Ok((job, rx))
+    }
+
+    /// A job known from the cluster's report of it (`state`, stages, end), registered here so that clients of
+    /// this process can follow it; an id registered already keeps its job.
+    pub fn adopt(&self, status: JobStatus) -> Arc<Job> {
+        let job = Job::new(status.job_id.clone(), None, status.attempts);
+        {
+            let mut inner = lock(&job.inner);
+            inner.state = status.state;
+            inner.position = status.position;
+            inner.stages = status.stages;
+            inner.finished_at = status.terminal.as_ref().map(|_| Instant::now());
+            inner.terminal = status.terminal;
+        }
+        self.gc();
+        lock(&self.jobs).entry(job.id.clone()).or_insert_with(|| Arc::new(job)).clone()
+    }
+
+    /// Feeds one event of run `attempts` the cluster reported into a job of this process: an end goes through
+    /// [`Self::finish`].
+    pub fn relay(&self, job: &Job, attempts: u32, msg: ServerMessage) {
+        {
+            let mut inner = lock(&job.inner);
+            inner.attempts = inner.attempts.max(attempts);
+        }
+        if terminal_state(&msg).is_some() {
+            self.finish(job, msg);
+        } else {
+            job.publish(msg);
+        }
+    }
+
     /// Queues again the jobs a previous process left open, in their old order (called once, before the
     /// workers start). A job that was running has been cut short: it runs again unless it already started
     /// [`MAX_ATTEMPTS`] times, in which case it ends with `interrupted`. Returns how many were queued.
@@ -487,6 +598,9 @@ impl JobManager {
         if !crate::gallery::is_valid_id(id) {
             return None;
         }
+        if let Some(remote) = &self.remote {
+            return remote.lookup(id);
+        }
         let record = match self.journal.as_ref()?.lookup(id) {
             Ok(r) => r?,
             Err(e) => {
@@ -506,6 +620,13 @@ impl JobManager {
     /// false for an unknown id.
     pub fn cancel(&self, id: &str) -> bool {
         let Some(job) = self.get(id) else { return false };
+        if let Some(remote) = &self.remote {
+            if job.terminal().is_none() {
+                job.cancelled_by_client.store(true, Ordering::SeqCst);
+                remote.cancel(&job);
+            }
+            return true;
+        }
         let removed = {
             let mut q = lock(&self.queue);
             let before = q.len();
@@ -644,7 +765,13 @@ impl JobManager {
 
     /// `(waiting, running, capacity)`.
     pub fn occupancy(&self) -> (u32, u32, u32) {
-        (lock(&self.queue).len() as u32, self.running.load(Ordering::SeqCst), self.capacity)
+        match &self.remote {
+            Some(r) => {
+                let (waiting, running) = r.occupancy();
+                (waiting, running, self.capacity)
+            }
+            None => (lock(&self.queue).len() as u32, self.running.load(Ordering::SeqCst), self.capacity),
+        }
     }
 
     /// Refuses new jobs, ends the queued ones for this process's clients (with a journal they stay queued for
@@ -687,7 +814,7 @@ impl JobManager {
 }
 
 /// The end of a job whose runs were all cut short.
-fn interrupted_message(job_id: &str, attempts: u32) -> ServerMessage {
+pub(crate) fn interrupted_message(job_id: &str, attempts: u32) -> ServerMessage {
     ServerMessage::Error {
         job_id: Some(job_id.to_string()),
         code: ErrorCode::Interrupted,

@@ -136,6 +136,8 @@ pub struct AppInner {
     pub config: ServerConfig,
     /// The inference workers.
     pub workers: Vec<Arc<WorkerSlot>>,
+    /// The cluster this server is a web tier of (`--nats`): its jobs run in worker processes.
+    pub cluster: Option<Arc<cluster::tier::WebTier>>,
     /// Flips to true when the server shuts down (WebSocket connections close).
     pub shutdown: watch::Receiver<bool>,
     shutdown_tx: watch::Sender<bool>,
@@ -148,7 +150,6 @@ impl AppInner {
     /// The health response.
     pub fn health(&self) -> HealthResponse {
         let (waiting, running, capacity) = self.jobs.occupancy();
-        let p = self.engine.pipeline();
         let status = if self.jobs.is_closed() {
             "shutting_down"
         } else if self.jobs.all_workers_dead() {
@@ -156,16 +157,26 @@ impl AppInner {
         } else {
             "ok"
         };
+        let (device, model, workers, background_remover) = match (&self.cluster, self.engine.pipeline()) {
+            (Some(tier), _) => cluster_health(&tier.workers()),
+            (None, Some(p)) => (
+                p.device().clone(),
+                p.model().clone(),
+                self.workers.iter().map(|w| w.info()).collect(),
+                p.background_remover().name().into(),
+            ),
+            (None, None) => cluster_health(&[]),
+        };
         HealthResponse {
             status: status.into(),
             version: SOFTWARE_VERSION.into(),
             protocol: PROTOCOL_VERSION,
-            device: p.device().clone(),
-            model: p.model().clone(),
+            device,
+            model,
             queue: QueueInfo { waiting, running, capacity },
             auth_required: self.config.api_key.is_some(),
-            workers: self.workers.iter().map(|w| w.info()).collect(),
-            background_remover: p.background_remover().name().into(),
+            workers,
+            background_remover,
         }
     }
 
@@ -177,6 +188,32 @@ impl AppInner {
             (Some(_), None) => false,
         }
     }
+}
+
+/// Health's device, model, workers and background remover from the heartbeats of a cluster's worker processes:
+/// the first process's device and model, every process's workers (each named by its process).
+fn cluster_health(
+    beats: &[cluster::wire::Heartbeat],
+) -> (sf3d_shared::DeviceInfo, sf3d_shared::ModelInfo, Vec<sf3d_shared::api::WorkerInfo>, String) {
+    let workers: Vec<_> = beats
+        .iter()
+        .flat_map(|b| {
+            b.workers.iter().map(|w| sf3d_shared::api::WorkerInfo { node: Some(b.node.clone()), ..w.clone() })
+        })
+        .collect();
+    let device = workers.first().map(|w| w.device.clone()).unwrap_or_else(|| sf3d_shared::DeviceInfo {
+        kind: sf3d_shared::DeviceKind::Cpu,
+        name: "none: no worker of this cluster is running".into(),
+        memory_total_bytes: None,
+    });
+    let model = beats.first().map(|b| b.model.clone()).unwrap_or_else(|| sf3d_shared::ModelInfo {
+        id: "none".into(),
+        test_model: false,
+        attribution: None,
+        dtype: String::new(),
+    });
+    let remover = beats.first().map(|b| b.background_remover.clone()).unwrap_or_default();
+    (device, model, workers, remover)
 }
 
 /// A started server: state plus its worker threads.
@@ -209,9 +246,8 @@ impl Server {
             .collect();
         jobs.set_workers(slots.len() as u32);
         jobs.recover();
-        let timeout = config.job_timeout.unwrap_or_else(|| {
-            worker::default_job_timeout(engine.pipeline().device().kind == sf3d_shared::DeviceKind::Cuda)
-        });
+        let on_gpu = engine.pipeline().is_some_and(|p| p.device().kind == sf3d_shared::DeviceKind::Cuda);
+        let timeout = config.job_timeout.unwrap_or_else(|| worker::default_job_timeout(on_gpu));
         let options = WorkerOptions { job_timeout: timeout, hooks: config.test_hooks.clone() };
         let workers = slots
             .iter()
@@ -222,10 +258,31 @@ impl Server {
             worker::watch_deadlines(jobs.clone(), slots.clone(), timeout, DEADLINE_CHECK, stop_watchdog.clone())?;
         let (shutdown_tx, shutdown) = watch::channel(false);
         Ok(Self {
-            state: Arc::new(AppInner { jobs, engine, config, workers: slots, shutdown, shutdown_tx }),
+            state: Arc::new(AppInner { jobs, engine, config, workers: slots, cluster: None, shutdown, shutdown_tx }),
             workers,
             watchdog: Some(watchdog),
             stop_watchdog,
+        })
+    }
+
+    /// Starts a web tier of the cluster `tier` connects to: no model and no worker of its own; jobs go to the
+    /// cluster's queue (at most `max_queue` waiting or running), and their events come back from the workers.
+    pub fn start_web_tier(
+        engine: Engine,
+        config: ServerConfig,
+        tier: Arc<cluster::tier::WebTier>,
+        max_queue: u32,
+    ) -> std::io::Result<Self> {
+        let engine = Arc::new(engine);
+        let jobs = Arc::new(JobManager::with_remote(max_queue, tier.clone()).with_metrics(engine.metrics.clone()));
+        tier.attach(&jobs);
+        let (shutdown_tx, shutdown) = watch::channel(false);
+        let state = AppInner { jobs, engine, config, workers: vec![], cluster: Some(tier), shutdown, shutdown_tx };
+        Ok(Self {
+            state: Arc::new(state),
+            workers: vec![],
+            watchdog: None,
+            stop_watchdog: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         })
     }
 
@@ -236,11 +293,13 @@ impl Server {
         let s = &self.state;
         let _ = s.shutdown_tx.send(true);
         s.jobs.close(false);
+        // A web tier's jobs run (and go on running) in the cluster's worker processes.
+        let local = s.cluster.is_none();
         let deadline = std::time::Instant::now() + s.config.shutdown_grace;
-        while s.jobs.occupancy().1 > 0 && std::time::Instant::now() < deadline {
+        while local && s.jobs.occupancy().1 > 0 && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
-        if s.jobs.occupancy().1 > 0 {
+        if local && s.jobs.occupancy().1 > 0 {
             tracing::warn!("cancelling running jobs after the shutdown grace period");
             s.jobs.close(true);
         }

@@ -128,10 +128,11 @@ impl TestCluster {
         if let Err(e) = PgIndex::drop_cluster(&self.url, &self.cluster) {
             eprintln!("cannot drop the test schema of {}: {e}", self.cluster);
         }
-        if let Some(nats) = &self.nats
-            && let Err(e) = NatsFiles::drop_bucket(nats, &self.cluster)
-        {
-            eprintln!("cannot drop the test bucket of {}: {e}", self.cluster);
+        if let Some(nats) = &self.nats {
+            if let Err(e) = NatsFiles::drop_bucket(nats, &self.cluster) {
+                eprintln!("cannot drop the test bucket of {}: {e}", self.cluster);
+            }
+            drop_jobs(nats, &self.cluster);
         }
     }
 }
@@ -140,6 +141,22 @@ impl Drop for TestCluster {
     fn drop(&mut self) {
         self.remove();
     }
+}
+
+/// Removes the job queue and board of `cluster` (absent ones are fine).
+fn drop_jobs(url: &str, cluster: &ClusterName) {
+    let (url, cluster) = (url.to_string(), cluster.clone());
+    // On a thread of its own: this may run inside an async test's runtime.
+    let _ = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+        rt.block_on(async {
+            let client = crate::cluster::connect(&url, PROBE_TIMEOUT).await.ok()?;
+            let _ = crate::cluster::queue::JobQueue::remove(client.clone(), &cluster).await;
+            let _ = crate::cluster::board::JobBoard::remove(client, &cluster).await;
+            Some(())
+        })
+    })
+    .join();
 }
 
 /// Where the tests find `nats-server` for servers of their own: `SF3D_TEST_NATS_SERVER`, else Debian's path.

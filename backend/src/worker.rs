@@ -53,9 +53,14 @@ impl Engine {
         Self { pipelines, gallery, cache, metrics: Metrics::new() }
     }
 
-    /// The first worker's pipeline: the model and device health and `hello` name first.
-    pub fn pipeline(&self) -> &Pipeline {
-        &self.pipelines[0]
+    /// No model at all: a web tier of a cluster, whose jobs run in worker processes.
+    pub fn without_workers(gallery: Arc<Gallery>, cache: EncodeCache) -> Self {
+        Self { pipelines: Vec::new(), gallery, cache, metrics: Metrics::new() }
+    }
+
+    /// The first worker's pipeline: the model and device health and `hello` name first (`None` on a web tier).
+    pub fn pipeline(&self) -> Option<&Pipeline> {
+        self.pipelines.first().map(|p| p.as_ref())
     }
 
     /// Every worker's pipeline.
@@ -159,6 +164,7 @@ impl WorkerSlot {
             device: self.pipeline.device().clone(),
             state: *lock(&self.state),
             jobs_done: self.jobs_done.load(Ordering::SeqCst),
+            node: None,
         }
     }
 

@@ -105,6 +105,10 @@ pub struct WorkerInfo {
     pub state: WorkerState,
     /// Jobs it has ended (done, failed or cancelled) since the server started.
     pub jobs_done: u64,
+    /// The worker process it belongs to, on a web tier of a cluster (`sf3d worker --name`); absent for a
+    /// server's own workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// `GET /api/health`.

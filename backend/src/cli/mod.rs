@@ -6,6 +6,7 @@ mod progress;
 mod remote;
 mod run;
 mod serve;
+mod worker;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,8 +29,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve the web UI, the WebSocket job protocol and the REST API.
+    /// Serve the web UI, the WebSocket job protocol and the REST API (with --nats: a web tier of a cluster).
     Serve(serve::ServeArgs),
+    /// Run jobs of a cluster: take them from its NATS queue, store results in its gallery.
+    Worker(worker::WorkerArgs),
     /// Generate meshes locally: writes <out>/<name>/{input.png, preprocessed.png, mesh.glb, metadata.json}.
     Run(run::RunArgs),
     /// Generate meshes on a running `sf3d serve` and save them here.
@@ -161,6 +164,7 @@ pub fn init_tracing(verbose: u8) {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(a) => serve::serve(a),
+        Command::Worker(a) => worker::worker(a),
         Command::Run(a) => run::run(a),
         Command::Remote(a) => remote::remote(a),
         Command::Bench(a) => bench::bench(a),

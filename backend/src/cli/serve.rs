@@ -12,6 +12,7 @@ use sf3d::pipeline::PipelineOptions;
 use sf3d::preprocess::DecodeLimits;
 use sf3d_backend::auth::ApiKey;
 use sf3d_backend::cache::EncodeCache;
+use sf3d_backend::cluster::tier::WebTier;
 use sf3d_backend::cluster::{ClusterName, DEFAULT_CLUSTER};
 use sf3d_backend::gallery::{FilesConfig, Gallery, GalleryConfig, IndexConfig};
 use sf3d_backend::model_source::{load_pipelines, parse_device_list};
@@ -38,10 +39,15 @@ pub struct ServeArgs {
     /// the command line is visible to other users in `ps`.
     #[arg(long, env = "SF3D_DB", hide_env_values = true)]
     db: Option<String>,
-    /// Keep the gallery's files in the NATS JetStream object store at this server (nats://[USER:PASSWORD@]HOST:4222),
-    /// bucket sf3d-NAME-meshes, instead of DATA/meshes, so several servers share them. Needs --db.
+    /// Run as a web tier of a cluster on the NATS JetStream server at this URL (nats://[USER:PASSWORD@]HOST:4222):
+    /// no model here; jobs are queued on NATS for `sf3d worker` processes, and the gallery's files live in its
+    /// object store (bucket sf3d-NAME-meshes). Needs --db.
     #[arg(long, env = "SF3D_NATS", hide_env_values = true)]
     nats: Option<String>,
+    /// Cluster mode: seconds a worker may hold a job without a word (it sends progress every third of it) before
+    /// the job goes to another worker. The first process of a cluster to start sets it; give all the same.
+    #[arg(long, env = "SF3D_ACK_WAIT", default_value_t = 30.0)]
+    ack_wait: f64,
     /// Name of this deployment in shared services: its PostgreSQL tables live in schema sf3d_NAME (NAME with
     /// '-' as '_') and its NATS names start with sf3d-NAME-, so several deployments can share one database and
     /// one NATS server.
@@ -110,6 +116,66 @@ impl std::fmt::Debug for ServeArgs {
     }
 }
 
+/// `--job-timeout`: seconds between 0 and a week.
+pub(super) fn job_timeout(seconds: Option<f64>) -> anyhow::Result<Option<Duration>> {
+    match seconds {
+        None => Ok(None),
+        Some(s) if s.is_finite() && s > 0.0 && s <= 7.0 * 86_400.0 => Ok(Some(Duration::from_secs_f64(s))),
+        Some(s) => anyhow::bail!("--job-timeout {s}: give seconds between 0 and a week"),
+    }
+}
+
+/// `--ack-wait`: seconds between 1 and an hour.
+pub(super) fn ack_wait(seconds: f64) -> anyhow::Result<Duration> {
+    if seconds.is_finite() && (1.0..=3600.0).contains(&seconds) {
+        Ok(Duration::from_secs_f64(seconds))
+    } else {
+        anyhow::bail!("--ack-wait {seconds}: give seconds between 1 and 3600")
+    }
+}
+
+/// `--test-hook` values.
+pub(super) fn test_hooks(values: &[String]) -> anyhow::Result<TestHooks> {
+    let mut hooks = TestHooks::default();
+    for h in values {
+        hooks.add(h).map_err(anyhow::Error::msg)?;
+    }
+    Ok(hooks)
+}
+
+/// Opens the gallery: the index in `db` (PostgreSQL) or DATA/gallery.sqlite3, the files in NATS or DATA/meshes.
+pub(super) fn open_gallery(
+    data: &std::path::Path,
+    db: Option<&str>,
+    nats: Option<&str>,
+    cluster: &ClusterName,
+) -> anyhow::Result<Arc<Gallery>> {
+    let storage = GalleryConfig {
+        index: match db {
+            Some(url) => IndexConfig::Postgres { url: url.to_string(), cluster: cluster.clone() },
+            None => IndexConfig::Sqlite,
+        },
+        files: match nats {
+            Some(url) => FilesConfig::Nats { url: url.to_string(), cluster: cluster.clone() },
+            None => FilesConfig::Folder,
+        },
+    };
+    let gallery = Gallery::open_with(data, &storage)
+        .with_context(|| format!("opening the gallery ({storage:?}, data folder {})", data.display()))?;
+    tracing::info!(gallery = %gallery.describe(), "gallery ready");
+    Ok(Arc::new(gallery))
+}
+
+/// Logs each worker's model and device (and the test model's warning).
+pub(super) fn log_models(pipelines: &[Arc<sf3d::pipeline::Pipeline>]) {
+    for (i, p) in pipelines.iter().enumerate() {
+        tracing::info!(worker = i, model = %p.model().id, device = %p.device().name, "model ready");
+    }
+    if pipelines.first().is_some_and(|p| p.model().test_model) {
+        tracing::warn!("{}", sf3d_shared::TEST_MODEL_LABEL);
+    }
+}
+
 pub fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     // Every setting is checked before the model loads (which can take minutes).
     let api_key = match (a.api_key.as_deref().filter(|k| !k.is_empty()), &a.api_key_file) {
@@ -124,44 +190,13 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     let site = SitePolicy::new(&a.allowed_host, &a.cors_origin, api_key.is_some()).map_err(anyhow::Error::msg)?;
     let limits = DecodeLimits { max_bytes: a.max_upload_mb * 1_000_000, max_pixels: a.max_megapixels * 1_000_000 };
     let devices = parse_device_list(&a.model.device)?;
-    let job_timeout = match a.job_timeout {
-        None => None,
-        Some(s) if s.is_finite() && s > 0.0 && s <= 7.0 * 86_400.0 => Some(Duration::from_secs_f64(s)),
-        Some(s) => anyhow::bail!("--job-timeout {s}: give seconds between 0 and a week"),
-    };
-    let mut test_hooks = TestHooks::default();
-    for h in &a.test_hook {
-        test_hooks.add(h).map_err(anyhow::Error::msg)?;
-    }
+    let job_timeout = job_timeout(a.job_timeout)?;
+    let test_hooks = test_hooks(&a.test_hook)?;
+    let ack_wait = ack_wait(a.ack_wait)?;
     let source = a.model.source()?;
     let dtype = a.model.dtype()?;
-    let storage = GalleryConfig {
-        index: match &a.db {
-            Some(url) => IndexConfig::Postgres { url: url.clone(), cluster: a.cluster.clone() },
-            None => IndexConfig::Sqlite,
-        },
-        files: match &a.nats {
-            Some(url) => FilesConfig::Nats { url: url.clone(), cluster: a.cluster.clone() },
-            None => FilesConfig::Folder,
-        },
-    };
-    let gallery = Arc::new(
-        Gallery::open_with(&a.data, &storage)
-            .with_context(|| format!("opening the gallery ({storage:?}, data folder {})", a.data.display()))?,
-    );
-    tracing::info!(gallery = %gallery.describe(), "gallery ready");
-    let background_model = a.model.background_model()?;
-    let options = PipelineOptions { decode_limits: limits, background_model, ..Default::default() };
-    let pipelines = load_pipelines(&source, &devices, dtype, options)?;
-    let Some((first, more)) = pipelines.split_first() else { anyhow::bail!("--device names no device") };
-    for (i, p) in pipelines.iter().enumerate() {
-        tracing::info!(worker = i, model = %p.model().id, device = %p.device().name, "model ready");
-    }
-    if first.model().test_model {
-        tracing::warn!("{}", sf3d_shared::TEST_MODEL_LABEL);
-    }
+    let gallery = open_gallery(&a.data, a.db.as_deref(), a.nats.as_deref(), &a.cluster)?;
     let cache = EncodeCache::new((a.cache_mb * 1_000_000) as usize);
-    let engine = Engine::with_workers(first.clone(), more.to_vec(), gallery, cache);
     let config = ServerConfig {
         api_key,
         max_upload_bytes: limits.max_bytes,
@@ -174,7 +209,24 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         test_hooks,
         ..ServerConfig::default()
     };
-    let server = Server::start(engine, config, a.max_queue)?;
+    let server = match &a.nats {
+        Some(url) => {
+            tracing::info!(
+                "web tier: jobs run on the cluster's `sf3d worker` processes (--model and --device apply there)"
+            );
+            let tier = WebTier::connect(url, &a.cluster, a.max_queue, ack_wait)?;
+            tracing::info!(cluster = %tier.describe(), "web tier connected");
+            Server::start_web_tier(Engine::without_workers(gallery, cache), config, tier, a.max_queue)?
+        }
+        None => {
+            let background_model = a.model.background_model()?;
+            let options = PipelineOptions { decode_limits: limits, background_model, ..Default::default() };
+            let pipelines = load_pipelines(&source, &devices, dtype, options)?;
+            let Some((first, more)) = pipelines.split_first() else { anyhow::bail!("--device names no device") };
+            log_models(&pipelines);
+            Server::start(Engine::with_workers(first.clone(), more.to_vec(), gallery, cache), config, a.max_queue)?
+        }
+    };
     let addr = SocketAddr::new(a.host, a.port);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let state = server.state.clone();

@@ -1,12 +1,29 @@
 //! Several processes as one service. [`ClusterName`] is the name of one deployment that shares services with
 //! others (`--cluster NAME`): every name it creates in a shared service is derived from it here, so two
 //! deployments (or two parallel tests) on one PostgreSQL or NATS server never see each other's. [`queue`] is the
-//! job queue its web tiers and workers share.
+//! job queue its web tiers and workers share, [`board`] the rest of what they tell each other about jobs,
+//! [`tier`] the web tier's side and [`node`] a worker process's.
 
+pub mod board;
+pub mod node;
 pub mod queue;
+pub mod tier;
+pub mod wire;
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
+
+/// Connects to the NATS server at `url` (`nats://[user:password@]host:port`), waiting at most `timeout` for the
+/// first connection; the client reconnects by itself afterwards. Errors name the server without its password.
+pub async fn connect(url: &str, timeout: Duration) -> Result<async_nats::Client, String> {
+    async_nats::ConnectOptions::new()
+        .name("sf3d")
+        .connection_timeout(timeout)
+        .connect(url)
+        .await
+        .map_err(|e| format!("cannot connect to {}: {e}", redacted_url(url)))
+}
 
 /// Longest cluster name: the derived PostgreSQL schema (`sf3d_` + name) stays far below its 63-byte limit.
 pub const MAX_CLUSTER_NAME: usize = 40;

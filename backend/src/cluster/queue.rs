@@ -51,6 +51,7 @@ fn nats(what: &str, e: impl std::fmt::Display) -> QueueError {
 #[derive(Debug, Clone)]
 pub struct JobQueue {
     js: Context,
+    stream: String,
     subject: String,
     consumer: PullConsumer,
     capacity: u32,
@@ -106,7 +107,7 @@ impl JobQueue {
             )
             .await
             .map_err(|e| nats("creating the consumer", e))?;
-        Ok(Self { js, subject, consumer, capacity })
+        Ok(Self { js, stream: cluster.bucket("jobs"), subject, consumer, capacity })
     }
 
     /// Removes the queue of `cluster` with its jobs (a deployment taken down; the tests' clean-up).
@@ -129,6 +130,56 @@ impl JobQueue {
             // JetStream's answer when a stream that discards new messages is at its limit.
             Err(e) if e.to_string().contains("maximum messages") => Err(QueueError::Full(self.capacity)),
             Err(e) => Err(nats("queueing the job", e)),
+        }
+    }
+
+    /// `(waiting, running)`: jobs no worker took yet, and jobs a worker holds.
+    pub async fn occupancy(&self) -> Result<(u32, u32), QueueError> {
+        let info = self.consumer.clone().info().await.map_err(|e| nats("reading the queue", e))?.clone();
+        let clamp = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+        Ok((clamp(info.num_pending), clamp(info.num_ack_pending as u64)))
+    }
+
+    /// How long a worker may hold a job without a word before it goes to another (the consumer's setting,
+    /// fixed by the process that created it).
+    pub fn ack_wait(&self) -> Duration {
+        self.consumer.cached_info().config.ack_wait
+    }
+
+    /// Sets the queue's capacity to `capacity` when the stream was created with another one (a web tier
+    /// started with another `--max-queue`, or a worker created the stream first).
+    pub async fn fit_capacity(&mut self, capacity: u32) -> Result<(), QueueError> {
+        let mut stream = self.js.get_stream(&self.stream).await.map_err(|e| nats("reading the stream", e))?;
+        let mut config = stream.info().await.map_err(|e| nats("reading the stream", e))?.config.clone();
+        if config.max_messages != i64::from(capacity) {
+            config.max_messages = i64::from(capacity);
+            self.js.update_stream(config).await.map_err(|e| nats("resizing the queue", e))?;
+        }
+        self.capacity = capacity;
+        Ok(())
+    }
+
+    /// The advisories JetStream sends when a job was delivered [`MAX_ATTEMPTS`] times and its last worker did not
+    /// end it either (pass each to [`Self::remove_exhausted`]).
+    pub async fn watch_exhausted(&self, client: &async_nats::Client) -> Result<async_nats::Subscriber, QueueError> {
+        let subject = format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.{CONSUMER}", self.stream);
+        client.subscribe(subject).await.map_err(|e| nats("watching for exhausted jobs", e))
+    }
+
+    /// Removes the job an exhaustion advisory names from the queue (it is never delivered again, but would hold
+    /// a place); returns its id, or `None` when another process removed it first.
+    pub async fn remove_exhausted(&self, advisory: &[u8]) -> Result<Option<String>, QueueError> {
+        #[derive(serde::Deserialize)]
+        struct Advisory {
+            stream_seq: u64,
+        }
+        let seq = serde_json::from_slice::<Advisory>(advisory).map_err(|e| nats("reading an advisory", e))?.stream_seq;
+        let stream = self.js.get_stream(&self.stream).await.map_err(|e| nats("reading the stream", e))?;
+        let Ok(message) = stream.get_raw_message(seq).await else { return Ok(None) };
+        let job_id = message.headers.get(JOB_ID_HEADER).map(|v| v.as_str().to_string());
+        match stream.delete_message(seq).await {
+            Ok(true) => Ok(job_id),
+            _ => Ok(None),
         }
     }
 
@@ -170,6 +221,11 @@ impl<T> Delivery<T> {
     /// The job ended (done, failed or cancelled): it leaves the queue for good.
     pub async fn finished(self) -> Result<(), QueueError> {
         self.message.double_ack().await.map_err(|e| nats("acknowledging", e))
+    }
+
+    /// This worker gives the job up (it stops): it goes to another worker at once. The delivery counts.
+    pub async fn hand_back(self) -> Result<(), QueueError> {
+        self.message.ack_with(AckKind::Nak(None)).await.map_err(|e| nats("handing back", e))
     }
 
     /// The job can never succeed (a bad image): it leaves the queue without being delivered again.

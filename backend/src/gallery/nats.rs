@@ -92,12 +92,7 @@ impl NatsFiles {
         let url = url.to_string();
         let name = bucket.clone();
         let (js, store) = run_on(&rt, &target, async move {
-            let client = async_nats::ConnectOptions::new()
-                .name("sf3d")
-                .connection_timeout(CONNECT_TIMEOUT)
-                .connect(url.as_str())
-                .await
-                .map_err(|e| format!("cannot connect: {e}"))?;
+            let client = crate::cluster::connect(&url, CONNECT_TIMEOUT).await?;
             let js = async_nats::jetstream::new(client);
             let config = object_store::Config {
                 bucket: name.clone(),
