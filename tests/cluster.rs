@@ -1,5 +1,6 @@
-//! Servers sharing one gallery: the index in PostgreSQL and the files in a NATS object store (`--db`, `--nats`),
-//! as web tiers of a cluster do. Needs the test services ([`sf3d_backend::test_services`]); skips loudly without
+//! Servers with workers of their own sharing one gallery: the index in PostgreSQL and the files in a NATS object
+//! store — the storage every process of a cluster shares (`backend/tests/cluster.rs` runs the cluster's web tiers
+//! and worker processes themselves). Needs the test services ([`sf3d_backend::test_services`]); skips loudly without
 //! them, fails under `SF3D_REQUIRE_SERVICES=1` (`cargo xtask test`).
 
 use sf3d_backend::test_services::TestCluster;

@@ -33,12 +33,14 @@ pub struct Engine {
     pub cache: EncodeCache,
     /// This server's Prometheus registry (`GET /metrics`).
     pub metrics: Metrics,
+    /// The name of this worker process in its cluster (`sf3d worker`), written into each result's metadata.
+    pub node: Option<String>,
 }
 
 impl Engine {
     /// One worker on `pipeline`.
     pub fn new(pipeline: Pipeline, gallery: Arc<Gallery>, cache: EncodeCache) -> Self {
-        Self { pipelines: vec![Arc::new(pipeline)], gallery, cache, metrics: Metrics::new() }
+        Self { pipelines: vec![Arc::new(pipeline)], gallery, cache, metrics: Metrics::new(), node: None }
     }
 
     /// One worker per pipeline (`more` after `first`, in `--device` order).
@@ -50,12 +52,17 @@ impl Engine {
     ) -> Self {
         let mut pipelines = vec![first];
         pipelines.extend(more);
-        Self { pipelines, gallery, cache, metrics: Metrics::new() }
+        Self { pipelines, gallery, cache, metrics: Metrics::new(), node: None }
+    }
+
+    /// The same engine as worker process `name` of a cluster.
+    pub fn with_node(self, name: &str) -> Self {
+        Self { node: Some(name.to_string()), ..self }
     }
 
     /// No model at all: a web tier of a cluster, whose jobs run in worker processes.
     pub fn without_workers(gallery: Arc<Gallery>, cache: EncodeCache) -> Self {
-        Self { pipelines: Vec::new(), gallery, cache, metrics: Metrics::new() }
+        Self { pipelines: Vec::new(), gallery, cache, metrics: Metrics::new(), node: None }
     }
 
     /// The first worker's pipeline: the model and device health and `hello` name first (`None` on a web tier).
@@ -541,6 +548,7 @@ fn store(
     let mut metadata = pipeline.metadata(&src.encoded, ext, params, timings, now_rfc3339());
     metadata.mesh_id = mesh_id.clone();
     metadata.worker = Some(worker);
+    metadata.node = engine.node.clone();
     metadata.job_id = Some(job.id.clone());
     metadata.parent_id = src.parent_id.clone();
     metadata.source_name = src.source_name.clone();

@@ -17,9 +17,10 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use sf3d_backend::test_services::{OwnNatsServer, TestCluster, test_postgres};
-use sf3d_shared::api::{HEADER_MESH_ID, JobStatus};
+use sf3d_shared::api::{HEADER_MESH_ID, HEADER_STAGE_TIMINGS, JobStatus};
 use sf3d_shared::{
     ClientMessage, ErrorCode, GenerateParams, HealthResponse, ImageRef, JobState, MeshList, ServerMessage, StageState,
+    StageTiming,
 };
 use tokio_tungstenite::tungstenite::Message;
 
@@ -240,6 +241,21 @@ fn jobs_spread_over_two_workers_and_two_tiers_show_the_same_jobs() {
         assert!(per_node.iter().all(|(_, n)| *n >= 1), "every worker ran a job: {per_node:?}");
         let rows = meshes(pb).await;
         assert_eq!(rows.items.len(), 4, "tier B lists the four meshes");
+        let made_by: HashSet<String> = rows.items.iter().filter_map(|e| e.metadata.node.clone()).collect();
+        assert_eq!(made_by, ["w1".to_string(), "w2".to_string()].into(), "each mesh names the process that made it");
+
+        // A tweak through tier B runs on whichever worker is free, from the scene codes stored with the mesh.
+        let parent = &rows.items[0].id;
+        let r = reqwest::Client::new()
+            .post(format!("{}/api/meshes/{parent}/regenerate", base(pb)))
+            .json(&serde_json::json!({"params": {"texture_resolution": 512, "vertex_count": 400}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let timings: Vec<StageTiming> =
+            serde_json::from_str(r.headers()[HEADER_STAGE_TIMINGS].to_str().unwrap()).unwrap();
+        assert!(timings.iter().filter(|t| t.stage.is_encode()).all(|t| t.state == StageState::Cached), "{timings:?}");
 
         // A fifth job through A, followed through B from its start, then downloaded through B.
         generate(&mut ws, "r5").await;
@@ -322,6 +338,7 @@ fn a_killed_workers_job_finishes_on_the_other_once() {
             .collect();
         assert_eq!(rows.len(), 1, "one gallery row per job");
         assert_eq!(rows[0].id, mesh);
+        assert_eq!(rows[0].metadata.node.as_deref(), Some("w1"), "the second run reported the first run's result");
         let status = job_status(port, &id).await;
         assert_eq!((status.state, status.attempts), (JobState::Succeeded, 2));
         let until = Instant::now() + Duration::from_secs(15);

@@ -645,6 +645,7 @@ impl Pipeline {
             model: self.model.clone(),
             device: self.device.clone(),
             worker: None,
+            node: None,
             job_id: None,
             timings,
             total_ms,

@@ -229,6 +229,9 @@ pub struct MeshMetadata {
     /// The worker that ran the job (index in `--device` order), when a server made it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker: Option<u32>,
+    /// The worker process that ran the job, in a cluster (`sf3d worker --name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     /// The job that made it (a job writes its result once, even when it ran twice).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_id: Option<String>,

@@ -55,13 +55,17 @@ pub fn bench_serve(a: BenchServeArgs) -> anyhow::Result<ExitCode> {
     let mut workers = String::new();
     let (wall, results) = rt.block_on(async {
         let started = Instant::now();
-        let results: Vec<anyhow::Result<(Duration, Option<u32>)>> = futures_util::stream::iter(0..a.jobs)
+        let results: Vec<anyhow::Result<(Duration, Option<String>)>> = futures_util::stream::iter(0..a.jobs)
             .map(|i| {
                 let (server, image, params) = (&server, &image, &params);
                 async move {
                     let t = Instant::now();
                     let r = server.generate(image, Some(format!("bench-{i}.png")), params, |_| {}).await?;
-                    Ok((t.elapsed(), r.metadata.worker))
+                    let worker = r.metadata.worker.map(|w| match &r.metadata.node {
+                        Some(node) => format!("{node}/{w}"),
+                        None => w.to_string(),
+                    });
+                    Ok((t.elapsed(), worker))
                 }
             })
             .buffer_unordered(concurrency)
@@ -72,7 +76,11 @@ pub fn bench_serve(a: BenchServeArgs) -> anyhow::Result<ExitCode> {
     if let Ok(h) = rt.block_on(async { reqwest::get(format!("{}/api/health", a.server.trim_end_matches('/'))).await })
         && let Ok(h) = rt.block_on(h.json::<sf3d_shared::HealthResponse>())
     {
-        workers = h.workers.iter().map(|w| w.device.name.clone()).collect::<Vec<_>>().join(", ");
+        let name = |w: &sf3d_shared::api::WorkerInfo| match &w.node {
+            Some(node) => format!("{node}: {}", w.device.name),
+            None => w.device.name.clone(),
+        };
+        workers = h.workers.iter().map(name).collect::<Vec<_>>().join(", ");
     }
     let mut latencies = Vec::new();
     let mut per_worker = std::collections::BTreeMap::<String, usize>::new();
@@ -81,7 +89,7 @@ pub fn bench_serve(a: BenchServeArgs) -> anyhow::Result<ExitCode> {
         match r {
             Ok((d, w)) => {
                 latencies.push(d);
-                *per_worker.entry(w.map_or("?".into(), |w| w.to_string())).or_default() += 1;
+                *per_worker.entry(w.unwrap_or_else(|| "?".into())).or_default() += 1;
             }
             Err(e) => failures.push(format!("{e:#}")),
         }

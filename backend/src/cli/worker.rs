@@ -98,7 +98,7 @@ pub fn worker(a: WorkerArgs) -> anyhow::Result<ExitCode> {
     log_models(&pipelines);
     let on_gpu = first.device().kind == sf3d_shared::DeviceKind::Cuda;
     let cache = EncodeCache::new((a.cache_mb * 1_000_000) as usize);
-    let engine = Engine::with_workers(first.clone(), more.to_vec(), gallery, cache);
+    let engine = Engine::with_workers(first.clone(), more.to_vec(), gallery, cache).with_node(&name);
     let options = NodeOptions {
         name,
         ack_wait,

@@ -24,8 +24,10 @@ use tokio::io::AsyncReadExt;
 use super::ClusterName;
 use super::wire::{Heartbeat, JobEvent};
 
-/// How long the last state of a job stays readable.
+/// How long the last state of a job stays readable (and an upload whose job never ended is kept).
 pub const STATE_TTL: Duration = Duration::from_secs(86_400);
+/// The job states kept at most, in bytes (the oldest go first).
+const STATES_MAX_BYTES: i64 = 256 << 20;
 
 /// Failures of the board (always NATS's).
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +63,7 @@ impl JobBoard {
                 subjects: vec![cluster.subject("jobstate.*")],
                 max_messages_per_subject: 1,
                 max_age: STATE_TTL,
+                max_bytes: STATES_MAX_BYTES,
                 discard: DiscardPolicy::Old,
                 ..Default::default()
             })
@@ -184,7 +187,8 @@ pub fn cancelled_job(subject: &str) -> &str {
 
 /// Opens (creating if needed) an object store bucket.
 async fn open_store(js: &Context, bucket: &str) -> Result<ObjectStore, BoardError> {
-    let config = object_store::Config { bucket: bucket.to_string(), ..Default::default() };
+    // An upload whose job never ended (its web tier died between storing it and queueing the job) expires.
+    let config = object_store::Config { bucket: bucket.to_string(), max_age: STATE_TTL, ..Default::default() };
     match js.create_object_store(config).await {
         Ok(s) => Ok(s),
         // Created by another process meanwhile: use it.

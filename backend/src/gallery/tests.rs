@@ -20,6 +20,7 @@ pub(crate) fn meta(id: &str) -> MeshMetadata {
         model: ModelInfo { id: "m".into(), test_model: true, attribution: None, dtype: "f32".into() },
         device: DeviceInfo { kind: DeviceKind::Cpu, name: "cpu".into(), memory_total_bytes: None },
         worker: None,
+        node: None,
         job_id: None,
         timings: vec![],
         total_ms: 1.0,
