@@ -524,8 +524,9 @@ impl JobManager {
     }
 
     /// A job known from the cluster's report of it (`state`, stages, end), registered here so that clients of
-    /// this process can follow it; an id registered already keeps its job.
-    pub fn adopt(&self, status: JobStatus) -> Arc<Job> {
+    /// this process can follow it; an id registered already keeps its job. The flag says whether the job is new
+    /// here (and so needs its events fed in).
+    pub fn adopt(&self, status: JobStatus) -> (Arc<Job>, bool) {
         let job = Job::new(status.job_id.clone(), None, status.attempts);
         {
             let mut inner = lock(&job.inner);
@@ -536,7 +537,15 @@ impl JobManager {
             inner.terminal = status.terminal;
         }
         self.gc();
-        lock(&self.jobs).entry(job.id.clone()).or_insert_with(|| Arc::new(job)).clone()
+        let mut jobs = lock(&self.jobs);
+        match jobs.get(&job.id) {
+            Some(known) => (known.clone(), false),
+            None => {
+                let job = Arc::new(job);
+                jobs.insert(job.id.clone(), job.clone());
+                (job, true)
+            }
+        }
     }
 
     /// Feeds one event of run `attempts` the cluster reported into a job of this process: an end goes through
@@ -1046,5 +1055,42 @@ mod tests {
         assert!(matches!(a.terminal(), Some(ServerMessage::Error { code: ErrorCode::Interrupted, .. })));
         assert!(m.all_workers_dead());
         assert_eq!(m.submit(req(), None).unwrap_err(), SubmitError::Unavailable);
+    }
+
+    #[test]
+    fn a_job_reported_by_the_cluster_is_adopted_once_and_fed_its_events() {
+        let m = JobManager::new(4);
+        let id = ulid::Ulid::new().to_string();
+        let reported = JobStatus {
+            job_id: id.clone(),
+            state: JobState::Running,
+            position: None,
+            attempts: 1,
+            stages: vec![],
+            terminal: None,
+        };
+        let (job, new) = m.adopt(reported.clone());
+        assert!(new);
+        let (again, new) = m.adopt(reported);
+        assert!(!new && Arc::ptr_eq(&job, &again), "a second lookup follows the same job");
+        assert!(Arc::ptr_eq(&m.get(&id).unwrap(), &job));
+        let (_, _, mut rx) = job.subscribe();
+        let stage = ServerMessage::Stage {
+            job_id: id.clone(),
+            stage: Stage::Decode,
+            state: StageState::Started,
+            value: None,
+            max: None,
+            elapsed_ms: 0,
+            label: None,
+        };
+        m.relay(&job, 2, stage.clone());
+        assert_eq!(rx.try_recv().unwrap(), stage);
+        assert_eq!(job.attempts(), 2, "the run the event came from");
+        m.relay(&job, 2, ServerMessage::Cancelled { job_id: id.clone() });
+        assert_eq!(job.state(), JobState::Cancelled);
+        m.relay(&job, 2, stage);
+        assert!(matches!(rx.try_recv().unwrap(), ServerMessage::Cancelled { .. }));
+        assert!(rx.try_recv().is_err(), "nothing after the end");
     }
 }

@@ -101,6 +101,70 @@ impl ModelArgs {
     }
 }
 
+/// How a server's or worker process's jobs run (`serve` and `worker` share these).
+#[derive(Debug, Clone, Args)]
+pub struct JobArgs {
+    /// Largest upload in megabytes.
+    #[arg(long, env = "SF3D_MAX_UPLOAD_MB", default_value_t = 20)]
+    pub max_upload_mb: u64,
+    /// Largest image in megapixels.
+    #[arg(long, env = "SF3D_MAX_MEGAPIXELS", default_value_t = 40)]
+    pub max_megapixels: u64,
+    /// Memory budget of the scene-code cache in megabytes.
+    #[arg(long, env = "SF3D_CACHE_MB", default_value_t = 2048)]
+    pub cache_mb: u64,
+    /// Seconds running jobs may take to finish when the process stops; then they are cancelled (a server runs
+    /// them again at its next start, a worker process hands them to another worker).
+    #[arg(long, env = "SF3D_SHUTDOWN_GRACE", default_value_t = 30)]
+    pub shutdown_grace: u64,
+    /// Seconds a job may run before it fails with deadline_exceeded (default: 600 on the CPU, 60 on a GPU).
+    #[arg(long, env = "SF3D_JOB_TIMEOUT")]
+    pub job_timeout: Option<f64>,
+    /// Failure injection for the own tests (panic-on-first-take, stall-first-job=MS, stall-after-store=MS).
+    #[arg(long, hide = true)]
+    pub test_hook: Vec<String>,
+}
+
+impl JobArgs {
+    /// The image limits.
+    pub fn decode_limits(&self) -> sf3d::preprocess::DecodeLimits {
+        sf3d::preprocess::DecodeLimits {
+            max_bytes: self.max_upload_mb * 1_000_000,
+            max_pixels: self.max_megapixels * 1_000_000,
+        }
+    }
+
+    /// The scene-code cache.
+    pub fn cache(&self) -> sf3d_backend::cache::EncodeCache {
+        sf3d_backend::cache::EncodeCache::new((self.cache_mb * 1_000_000) as usize)
+    }
+
+    /// `--shutdown-grace`.
+    pub fn shutdown_grace(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.shutdown_grace)
+    }
+
+    /// `--job-timeout`: seconds between 0 and a week (`None`: the device's default).
+    pub fn job_timeout(&self) -> anyhow::Result<Option<std::time::Duration>> {
+        match self.job_timeout {
+            None => Ok(None),
+            Some(s) if s.is_finite() && s > 0.0 && s <= 7.0 * 86_400.0 => {
+                Ok(Some(std::time::Duration::from_secs_f64(s)))
+            }
+            Some(s) => anyhow::bail!("--job-timeout {s}: give seconds between 0 and a week"),
+        }
+    }
+
+    /// `--test-hook` values.
+    pub fn test_hooks(&self) -> anyhow::Result<sf3d_backend::worker::TestHooks> {
+        let mut hooks = sf3d_backend::worker::TestHooks::default();
+        for h in &self.test_hook {
+            hooks.add(h).map_err(anyhow::Error::msg)?;
+        }
+        Ok(hooks)
+    }
+}
+
 /// SF3D's generation options.
 #[derive(Debug, Clone, Args)]
 pub struct ParamArgs {

@@ -9,18 +9,16 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use sf3d::pipeline::PipelineOptions;
-use sf3d::preprocess::DecodeLimits;
 use sf3d_backend::auth::ApiKey;
-use sf3d_backend::cache::EncodeCache;
 use sf3d_backend::cluster::tier::WebTier;
 use sf3d_backend::cluster::{ClusterName, DEFAULT_CLUSTER};
 use sf3d_backend::gallery::{FilesConfig, Gallery, GalleryConfig, IndexConfig};
 use sf3d_backend::model_source::{load_pipelines, parse_device_list};
 use sf3d_backend::routes::guard::SitePolicy;
-use sf3d_backend::worker::{Engine, TestHooks};
+use sf3d_backend::worker::Engine;
 use sf3d_backend::{Server, ServerConfig, check_bind, serve as serve_http, shutdown_signal};
 
-use super::ModelArgs;
+use super::{JobArgs, ModelArgs};
 
 /// Options of `sf3d serve` (each also from an environment variable).
 #[derive(Args)]
@@ -55,6 +53,8 @@ pub struct ServeArgs {
     cluster: ClusterName,
     #[command(flatten)]
     model: ModelArgs,
+    #[command(flatten)]
+    jobs: JobArgs,
     /// API key required from clients (Authorization: Bearer KEY; ?token=KEY on the WebSocket); at least 16
     /// characters. Prefer --api-key-file: a key on the command line is visible to other users in `ps`.
     #[arg(long, env = "SF3D_API_KEY", hide_env_values = true)]
@@ -65,12 +65,6 @@ pub struct ServeArgs {
     /// Waiting jobs before new requests get queue_full / 429.
     #[arg(long, env = "SF3D_MAX_QUEUE", default_value_t = 16)]
     max_queue: u32,
-    /// Largest upload in megabytes.
-    #[arg(long, env = "SF3D_MAX_UPLOAD_MB", default_value_t = 20)]
-    max_upload_mb: u64,
-    /// Largest image in megapixels.
-    #[arg(long, env = "SF3D_MAX_MEGAPIXELS", default_value_t = 40)]
-    max_megapixels: u64,
     /// Page origins (scheme://host[:port]) allowed to use the API from browsers, besides the server's own
     /// (repeatable or comma-separated; `*`, any page, needs an API key).
     #[arg(long, env = "SF3D_CORS_ORIGIN", value_delimiter = ',')]
@@ -88,18 +82,6 @@ pub struct ServeArgs {
     /// The built web UI (Trunk's dist/).
     #[arg(long, env = "SF3D_DIST")]
     dist: Option<PathBuf>,
-    /// Memory budget of the scene-code cache in megabytes.
-    #[arg(long, env = "SF3D_CACHE_MB", default_value_t = 2048)]
-    cache_mb: u64,
-    /// Seconds a running job may take to finish at shutdown before it is cancelled.
-    #[arg(long, env = "SF3D_SHUTDOWN_GRACE", default_value_t = 30)]
-    shutdown_grace: u64,
-    /// Seconds a job may run before it fails with deadline_exceeded (default: 600 on the CPU, 60 on a GPU).
-    #[arg(long, env = "SF3D_JOB_TIMEOUT")]
-    job_timeout: Option<f64>,
-    /// Failure injection for the server's own tests (panic-on-first-take, stall-first-job=MS).
-    #[arg(long, hide = true)]
-    test_hook: Vec<String>,
 }
 
 impl std::fmt::Debug for ServeArgs {
@@ -116,15 +98,6 @@ impl std::fmt::Debug for ServeArgs {
     }
 }
 
-/// `--job-timeout`: seconds between 0 and a week.
-pub(super) fn job_timeout(seconds: Option<f64>) -> anyhow::Result<Option<Duration>> {
-    match seconds {
-        None => Ok(None),
-        Some(s) if s.is_finite() && s > 0.0 && s <= 7.0 * 86_400.0 => Ok(Some(Duration::from_secs_f64(s))),
-        Some(s) => anyhow::bail!("--job-timeout {s}: give seconds between 0 and a week"),
-    }
-}
-
 /// `--ack-wait`: seconds between 1 and an hour.
 pub(super) fn ack_wait(seconds: f64) -> anyhow::Result<Duration> {
     if seconds.is_finite() && (1.0..=3600.0).contains(&seconds) {
@@ -132,15 +105,6 @@ pub(super) fn ack_wait(seconds: f64) -> anyhow::Result<Duration> {
     } else {
         anyhow::bail!("--ack-wait {seconds}: give seconds between 1 and 3600")
     }
-}
-
-/// `--test-hook` values.
-pub(super) fn test_hooks(values: &[String]) -> anyhow::Result<TestHooks> {
-    let mut hooks = TestHooks::default();
-    for h in values {
-        hooks.add(h).map_err(anyhow::Error::msg)?;
-    }
-    Ok(hooks)
 }
 
 /// Opens the gallery: the index in `db` (PostgreSQL) or DATA/gallery.sqlite3, the files in NATS or DATA/meshes.
@@ -188,15 +152,15 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!(msg);
     }
     let site = SitePolicy::new(&a.allowed_host, &a.cors_origin, api_key.is_some()).map_err(anyhow::Error::msg)?;
-    let limits = DecodeLimits { max_bytes: a.max_upload_mb * 1_000_000, max_pixels: a.max_megapixels * 1_000_000 };
+    let limits = a.jobs.decode_limits();
     let devices = parse_device_list(&a.model.device)?;
-    let job_timeout = job_timeout(a.job_timeout)?;
-    let test_hooks = test_hooks(&a.test_hook)?;
+    let job_timeout = a.jobs.job_timeout()?;
+    let test_hooks = a.jobs.test_hooks()?;
     let ack_wait = ack_wait(a.ack_wait)?;
     let source = a.model.source()?;
     let dtype = a.model.dtype()?;
     let gallery = open_gallery(&a.data, a.db.as_deref(), a.nats.as_deref(), &a.cluster)?;
-    let cache = EncodeCache::new((a.cache_mb * 1_000_000) as usize);
+    let cache = a.jobs.cache();
     let config = ServerConfig {
         api_key,
         max_upload_bytes: limits.max_bytes,
@@ -204,7 +168,7 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         max_connections: a.max_connections,
         max_connections_per_client: a.max_connections_per_client,
         dist: a.dist,
-        shutdown_grace: Duration::from_secs(a.shutdown_grace),
+        shutdown_grace: a.jobs.shutdown_grace(),
         job_timeout,
         test_hooks,
         ..ServerConfig::default()

@@ -7,16 +7,14 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use sf3d::pipeline::PipelineOptions;
-use sf3d::preprocess::DecodeLimits;
-use sf3d_backend::cache::EncodeCache;
 use sf3d_backend::cluster::node::{self, NodeOptions};
 use sf3d_backend::cluster::{ClusterName, DEFAULT_CLUSTER};
 use sf3d_backend::model_source::{load_pipelines, parse_device_list};
 use sf3d_backend::shutdown_signal;
 use sf3d_backend::worker::{Engine, WorkerOptions, default_job_timeout};
 
-use super::ModelArgs;
-use super::serve::{ack_wait, job_timeout, log_models, open_gallery, test_hooks};
+use super::serve::{ack_wait, log_models, open_gallery};
+use super::{JobArgs, ModelArgs};
 
 /// Options of `sf3d worker` (each also from an environment variable).
 #[derive(Args)]
@@ -37,6 +35,8 @@ pub struct WorkerArgs {
     name: Option<String>,
     #[command(flatten)]
     model: ModelArgs,
+    #[command(flatten)]
+    jobs: JobArgs,
     /// Folder for this process's local files (nothing shared lives here).
     #[arg(long, env = "SF3D_DATA", default_value = "sf3d-worker-data")]
     data: PathBuf,
@@ -44,24 +44,6 @@ pub struct WorkerArgs {
     /// every third of it). The first process of a cluster to start sets it; give all the same.
     #[arg(long, env = "SF3D_ACK_WAIT", default_value_t = 30.0)]
     ack_wait: f64,
-    /// Largest image in megapixels.
-    #[arg(long, env = "SF3D_MAX_MEGAPIXELS", default_value_t = 40)]
-    max_megapixels: u64,
-    /// Largest upload in megabytes.
-    #[arg(long, env = "SF3D_MAX_UPLOAD_MB", default_value_t = 20)]
-    max_upload_mb: u64,
-    /// Memory budget of the scene-code cache in megabytes.
-    #[arg(long, env = "SF3D_CACHE_MB", default_value_t = 2048)]
-    cache_mb: u64,
-    /// Seconds running jobs may take to finish when the process stops, before they go back to the queue.
-    #[arg(long, env = "SF3D_SHUTDOWN_GRACE", default_value_t = 30)]
-    shutdown_grace: u64,
-    /// Seconds a job may run before it fails with deadline_exceeded (default: 600 on the CPU, 60 on a GPU).
-    #[arg(long, env = "SF3D_JOB_TIMEOUT")]
-    job_timeout: Option<f64>,
-    /// Failure injection for the cluster's own tests (stall-first-job=MS, stall-after-store=MS).
-    #[arg(long, hide = true)]
-    test_hook: Vec<String>,
 }
 
 impl std::fmt::Debug for WorkerArgs {
@@ -78,8 +60,8 @@ impl std::fmt::Debug for WorkerArgs {
 pub fn worker(a: WorkerArgs) -> anyhow::Result<ExitCode> {
     // Every setting is checked before the model loads.
     let devices = parse_device_list(&a.model.device)?;
-    let job_timeout = job_timeout(a.job_timeout)?;
-    let hooks = test_hooks(&a.test_hook)?;
+    let job_timeout = a.jobs.job_timeout()?;
+    let hooks = a.jobs.test_hooks()?;
     let ack_wait = ack_wait(a.ack_wait)?;
     let name = a.name.clone().unwrap_or_else(node::default_node_name);
     anyhow::ensure!(
@@ -88,7 +70,7 @@ pub fn worker(a: WorkerArgs) -> anyhow::Result<ExitCode> {
     );
     let source = a.model.source()?;
     let dtype = a.model.dtype()?;
-    let limits = DecodeLimits { max_bytes: a.max_upload_mb * 1_000_000, max_pixels: a.max_megapixels * 1_000_000 };
+    let limits = a.jobs.decode_limits();
     std::fs::create_dir_all(&a.data).with_context(|| format!("creating {}", a.data.display()))?;
     let gallery = open_gallery(&a.data, Some(&a.db), Some(&a.nats), &a.cluster)?;
     let background_model = a.model.background_model()?;
@@ -97,13 +79,13 @@ pub fn worker(a: WorkerArgs) -> anyhow::Result<ExitCode> {
     let Some((first, more)) = pipelines.split_first() else { anyhow::bail!("--device names no device") };
     log_models(&pipelines);
     let on_gpu = first.device().kind == sf3d_shared::DeviceKind::Cuda;
-    let cache = EncodeCache::new((a.cache_mb * 1_000_000) as usize);
+    let cache = a.jobs.cache();
     let engine = Engine::with_workers(first.clone(), more.to_vec(), gallery, cache).with_node(&name);
     let options = NodeOptions {
         name,
         ack_wait,
         workers: WorkerOptions { job_timeout: job_timeout.unwrap_or_else(|| default_job_timeout(on_gpu)), hooks },
-        shutdown_grace: Duration::from_secs(a.shutdown_grace),
+        shutdown_grace: a.jobs.shutdown_grace(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let result = rt.block_on(async {

@@ -5,6 +5,7 @@
 //! [`tier`] the web tier's side and [`node`] a worker process's.
 
 pub mod board;
+pub mod bridge;
 pub mod node;
 pub mod queue;
 pub mod tier;

@@ -20,6 +20,7 @@ use sf3d_shared::{JobState, ServerMessage};
 
 use super::ClusterName;
 use super::board::JobBoard;
+use super::bridge::Bridge;
 use super::queue::{JobQueue, QueueError};
 use super::wire::{Heartbeat, JobEvent, QueuedInput, QueuedJob};
 use crate::jobs::{Dispatch, Job, JobInput, JobManager, JobRequest, SubmitError, lock};
@@ -39,8 +40,7 @@ pub struct TierError(String);
 
 /// One web tier's link to its cluster.
 pub struct WebTier {
-    /// `None` only while dropping.
-    rt: Option<tokio::runtime::Runtime>,
+    bridge: Bridge,
     board: JobBoard,
     queue: JobQueue,
     manager: OnceLock<Weak<JobManager>>,
@@ -59,31 +59,6 @@ impl std::fmt::Debug for WebTier {
     }
 }
 
-impl Drop for WebTier {
-    fn drop(&mut self) {
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_background();
-        }
-    }
-}
-
-/// Runs `fut` on `rt` and waits for it, from any thread (inside another runtime, the wait is announced to it).
-fn run_on<T: Send + 'static>(
-    rt: &tokio::runtime::Runtime,
-    fut: impl Future<Output = T> + Send + 'static,
-) -> Result<T, String> {
-    let (reply, answer) = std::sync::mpsc::sync_channel(1);
-    rt.spawn(async move {
-        let _ = reply.send(fut.await);
-    });
-    let wait =
-        || answer.recv_timeout(CALL_TIMEOUT).map_err(|_| format!("no answer within {} s", CALL_TIMEOUT.as_secs()));
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(wait),
-        _ => wait(),
-    }
-}
-
 impl WebTier {
     /// Connects to the NATS server at `url`, opens the cluster's queue (`capacity` jobs; `ack_wait` if this
     /// tier creates it) and board, and starts listening for worker heartbeats.
@@ -93,15 +68,10 @@ impl WebTier {
         capacity: u32,
         ack_wait: Duration,
     ) -> Result<Arc<Self>, TierError> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("sf3d-cluster")
-            .enable_all()
-            .build()
-            .map_err(|e| TierError(format!("cannot start the cluster runtime: {e}")))?;
+        let bridge = Bridge::new("sf3d-cluster").map_err(TierError)?;
         let target = format!("NATS {}, cluster {cluster}", super::redacted_url(url));
         let (url, name) = (url.to_string(), cluster.clone());
-        let opened = run_on(&rt, async move {
+        let opened = bridge.run(CALL_TIMEOUT, async move {
             let client = super::connect(&url, CONNECT_TIMEOUT).await?;
             let mut queue =
                 JobQueue::open(client.clone(), &name, capacity, ack_wait).await.map_err(|e| e.to_string())?;
@@ -114,10 +84,10 @@ impl WebTier {
         let (queue, board, beats, exhausted) =
             opened.and_then(|r| r).map_err(|e| TierError(format!("{target}: {e}")))?;
         let workers = Arc::new(Mutex::new(HashMap::new()));
-        rt.spawn(listen_for_workers(beats, workers.clone()));
-        rt.spawn(end_exhausted(exhausted, queue.clone(), board.clone()));
+        bridge.spawn(listen_for_workers(beats, workers.clone()));
+        bridge.spawn(end_exhausted(exhausted, queue.clone(), board.clone()));
         Ok(Arc::new(Self {
-            rt: Some(rt),
+            bridge,
             board,
             queue,
             manager: OnceLock::new(),
@@ -150,16 +120,13 @@ impl WebTier {
     }
 
     fn run<T: Send + 'static>(&self, fut: impl Future<Output = T> + Send + 'static) -> Result<T, String> {
-        match &self.rt {
-            Some(rt) => run_on(rt, fut),
-            None => Err("closed".into()),
-        }
+        self.bridge.run(CALL_TIMEOUT, fut)
     }
 
     /// Starts feeding the events of `sub` into `job`.
     fn spawn_relay(&self, job: Arc<Job>, sub: Subscriber) {
-        let (Some(rt), Some(manager)) = (&self.rt, self.manager.get().cloned()) else { return };
-        rt.spawn(relay(manager, self.board.clone(), job, sub));
+        let Some(manager) = self.manager.get().cloned() else { return };
+        self.bridge.spawn(relay(manager, self.board.clone(), job, sub));
     }
 }
 
@@ -319,8 +286,8 @@ impl Dispatch for WebTier {
                 return None;
             }
         };
-        let job = manager.adopt(status);
-        if job.terminal().is_none() {
+        let (job, new) = manager.adopt(status);
+        if new && job.terminal().is_none() {
             self.spawn_relay(job.clone(), sub);
         }
         Some(job)

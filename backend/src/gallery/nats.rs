@@ -11,7 +11,6 @@
 
 use std::collections::BTreeSet;
 use std::future::Future;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use async_nats::jetstream::object_store::{self, DeleteErrorKind, GetErrorKind, InfoErrorKind, ObjectStore};
@@ -21,6 +20,7 @@ use tokio::io::AsyncReadExt;
 
 use super::files::{MeshFiles, NamedBytes};
 use super::{CACHE_FILE, GalleryError, Result, is_valid_id};
+use crate::cluster::bridge::Bridge;
 use crate::cluster::{ClusterName, redacted_url};
 
 /// Longest wait for the first connection.
@@ -32,8 +32,7 @@ pub const SETTLE: Duration = Duration::from_secs(600);
 
 /// The cluster's object store.
 pub struct NatsFiles {
-    /// `None` only while dropping.
-    rt: Option<tokio::runtime::Runtime>,
+    bridge: Bridge,
     js: async_nats::jetstream::Context,
     store: ObjectStore,
     bucket: String,
@@ -46,30 +45,15 @@ impl std::fmt::Debug for NatsFiles {
     }
 }
 
-impl Drop for NatsFiles {
-    fn drop(&mut self) {
-        // Never blocks, so it may run inside the server's runtime too.
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_background();
-        }
-    }
-}
-
-/// Runs `fut` on `rt` and waits for it (from any thread, inside another runtime or not).
+/// Runs `fut` on the client's runtime and waits for it (from any thread, inside another runtime or not).
 fn run_on<T: Send + 'static>(
-    rt: &tokio::runtime::Runtime,
+    bridge: &Bridge,
     target: &str,
     fut: impl Future<Output = std::result::Result<T, String>> + Send + 'static,
 ) -> Result<T> {
-    let (reply, answer) = mpsc::sync_channel(1);
-    rt.spawn(async move {
-        let _ = reply.send(fut.await);
-    });
-    match answer.recv_timeout(CALL_TIMEOUT) {
+    match bridge.run(CALL_TIMEOUT, fut) {
         Ok(r) => r.map_err(|e| GalleryError::Nats(format!("{target}: {e}"))),
-        Err(_) => {
-            Err(GalleryError::Unavailable(format!("{target} did not answer within {} s", CALL_TIMEOUT.as_secs())))
-        }
+        Err(e) => Err(GalleryError::Unavailable(format!("{target}: {e}"))),
     }
 }
 
@@ -81,17 +65,12 @@ impl NatsFiles {
     /// Connects to the NATS server at `url` (`nats://[user:password@]host:port`) and opens (creating if needed)
     /// the cluster's bucket.
     pub fn open(url: &str, cluster: &ClusterName) -> Result<Self> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("sf3d-nats-files")
-            .enable_all()
-            .build()
-            .map_err(|e| GalleryError::Unavailable(format!("cannot start the NATS runtime: {e}")))?;
+        let bridge = Bridge::new("sf3d-nats-files").map_err(GalleryError::Unavailable)?;
         let bucket = cluster.bucket("meshes");
         let target = format!("NATS {}, bucket {bucket}", redacted_url(url));
         let url = url.to_string();
         let name = bucket.clone();
-        let (js, store) = run_on(&rt, &target, async move {
+        let (js, store) = run_on(&bridge, &target, async move {
             let client = crate::cluster::connect(&url, CONNECT_TIMEOUT).await?;
             let js = async_nats::jetstream::new(client);
             let config = object_store::Config {
@@ -106,17 +85,14 @@ impl NatsFiles {
             };
             Ok((js, store))
         })?;
-        Ok(Self { rt: Some(rt), js, store, bucket, target })
+        Ok(Self { bridge, js, store, bucket, target })
     }
 
     fn run<T: Send + 'static>(
         &self,
         fut: impl Future<Output = std::result::Result<T, String>> + Send + 'static,
     ) -> Result<T> {
-        match &self.rt {
-            Some(rt) => run_on(rt, &self.target, fut),
-            None => Err(GalleryError::Unavailable(format!("{} is closed", self.target))),
-        }
+        run_on(&self.bridge, &self.target, fut)
     }
 
     /// Removes the cluster's bucket with every file in it (a deployment taken down; the tests' clean-up).
