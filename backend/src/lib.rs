@@ -5,7 +5,8 @@
 //! [`worker::Engine`] (one pipeline per worker), opens the job journal beside the gallery, queues the jobs an
 //! earlier process left open, starts one inference worker per pipeline and returns the state; [`serve`] runs the
 //! router on a listener until a shutdown future resolves, then stops the queue, closes WebSockets, lets running
-//! jobs finish (or cancels them after a grace period) and flushes the gallery.
+//! jobs finish (or cancels them after a grace period) and flushes the gallery. [`Server::start_web_tier`] is the
+//! same server as a web tier of a cluster ([`cluster`]): no engine, its jobs queued on NATS for worker processes.
 
 pub mod auth;
 pub mod cache;
