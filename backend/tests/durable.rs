@@ -64,8 +64,10 @@ async fn connect(port: u16) -> Ws {
 }
 
 async fn next(ws: &mut Ws) -> ServerMessage {
+    // One deadline for the message, however many pings come meanwhile.
+    let until = tokio::time::Instant::now() + Duration::from_secs(180);
     loop {
-        let frame = tokio::time::timeout(Duration::from_secs(180), ws.next()).await.expect("a message in time");
+        let frame = tokio::time::timeout_at(until, ws.next()).await.expect("a message in time");
         match frame {
             Some(Ok(Message::Text(t))) => return serde_json::from_str(t.as_str()).unwrap(),
             Some(Ok(Message::Close(c))) => panic!("closed: {c:?}"),

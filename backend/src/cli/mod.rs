@@ -10,9 +10,15 @@ mod worker;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
 
 use clap::{Args, Parser, Subcommand};
 use sf3d::preprocess::{BgModel, U2NET_FILE};
+use sf3d_backend::cluster::ClusterName;
+use sf3d_backend::gallery::{FilesConfig, Gallery, GalleryConfig, IndexConfig};
 use sf3d_backend::model_source::{DeviceChoice, ModelSource};
 use sf3d_shared::{BackgroundMode, GenerateParams, RemeshOption};
 
@@ -162,6 +168,48 @@ impl JobArgs {
             hooks.add(h).map_err(anyhow::Error::msg)?;
         }
         Ok(hooks)
+    }
+}
+
+/// `--ack-wait`: seconds between 1 and an hour.
+pub fn ack_wait(seconds: f64) -> anyhow::Result<Duration> {
+    if seconds.is_finite() && (1.0..=3600.0).contains(&seconds) {
+        Ok(Duration::from_secs_f64(seconds))
+    } else {
+        anyhow::bail!("--ack-wait {seconds}: give seconds between 1 and 3600")
+    }
+}
+
+/// Opens the gallery: the index in `db` (PostgreSQL) or DATA/gallery.sqlite3, the files in NATS or DATA/meshes.
+pub fn open_gallery(
+    data: &std::path::Path,
+    db: Option<&str>,
+    nats: Option<&str>,
+    cluster: &ClusterName,
+) -> anyhow::Result<Arc<Gallery>> {
+    let storage = GalleryConfig {
+        index: match db {
+            Some(url) => IndexConfig::Postgres { url: url.to_string(), cluster: cluster.clone() },
+            None => IndexConfig::Sqlite,
+        },
+        files: match nats {
+            Some(url) => FilesConfig::Nats { url: url.to_string(), cluster: cluster.clone() },
+            None => FilesConfig::Folder,
+        },
+    };
+    let gallery = Gallery::open_with(data, &storage)
+        .with_context(|| format!("opening the gallery ({storage:?}, data folder {})", data.display()))?;
+    tracing::info!(gallery = %gallery.describe(), "gallery ready");
+    Ok(Arc::new(gallery))
+}
+
+/// Logs each worker's model and device (and the test model's warning).
+pub fn log_models(pipelines: &[Arc<sf3d::pipeline::Pipeline>]) {
+    for (i, p) in pipelines.iter().enumerate() {
+        tracing::info!(worker = i, model = %p.model().id, device = %p.device().name, "model ready");
+    }
+    if pipelines.first().is_some_and(|p| p.model().test_model) {
+        tracing::warn!("{}", sf3d_shared::TEST_MODEL_LABEL);
     }
 }
 

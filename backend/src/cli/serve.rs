@@ -3,7 +3,6 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -12,13 +11,12 @@ use sf3d::pipeline::PipelineOptions;
 use sf3d_backend::auth::ApiKey;
 use sf3d_backend::cluster::tier::WebTier;
 use sf3d_backend::cluster::{ClusterName, DEFAULT_CLUSTER};
-use sf3d_backend::gallery::{FilesConfig, Gallery, GalleryConfig, IndexConfig};
 use sf3d_backend::model_source::{load_pipelines, parse_device_list};
 use sf3d_backend::routes::guard::SitePolicy;
 use sf3d_backend::worker::Engine;
 use sf3d_backend::{Server, ServerConfig, check_bind, serve as serve_http, shutdown_signal};
 
-use super::{JobArgs, ModelArgs};
+use super::{JobArgs, ModelArgs, ack_wait, log_models, open_gallery};
 
 /// Options of `sf3d serve` (each also from an environment variable).
 #[derive(Args)]
@@ -95,48 +93,6 @@ impl std::fmt::Debug for ServeArgs {
             .field("nats", &self.nats.as_ref().map(|_| "<redacted>"))
             .field("cluster", &self.cluster)
             .finish_non_exhaustive()
-    }
-}
-
-/// `--ack-wait`: seconds between 1 and an hour.
-pub(super) fn ack_wait(seconds: f64) -> anyhow::Result<Duration> {
-    if seconds.is_finite() && (1.0..=3600.0).contains(&seconds) {
-        Ok(Duration::from_secs_f64(seconds))
-    } else {
-        anyhow::bail!("--ack-wait {seconds}: give seconds between 1 and 3600")
-    }
-}
-
-/// Opens the gallery: the index in `db` (PostgreSQL) or DATA/gallery.sqlite3, the files in NATS or DATA/meshes.
-pub(super) fn open_gallery(
-    data: &std::path::Path,
-    db: Option<&str>,
-    nats: Option<&str>,
-    cluster: &ClusterName,
-) -> anyhow::Result<Arc<Gallery>> {
-    let storage = GalleryConfig {
-        index: match db {
-            Some(url) => IndexConfig::Postgres { url: url.to_string(), cluster: cluster.clone() },
-            None => IndexConfig::Sqlite,
-        },
-        files: match nats {
-            Some(url) => FilesConfig::Nats { url: url.to_string(), cluster: cluster.clone() },
-            None => FilesConfig::Folder,
-        },
-    };
-    let gallery = Gallery::open_with(data, &storage)
-        .with_context(|| format!("opening the gallery ({storage:?}, data folder {})", data.display()))?;
-    tracing::info!(gallery = %gallery.describe(), "gallery ready");
-    Ok(Arc::new(gallery))
-}
-
-/// Logs each worker's model and device (and the test model's warning).
-pub(super) fn log_models(pipelines: &[Arc<sf3d::pipeline::Pipeline>]) {
-    for (i, p) in pipelines.iter().enumerate() {
-        tracing::info!(worker = i, model = %p.model().id, device = %p.device().name, "model ready");
-    }
-    if pipelines.first().is_some_and(|p| p.model().test_model) {
-        tracing::warn!("{}", sf3d_shared::TEST_MODEL_LABEL);
     }
 }
 

@@ -13,8 +13,7 @@ use sf3d_backend::model_source::{load_pipelines, parse_device_list};
 use sf3d_backend::shutdown_signal;
 use sf3d_backend::worker::{Engine, WorkerOptions, default_job_timeout};
 
-use super::serve::{ack_wait, log_models, open_gallery};
-use super::{JobArgs, ModelArgs};
+use super::{JobArgs, ModelArgs, ack_wait, log_models, open_gallery};
 
 /// Options of `sf3d worker` (each also from an environment variable).
 #[derive(Args)]
