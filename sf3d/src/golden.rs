@@ -50,19 +50,27 @@ pub struct GoldenSet {
     entries: HashMap<String, Entry>,
 }
 
+/// This crate's folder in the workspace the running test or command belongs to. Read at run time first (cargo
+/// sets `CARGO_MANIFEST_DIR` to the package being tested or run, this crate or a sibling of it): builds are shared
+/// between checkouts through one target dir, so a path baked in at compile time may name another checkout.
+pub fn crate_dir() -> PathBuf {
+    let baked = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let name = baked.file_name().map(std::ffi::OsStr::to_os_string).unwrap_or_default();
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .and_then(|package| package.parent().map(|workspace| workspace.join(&name)))
+        .filter(|dir| dir.is_dir())
+        .unwrap_or(baked)
+}
+
 impl GoldenSet {
     /// The folder named by `SF3D_GOLDEN`, else `../shared/golden/tiny-a` next to the workspace.
     pub fn default_dir() -> PathBuf {
         if let Some(dir) = std::env::var_os(GOLDEN_ENV) {
             return PathBuf::from(dir);
         }
-        // `<workspace>/sf3d` → the shared folder beside the workspace. The manifest dir is read at run time first
-        // (cargo sets it for tests and `cargo run`): builds are shared between checkouts through one target
-        // dir, so a path baked in at compile time may name another checkout.
-        let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
-        manifest.join("..").join("..").join("shared").join("golden").join("tiny-a")
+        // `<workspace>/sf3d` → the shared folder beside the workspace.
+        crate_dir().join("..").join("..").join("shared").join("golden").join("tiny-a")
     }
 
     /// Opens `dir/golden.safetensors`.

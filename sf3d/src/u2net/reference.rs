@@ -13,7 +13,7 @@ pub const REQUIRE_ENV: &str = "SF3D_REQUIRE_ONNXRUNTIME";
 /// # Panics
 /// When the script fails and [`REQUIRE_ENV`] is `1`.
 pub fn make_reference(dir: &Path, variants: &[&str]) -> Option<PathBuf> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/u2net/make_reference.py");
+    let script = crate::golden::crate_dir().join("tests/u2net/make_reference.py");
     let out = Command::new("python3").arg(&script).arg(dir).args(variants).output();
     let why = match out {
         Ok(o) if o.status.success() => {

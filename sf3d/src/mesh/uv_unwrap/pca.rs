@@ -556,8 +556,7 @@ mod tests {
     /// reference's second axis, and through the SVD's sign rules the first one's sign, follow its f32 rounding noise.
     #[test]
     fn matches_torch_on_stored_clouds() {
-        let path =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pca_lowrank_reference.safetensors");
+        let path = crate::golden::crate_dir().join("tests/data/pca_lowrank_reference.safetensors");
         let table = candle_core::safetensors::load(&path, &candle_core::Device::Cpu).unwrap();
         let get = |name: &str| -> Vec<f32> { table[name].flatten_all().unwrap().to_vec1().unwrap() };
         let (mut checked, mut skipped) = (0, 0);
