@@ -19,7 +19,7 @@ use super::ClusterName;
 use super::board::{JobBoard, cancelled_job};
 use super::queue::{Delivery, JobQueue, QueueError};
 use super::wire::{Heartbeat, QueuedInput, QueuedJob};
-use crate::jobs::{JobInput, JobManager, JobRequest};
+use crate::jobs::{Job, JobInput, JobManager, JobRequest};
 use crate::worker::{self, Engine, WorkerOptions, WorkerSlot};
 
 /// Capacity of the queue when a worker creates it (a web tier sets its own `--max-queue` when it starts).
@@ -223,7 +223,7 @@ async fn take(delivery: Delivery<QueuedJob>, manager: &Arc<JobManager>, board: &
                     field: None,
                     retry_after: None,
                 };
-                report_end(board, &id, &end, manager.get(&id).map(|j| j.status())).await;
+                report_end(board, &id, &end, None).await;
                 let _ = delivery.failed_for_good().await;
                 return;
             }
@@ -251,7 +251,7 @@ async fn take(delivery: Delivery<QueuedJob>, manager: &Arc<JobManager>, board: &
         tokio::select! {
             msg = rx.recv() => match msg {
                 Ok(m) => {
-                    if let Some(end) = forward(board, &id, m, || job.status()).await {
+                    if let Some(end) = forward(board, &job, m).await {
                         break Some(end);
                     }
                 }
@@ -284,12 +284,8 @@ async fn take(delivery: Delivery<QueuedJob>, manager: &Arc<JobManager>, board: &
 /// Reports one message of a running job to the cluster; returns it when it ended the job. The messages of the
 /// local queue (`accepted`, positions) mean nothing to the cluster's clients and stay here, and so does the end
 /// a stop of this process gives a job (the job runs again elsewhere).
-async fn forward(
-    board: &JobBoard,
-    id: &str,
-    msg: ServerMessage,
-    status: impl Fn() -> sf3d_shared::api::JobStatus,
-) -> Option<ServerMessage> {
+async fn forward(board: &JobBoard, job: &Job, msg: ServerMessage) -> Option<ServerMessage> {
+    let id = job.id.as_str();
     match &msg {
         ServerMessage::Accepted { .. }
         | ServerMessage::Queue { .. }
@@ -297,21 +293,21 @@ async fn forward(
         | ServerMessage::Status { .. } => None,
         ServerMessage::Error { code: ErrorCode::ShuttingDown, .. } => Some(msg),
         ServerMessage::Done { .. } | ServerMessage::Error { .. } | ServerMessage::Cancelled { .. } => {
-            report_end(board, id, &msg, Some(status())).await;
+            report_end(board, id, &msg, Some(job.status())).await;
             Some(msg)
         }
         ServerMessage::Stage { state, .. } => {
             // Progress ticks are live only; a stage's start and end are recorded for tiers that look it up.
             if *state != StageState::Progress
-                && let Err(e) = board.put_state(&status()).await
+                && let Err(e) = board.put_state(&job.status()).await
             {
                 tracing::debug!(job = %id, error = %e, "job state not recorded");
             }
-            publish(board, id, status().attempts, &msg).await;
+            publish(board, id, job.attempts(), &msg).await;
             None
         }
         ServerMessage::Preview { .. } => {
-            publish(board, id, status().attempts, &msg).await;
+            publish(board, id, job.attempts(), &msg).await;
             None
         }
     }
