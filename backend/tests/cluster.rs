@@ -12,10 +12,10 @@
 
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use sf3d_backend::test_services::{OwnNatsServer, TestCluster, test_postgres};
 use sf3d_shared::api::{HEADER_MESH_ID, HEADER_STAGE_TIMINGS, JobStatus};
 use sf3d_shared::{
@@ -24,38 +24,17 @@ use sf3d_shared::{
 };
 use tokio_tungstenite::tungstenite::Message;
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+mod procs;
+use procs::{Proc, Ws, connect, free_port, image, next};
 
 /// Ack wait of the test clusters: a dead worker's job moves on after this.
 const ACK_WAIT: &str = "3";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 fn temp_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("sf3d-cluster-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-/// A process of the cluster, killed when dropped (also when the test fails half-way).
-struct Proc(Child);
-
-impl Proc {
-    /// SIGKILL, as a crash or a pulled plug.
-    fn kill_9(&mut self) {
-        self.0.kill().unwrap();
-        self.0.wait().unwrap();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Where a test's cluster lives.
@@ -117,39 +96,15 @@ async fn wait_for_workers(port: u16, nodes: &[&str], procs: &mut [&mut Proc]) ->
             }
         }
         for p in procs.iter_mut() {
-            assert!(p.0.try_wait().unwrap().is_none(), "a process of the cluster exited");
+            assert!(p.running(), "a process of the cluster exited");
         }
         assert!(Instant::now() < until, "the tier on {port} never heard from {nodes:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
-async fn connect(port: u16) -> Ws {
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws")).await.unwrap();
-    assert!(matches!(next(&mut ws).await, ServerMessage::Hello { .. }));
-    ws
-}
-
-async fn next(ws: &mut Ws) -> ServerMessage {
-    // One deadline for the message, however many pings come meanwhile.
-    let until = tokio::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let frame = tokio::time::timeout_at(until, ws.next()).await.expect("a message in time");
-        match frame {
-            Some(Ok(Message::Text(t))) => return serde_json::from_str(t.as_str()).unwrap(),
-            Some(Ok(Message::Close(c))) => panic!("closed: {c:?}"),
-            Some(Ok(_)) => continue,
-            other => panic!("socket ended: {other:?}"),
-        }
-    }
-}
-
 async fn send(ws: &mut Ws, m: &ClientMessage) {
     ws.send(Message::Text(serde_json::to_string(m).unwrap().into())).await.unwrap();
-}
-
-fn image() -> Vec<u8> {
-    sf3d::pipeline::png_bytes(&sf3d::test_model::bench_image(200)).unwrap()
 }
 
 fn params() -> GenerateParams {

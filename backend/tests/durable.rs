@@ -7,32 +7,19 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use sf3d_shared::api::JobStatus;
 use sf3d_shared::{ClientMessage, GenerateParams, ImageRef, JobState, MeshList, ServerMessage, Stage, StageState};
 use tokio_tungstenite::tungstenite::Message;
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+mod procs;
+use procs::{Proc, connect, free_port, image, next};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A server process, killed when dropped (also when the test fails half-way).
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve(data: &Path, port: u16, extra: &[&str]) -> Server {
-    Server(
+fn serve(data: &Path, port: u16, extra: &[&str]) -> Proc {
+    Proc(
         Command::new(env!("CARGO_BIN_EXE_sf3d"))
             .args(["serve", "--device", "cpu", "--port", &port.to_string(), "--data", data.to_str().unwrap()])
             .args(extra)
@@ -43,7 +30,7 @@ fn serve(data: &Path, port: u16, extra: &[&str]) -> Server {
     )
 }
 
-async fn wait_ready(base: &str, server: &mut Server) {
+async fn wait_ready(base: &str, server: &mut Proc) {
     let until = Instant::now() + Duration::from_secs(120);
     loop {
         if let Ok(r) = reqwest::get(format!("{base}/api/health")).await
@@ -51,38 +38,14 @@ async fn wait_ready(base: &str, server: &mut Server) {
         {
             return;
         }
-        assert!(server.0.try_wait().unwrap().is_none(), "the server exited before it was ready");
+        assert!(server.running(), "the server exited before it was ready");
         assert!(Instant::now() < until, "the server did not come up");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
-async fn connect(port: u16) -> Ws {
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws")).await.unwrap();
-    assert!(matches!(next(&mut ws).await, ServerMessage::Hello { .. }));
-    ws
-}
-
-async fn next(ws: &mut Ws) -> ServerMessage {
-    // One deadline for the message, however many pings come meanwhile.
-    let until = tokio::time::Instant::now() + Duration::from_secs(180);
-    loop {
-        let frame = tokio::time::timeout_at(until, ws.next()).await.expect("a message in time");
-        match frame {
-            Some(Ok(Message::Text(t))) => return serde_json::from_str(t.as_str()).unwrap(),
-            Some(Ok(Message::Close(c))) => panic!("closed: {c:?}"),
-            Some(Ok(_)) => continue,
-            other => panic!("socket ended: {other:?}"),
-        }
-    }
-}
-
 async fn meshes(base: &str) -> MeshList {
     reqwest::get(format!("{base}/api/meshes")).await.unwrap().json().await.unwrap()
-}
-
-fn image() -> Vec<u8> {
-    sf3d::pipeline::png_bytes(&sf3d::test_model::bench_image(200)).unwrap()
 }
 
 fn temp_dir() -> PathBuf {
@@ -142,8 +105,7 @@ fn kill_9_loses_no_job_and_duplicates_none() {
         let status: JobStatus =
             reqwest::get(format!("{base}/api/jobs/{}", ids[0])).await.unwrap().json().await.unwrap();
         assert_eq!(status.state, JobState::Running, "killed while it runs");
-        first.0.kill().unwrap(); // SIGKILL
-        first.0.wait().unwrap();
+        first.kill_9();
         drop(ws);
 
         let mut second = serve(&data, port, &[]);
