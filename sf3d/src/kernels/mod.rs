@@ -9,6 +9,7 @@
 //! | [`conv`] | same-padded `k×k` convolution as `k` products (one per kernel row) on a bordered channel-last image |
 //! | [`linear`] | `x·W + b` on a pre-transposed weight, the bias as the product's starting value |
 //! | [`gemm`] | a bounds-checked single-threaded entry to the `gemm` crate, strided operands |
+//! | [`winograd`] | 3×3 convolution by Winograd's F(2×2, 3×3): 16 products per 2×2 outputs and channel pair, not 36 |
 //! | [`math`] | vectorisable `exp`, `erf`, GELU and the vector steps of a softmax |
 
 pub mod amx;
@@ -18,6 +19,7 @@ pub mod conv;
 pub mod gemm;
 pub mod linear;
 pub mod math;
+pub mod winograd;
 
 /// The instruction set a vectorised kernel runs with: [`Isa::Best`] everywhere in the engine; the others let the
 /// tests check the AVX2 and plain paths on a machine that has more.

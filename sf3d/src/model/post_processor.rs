@@ -30,13 +30,14 @@ impl PixelShuffleUpsampleNetwork {
                 conv2d(cfg.in_channels, out, cfg.conv_kernel_size, conv_cfg, vb.pp(2 * i))
             })
             .collect::<Result<Vec<_>>>()?;
-        // On the CPU in f32 the kernel's layout of every layer is made once here, not on every forward.
+        // On the CPU in f32 the kernel's layout of every layer is made once here, not on every forward: 3×3 kernels
+        // transformed for Winograd's F(2×2, 3×3), or packed for bf16 products under `--dtype bf16`.
         let on_cpu_f32 = convs.iter().all(|c| c.weight().device().is_cpu() && c.weight().dtype() == DType::F32);
         let bf16 = crate::model::linear::bf16_products();
         let cpu_weights = if on_cpu_f32 {
             convs
                 .iter()
-                .map(|c| cpu_conv_weights(c).map(|w| if bf16 { w.with_bf16_products() } else { w }))
+                .map(|c| cpu_conv_weights(c).map(|w| if bf16 { w.with_bf16_products() } else { w }.with_winograd()))
                 .collect::<Result<Vec<_>>>()?
         } else {
             vec![]
@@ -44,8 +45,9 @@ impl PixelShuffleUpsampleNetwork {
         Ok(Self { convs, cpu_weights, scale: cfg.scale_factor })
     }
 
-    /// `[B, 3, C, P, P]` → `[B, 3, C', rP, rP]`. On the CPU in f32 the convolutions run as shifted matrix
-    /// products on channel-last planes ([`crate::kernels::conv`]); elsewhere through candle's `conv2d`, one
+    /// `[B, 3, C, P, P]` → `[B, 3, C', rP, rP]`. On the CPU in f32 the convolutions run on channel-last planes
+    /// ([`crate::kernels::conv`]: Winograd products for 3×3 kernels, else shifted ones); elsewhere through
+    /// candle's `conv2d`, one
     /// plane at a time (its im2col buffer of one plane is already 340 MB at the release size).
     pub fn forward(&self, planes: &Tensor) -> Result<Tensor> {
         let (b, np, c, h, w) = planes.dims5()?;
