@@ -96,7 +96,12 @@ impl ConvWeights {
 
     /// The same convolution with bf16 products (input and weights rounded to bf16, sums in f32) where the CPU
     /// multiplies bf16 pairs natively and `C_in` is even (so no pair straddles two pixels); unchanged otherwise.
+    /// After [`Self::with_winograd`], the Winograd products (transformed input and weights rounded to bf16).
     pub fn with_bf16_products(mut self) -> Self {
+        if let Some(w) = self.winograd.take() {
+            self.winograd = Some(w.with_bf16_products());
+            return self;
+        }
         if super::bf16::native() && self.c_in.is_multiple_of(2) {
             let row_k = self.kernel * self.c_in;
             let rows = self
@@ -110,8 +115,8 @@ impl ConvWeights {
         self
     }
 
-    /// The same convolution by Winograd's F(2×2, 3×3) ([`super::winograd`]: 2.25× fewer multiply-adds, f32
-    /// throughout) where the kernel is 3×3 and the products are f32; unchanged otherwise.
+    /// The same convolution by Winograd's F(2×2, 3×3) ([`super::winograd`]: 2.25× fewer multiply-adds) where the
+    /// kernel is 3×3 and no bf16 products were chosen yet; unchanged otherwise.
     pub fn with_winograd(mut self) -> Self {
         if self.kernel == 3 && self.rows_bf16.is_none() {
             let (c_in, c_out) = (self.c_in, self.c_out);

@@ -15,6 +15,7 @@
 
 use rayon::prelude::*;
 
+use super::bf16::{self, Bf16Weight};
 use super::conv::PaddedImage;
 use super::gemm::{MatRef, sgemm};
 
@@ -29,11 +30,19 @@ const BLOCK_TILES: usize = 384;
 /// A 3×3 convolution's weights in the transformed form: `U_ξ [C_in, C_out]` for the 16 positions, and the bias.
 #[derive(Debug, Clone)]
 pub struct WinogradWeights {
-    /// `[16][C_in][C_out]`.
-    u: Vec<f32>,
+    u: Products,
     bias: Vec<f32>,
     c_in: usize,
     c_out: usize,
+}
+
+/// The 16 matrices `U_ξ` in the form the products take.
+#[derive(Debug, Clone)]
+enum Products {
+    /// `[16][C_in][C_out]`, f32.
+    F32(Vec<f32>),
+    /// One bf16 weight per position, for products on bf16 pairs ([`bf16::product_on_pairs`]).
+    Bf16(Vec<Bf16Weight>),
 }
 
 impl WinogradWeights {
@@ -67,7 +76,21 @@ impl WinogradWeights {
                 }
             }
         });
-        Self { u, bias: bias.to_vec(), c_in, c_out }
+        Self { u: Products::F32(u), bias: bias.to_vec(), c_in, c_out }
+    }
+
+    /// The same convolution with the 16 products on bf16 operands (the transformed input and weights rounded to
+    /// bf16, sums in f32) where the CPU multiplies bf16 pairs natively and `C_in` is even; unchanged otherwise.
+    pub fn with_bf16_products(mut self) -> Self {
+        if let Products::F32(u) = &self.u
+            && bf16::native()
+            && self.c_in.is_multiple_of(2)
+        {
+            let per = self.c_in * self.c_out;
+            self.u =
+                Products::Bf16(u.chunks_exact(per.max(1)).map(|u| Bf16Weight::new(u, self.c_in, self.c_out)).collect());
+        }
+        self
     }
 
     /// Output channels.
@@ -118,18 +141,32 @@ pub fn conv3x3(input: &PaddedImage, w: &WinogradWeights, relu: bool, pad_out: us
     body.par_chunks_mut(2 * block_rows * row_len).enumerate().for_each(|(b, rows)| {
         let ty0 = b * block_rows;
         let tiles = (rows.len() / row_len).div_ceil(2) * tiles_x;
-        let mut v = vec![0f32; tiles * XI * w.c_in];
-        let mut m = vec![0f32; tiles * XI * c_out];
+        let c_in = w.c_in;
+        let mut v = vec![0f32; tiles * XI * c_in];
         transform_input(input, ty0, tiles_x, &mut v);
-        // `v` is `[tiles][16][C_in]` and `m` `[tiles][16][C_out]`: position ξ is every tile's row ξ.
-        let stride_in = XI * w.c_in;
-        let stride_out = XI * c_out;
-        for xi in 0..XI {
-            let lhs = MatRef::rows(&v[xi * w.c_in..], tiles, w.c_in, stride_in);
-            let rhs = MatRef::rows(&w.u[xi * w.c_in * c_out..(xi + 1) * w.c_in * c_out], w.c_in, c_out, c_out);
-            sgemm(&mut m[xi * c_out..], stride_out, false, lhs, rhs, 1.0);
+        // `v` is `[tiles][16][C_in]` (position ξ of every tile is the matrix `V_ξ`, rows `16·C_in` apart) and `m`
+        // `[16][tiles][C_out]`. `m` is written (zeros) before any product reads it: a fresh page read first would
+        // map the shared zero page and be copied on the first write.
+        let mut m = Vec::with_capacity(XI * tiles * c_out);
+        m.resize(XI * tiles * c_out, 0f32);
+        let per = tiles * c_out;
+        match &w.u {
+            Products::F32(u) => {
+                for (xi, (m, u)) in m.chunks_exact_mut(per).zip(u.chunks_exact(c_in * c_out)).enumerate() {
+                    let lhs = MatRef::rows(&v[xi * c_in..], tiles, c_in, XI * c_in);
+                    sgemm(m, c_out, false, lhs, MatRef::rows(u, c_in, c_out, c_out), 1.0);
+                }
+            }
+            Products::Bf16(us) => {
+                // Consecutive channels pair up (`C_in` is even, so no pair straddles two positions).
+                let mut vp = vec![0u32; v.len() / 2];
+                bf16::to_pairs_into(&v, &mut vp);
+                for (xi, (m, u)) in m.chunks_exact_mut(per).zip(us).enumerate() {
+                    bf16::product_on_pairs(m, &vp[xi * c_in / 2..], XI * c_in / 2, u);
+                }
+            }
         }
-        transform_output(&m, w, relu, tiles_x, [wd, pad_out], rows);
+        transform_output(&m, w, relu, [tiles, tiles_x], [wd, pad_out], rows);
     });
     out
 }
@@ -209,26 +246,26 @@ fn input_patch(d: &[[f32; LANES]; XI]) -> [[f32; LANES]; XI] {
     out
 }
 
-/// `Aᵀ M A` of every tile's products in `m [tiles][16][C_out]`, plus the bias, ReLU'd if asked, into the output
+/// `Aᵀ M A` of every tile's products in `m [16][tiles][C_out]`, plus the bias, ReLU'd if asked, into the output
 /// rows `rows` (bordered by `pad_out` columns on each side, `width` pixels between).
 fn transform_output(
     m: &[f32],
     w: &WinogradWeights,
     relu: bool,
-    tiles_x: usize,
+    [tiles, tiles_x]: [usize; 2],
     [width, pad_out]: [usize; 2],
     rows: &mut [f32],
 ) {
     let c = w.c_out;
     let row_len = (width + 2 * pad_out) * c;
     let out_rows = rows.len() / row_len;
-    for (t, prod) in m.chunks_exact(XI * c).enumerate() {
+    for t in 0..tiles {
         let (ty, tx) = (t / tiles_x, t % tiles_x);
         for c0 in (0..c).step_by(LANES) {
             let n = LANES.min(c - c0);
             let mut d = [[0f32; LANES]; XI];
             for (xi, row) in d.iter_mut().enumerate() {
-                load(row, &prod[xi * c + c0..], n);
+                load(row, &m[(xi * tiles + t) * c + c0..], n);
             }
             let mut bias = [0f32; LANES];
             load(&mut bias, &w.bias[c0..], n);
@@ -292,6 +329,32 @@ mod tests {
                 assert!(max < 1e-5, "{c_in}→{c_out} {h}×{wd}: max abs diff {max}");
             }
         }
+    }
+
+    /// With bf16 products: within bf16 rounding of the f32 convolution.
+    #[test]
+    fn bf16_products_stay_within_bf16_rounding() {
+        let (c_in, c_out, h, wd) = (64, 40, 7, 10);
+        let val = |i: usize, s: usize| (((i * 7919 + s * 104_729) % 997) as f32 / 997.0 - 0.5) * 2.0;
+        let x: Vec<f32> = (0..c_in * h * wd).map(|i| val(i, 1)).collect();
+        let wt: Vec<f32> = (0..c_out * c_in * 9).map(|i| val(i, 2) * 0.05).collect();
+        let b: Vec<f32> = (0..c_out).map(|i| val(i, 3)).collect();
+        let weights = WinogradWeights::new(&wt, &b, c_out, c_in).with_bf16_products();
+        if !matches!(weights.u, Products::Bf16(_)) {
+            println!("SKIPPED: this CPU has no AVX-512 BF16; the f32 products run instead");
+            return;
+        }
+        let img = PaddedImage::from_chw(&x, c_in, h, wd, 1);
+        let want = conv(&img, &ConvWeights::new(&wt, &b, c_out, c_in, 3), true, 1);
+        let got = conv3x3(&img, &weights, true, 1);
+        let shifted = conv(&img, &ConvWeights::new(&wt, &b, c_out, c_in, 3).with_bf16_products(), true, 1);
+        let scale = want.data.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let diff = |o: &PaddedImage| o.data.iter().zip(&want.data).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let (max, max_shifted) = (diff(&got), diff(&shifted));
+        println!(
+            "max |output| {scale:.3}; max abs diff from f32: winograd bf16 {max:.2e}, shifted bf16 {max_shifted:.2e}"
+        );
+        assert!(max > 0.0 && max < 4.0 * max_shifted && max < 2e-2 * scale, "{max} vs {max_shifted}, scale {scale}");
     }
 
     /// With many input channels (the post-processor has 1024) the transforms' extra roundings stay of the order

@@ -37,7 +37,10 @@ impl PixelShuffleUpsampleNetwork {
         let cpu_weights = if on_cpu_f32 {
             convs
                 .iter()
-                .map(|c| cpu_conv_weights(c).map(|w| if bf16 { w.with_bf16_products() } else { w }.with_winograd()))
+                .map(|c| {
+                    cpu_conv_weights(c)
+                        .map(|w| if bf16 { w.with_winograd().with_bf16_products() } else { w.with_winograd() })
+                })
                 .collect::<Result<Vec<_>>>()?
         } else {
             vec![]
