@@ -12,6 +12,9 @@
 //!
 //! Input and output are the bordered channel-last images of [`super::conv`]. Any height and width work: patches
 //! that reach past the input's border read zeros, outputs past the image are not written.
+//!
+//! [`WinogradWeights::with_bf16_products`] runs the 16 products on bf16 pairs ([`super::bf16`]) for `--dtype bf16`:
+//! the transforms stay f32, their results are rounded to bf16 for the products.
 
 use rayon::prelude::*;
 
@@ -21,10 +24,10 @@ use super::gemm::{MatRef, sgemm};
 
 /// Positions of a transformed 4×4 patch: one matrix product each.
 const XI: usize = 16;
-/// Channels transformed together (one 16-lane vector each).
+/// Channels transformed together: the lane loops over them vectorise.
 const LANES: usize = 16;
 /// Tiles per matrix product: enough rows that the products run near the matrix kernel's peak, few enough that a
-/// block's transformed input and products (`2 · 16 · TILES · C` floats) stay a few tens of MB per thread.
+/// block's transformed input and products (`2 · 16 · BLOCK_TILES · C` floats) stay a few tens of MB per thread.
 const BLOCK_TILES: usize = 384;
 
 /// A 3×3 convolution's weights in the transformed form: `U_ξ [C_in, C_out]` for the 16 positions, and the bias.
@@ -91,11 +94,6 @@ impl WinogradWeights {
                 Products::Bf16(u.chunks_exact(per.max(1)).map(|u| Bf16Weight::new(u, self.c_in, self.c_out)).collect());
         }
         self
-    }
-
-    /// Output channels.
-    pub fn c_out(&self) -> usize {
-        self.c_out
     }
 }
 
