@@ -307,36 +307,48 @@ fn output_patch(m: &[[f32; LANES]; XI], bias: &[f32; LANES], relu: bool) -> [[f3
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::bf16::tests::on_threads;
     use crate::kernels::conv::{ConvWeights, conv};
 
+    /// A deterministic input `[C_in, H, W]`, weight `[C_out, C_in, 3, 3]` (entries up to `w_scale`) and bias.
+    fn case(c_in: usize, c_out: usize, h: usize, wd: usize, w_scale: f32) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let val = |i: usize, s: usize| (((i * 7919 + s * 104_729) % 997) as f32 / 997.0 - 0.5) * 2.0;
+        let x = (0..c_in * h * wd).map(|i| val(i, 1)).collect();
+        let wt = (0..c_out * c_in * 9).map(|i| val(i, 2) * w_scale).collect();
+        let b = (0..c_out).map(|i| val(i, 3)).collect();
+        (x, wt, b)
+    }
+
+    fn max_diff(a: &PaddedImage, b: &PaddedImage) -> f32 {
+        assert_eq!(a.data.len(), b.data.len());
+        a.data.iter().zip(&b.data).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max)
+    }
+
     /// Equals the shifted-product convolution (itself tested against a direct sum) on even and odd sizes, with
-    /// and without ReLU and output border, on one thread and on several.
+    /// and without ReLU and output border, on one thread (a tall image then takes two blocks) and on the pool.
     #[test]
     fn equals_the_shifted_product_convolution() {
-        let val = |i: usize, s: usize| (((i * 7919 + s * 104_729) % 997) as f32 / 997.0 - 0.5) * 2.0;
-        for (c_in, c_out, h, wd) in [(5, 7, 6, 8), (17, 19, 7, 9), (3, 33, 1, 1), (16, 16, 2, 13)] {
-            let x: Vec<f32> = (0..c_in * h * wd).map(|i| val(i, 1)).collect();
-            let wt: Vec<f32> = (0..c_out * c_in * 9).map(|i| val(i, 2) * 0.3).collect();
-            let b: Vec<f32> = (0..c_out).map(|i| val(i, 3)).collect();
+        for (c_in, c_out, h, wd) in [(5, 7, 6, 8), (17, 19, 7, 9), (3, 33, 1, 1), (16, 16, 2, 13), (2, 3, 201, 8)] {
+            let (x, wt, b) = case(c_in, c_out, h, wd, 0.3);
             let img = PaddedImage::from_chw(&x, c_in, h, wd, 1);
+            let weights = WinogradWeights::new(&wt, &b, c_out, c_in);
             for (relu, pad_out) in [(true, 1), (false, 0)] {
                 let want = conv(&img, &ConvWeights::new(&wt, &b, c_out, c_in, 3), relu, pad_out);
-                let got = conv3x3(&img, &WinogradWeights::new(&wt, &b, c_out, c_in), relu, pad_out);
-                assert_eq!(got.data.len(), want.data.len());
-                let max = got.data.iter().zip(&want.data).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-                assert!(max < 1e-5, "{c_in}→{c_out} {h}×{wd}: max abs diff {max}");
+                for threads in [1, 0] {
+                    let got = on_threads(threads, || conv3x3(&img, &weights, relu, pad_out));
+                    let max = max_diff(&got, &want);
+                    assert!(max < 1e-5, "{c_in}→{c_out} {h}×{wd} on {threads} threads: max abs diff {max}");
+                }
             }
         }
     }
 
-    /// With bf16 products: within bf16 rounding of the f32 convolution.
+    /// With bf16 products: within bf16 rounding of the f32 convolution, and of the order of the shifted bf16
+    /// convolution's own error.
     #[test]
     fn bf16_products_stay_within_bf16_rounding() {
         let (c_in, c_out, h, wd) = (64, 40, 7, 10);
-        let val = |i: usize, s: usize| (((i * 7919 + s * 104_729) % 997) as f32 / 997.0 - 0.5) * 2.0;
-        let x: Vec<f32> = (0..c_in * h * wd).map(|i| val(i, 1)).collect();
-        let wt: Vec<f32> = (0..c_out * c_in * 9).map(|i| val(i, 2) * 0.05).collect();
-        let b: Vec<f32> = (0..c_out).map(|i| val(i, 3)).collect();
+        let (x, wt, b) = case(c_in, c_out, h, wd, 0.05);
         let weights = WinogradWeights::new(&wt, &b, c_out, c_in).with_bf16_products();
         if !matches!(weights.u, Products::Bf16(_)) {
             println!("SKIPPED: this CPU has no AVX-512 BF16; the f32 products run instead");
@@ -347,8 +359,7 @@ mod tests {
         let got = conv3x3(&img, &weights, true, 1);
         let shifted = conv(&img, &ConvWeights::new(&wt, &b, c_out, c_in, 3).with_bf16_products(), true, 1);
         let scale = want.data.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let diff = |o: &PaddedImage| o.data.iter().zip(&want.data).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-        let (max, max_shifted) = (diff(&got), diff(&shifted));
+        let (max, max_shifted) = (max_diff(&got, &want), max_diff(&shifted, &want));
         println!(
             "max |output| {scale:.3}; max abs diff from f32: winograd bf16 {max:.2e}, shifted bf16 {max_shifted:.2e}"
         );
@@ -360,10 +371,8 @@ mod tests {
     #[test]
     fn rounding_error_is_of_the_order_of_the_direct_products() {
         let (c_in, c_out, h, wd) = (384, 8, 6, 6);
-        let val = |i: usize, s: usize| (((i * 7919 + s * 104_729) % 997) as f32 / 997.0 - 0.5) * 2.0;
-        let x: Vec<f32> = (0..c_in * h * wd).map(|i| val(i, 1)).collect();
         // Kernel scale as a trained layer's (fan-in 9·C_in), outputs of order 1.
-        let wt: Vec<f32> = (0..c_out * c_in * 9).map(|i| val(i, 2) * 0.03).collect();
+        let (x, wt, _) = case(c_in, c_out, h, wd, 0.03);
         let b = vec![0f32; c_out];
         let img = PaddedImage::from_chw(&x, c_in, h, wd, 1);
         let shifted = conv(&img, &ConvWeights::new(&wt, &b, c_out, c_in, 3), false, 0);
