@@ -6,6 +6,9 @@
 //! `k` taps of one kernel row read `k·C_in` consecutive floats starting at pixel `o + dy·Wp`: for every kernel
 //! row the whole output is one product `[H·Wp, k·C_in] · [k·C_in, C_out]` on a view of the same buffer whose rows
 //! overlap. The `2p` columns per row that fall in the border are computed and dropped (`2p / W` extra work).
+//!
+//! Weights prepared with [`ConvWeights::with_winograd`] (3×3 kernels) run through [`super::winograd`] instead,
+//! on the same images.
 
 use rayon::prelude::*;
 
@@ -73,7 +76,7 @@ pub struct ConvWeights {
     c_out: usize,
     /// With bf16 products: one weight per kernel row, `[k·C_in, C_out]` in bf16 pairs.
     rows_bf16: Option<Vec<super::bf16::Bf16Weight>>,
-    /// For a 3×3 kernel in f32: the transformed weights of [`super::winograd`], used instead of `taps`.
+    /// After [`Self::with_winograd`]: the transformed weights of [`super::winograd`], used instead of `taps`.
     winograd: Option<WinogradWeights>,
 }
 

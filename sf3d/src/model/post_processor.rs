@@ -38,8 +38,8 @@ impl PixelShuffleUpsampleNetwork {
             convs
                 .iter()
                 .map(|c| {
-                    cpu_conv_weights(c)
-                        .map(|w| if bf16 { w.with_winograd().with_bf16_products() } else { w.with_winograd() })
+                    let w = cpu_conv_weights(c)?.with_winograd();
+                    Ok(if bf16 { w.with_bf16_products() } else { w })
                 })
                 .collect::<Result<Vec<_>>>()?
         } else {
