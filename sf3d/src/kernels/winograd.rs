@@ -64,19 +64,18 @@ impl WinogradWeights {
         weight: impl Fn(usize, usize, usize) -> f32 + Sync,
     ) -> Self {
         assert_eq!(bias.len(), c_out, "winograd: bias does not match its dimensions");
+        // Each kernel transformed once (`[C_in][C_out]` of 16 values), then spread over the 16 matrices.
+        let transformed: Vec<[f32; XI]> = (0..c_in * c_out)
+            .into_par_iter()
+            .map(|i| {
+                let (ci, co) = (i / c_out, i % c_out);
+                kernel_transform(&std::array::from_fn::<f32, 9, _>(|tap| weight(co, ci, tap)))
+            })
+            .collect();
         let mut u = vec![0f32; XI * c_in * c_out];
-        // One input channel's row for every position at a time, so that each kernel is transformed once.
-        let mut rows: Vec<&mut [f32]> = u.chunks_mut(c_out.max(1)).collect();
-        let mut by_channel: Vec<Vec<&mut [f32]>> = (0..c_in).map(|_| Vec::with_capacity(XI)).collect();
-        for (row, dst) in rows.drain(..).enumerate() {
-            by_channel[row % c_in.max(1)].push(dst);
-        }
-        by_channel.par_iter_mut().enumerate().for_each(|(ci, dsts)| {
-            for co in 0..c_out {
-                let g: [f32; 9] = std::array::from_fn(|tap| weight(co, ci, tap));
-                for (dst, v) in dsts.iter_mut().zip(kernel_transform(&g)) {
-                    dst[co] = v;
-                }
+        u.par_chunks_mut((c_in * c_out).max(1)).enumerate().for_each(|(xi, dst)| {
+            for (d, t) in dst.iter_mut().zip(&transformed) {
+                *d = t[xi];
             }
         });
         Self { u: Products::F32(u), bias: bias.to_vec(), c_in, c_out }
