@@ -19,6 +19,7 @@ pub mod gallery;
 pub mod http;
 pub mod jobs;
 pub mod journal;
+pub mod memory;
 pub mod metrics;
 pub mod model_source;
 pub mod remote;

@@ -6,14 +6,13 @@
 //! * `sf3d bench` — per-stage timings and peak memory.
 //! * `sf3d check-golden DIR` — parity with a golden set of the reference implementation.
 
+#[cfg(not(target_env = "msvc"))]
+mod allocator;
 mod cli;
 
-/// jemalloc keeps freed pages for re-use: the network allocates and frees hundred-megabyte score and activation
-/// buffers in a loop, which glibc's malloc maps and unmaps afresh each time (a fifth of the CPU time went to page
-/// faults in `sf3d bench --full-size` before this).
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]
-static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+static GLOBAL: allocator::Allocator = allocator::Allocator;
 
 use std::process::ExitCode;
 

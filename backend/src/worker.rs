@@ -278,6 +278,11 @@ pub fn spawn_worker(
             }
             slot.end();
             manager.done();
+            if let (0, 0, _) = manager.occupancy()
+                && let Err(rc) = crate::memory::release_cached_pages()
+            {
+                tracing::debug!(rc, "the allocator did not release its cached pages");
+            }
         }
         tracing::info!(worker = slot.id, "worker stopped");
     })
