@@ -10,6 +10,7 @@
 mod allocator;
 mod cli;
 
+/// jemalloc, set up to re-use the network's large buffers in place (see `allocator`).
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static GLOBAL: allocator::Allocator = allocator::Allocator;

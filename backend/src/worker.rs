@@ -278,6 +278,7 @@ pub fn spawn_worker(
             }
             slot.end();
             manager.done();
+            // Nothing runs or waits: the allocator's cached pages of this run go back to the system.
             if let (0, 0, _) = manager.occupancy()
                 && let Err(rc) = crate::memory::release_cached_pages()
             {
