@@ -60,7 +60,7 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], dims: AttentionDims, scale: f3
 
 /// [`attention`] with both products in bf16 (queries, keys, values and the softmax weights rounded to bf16, sums
 /// and the softmax in f32) on CPUs with AVX-512 BF16 and heads of even width; elsewhere [`attention`] on
-/// bf16-rounded queries, keys and values.
+/// bf16-rounded scaled queries, keys and values (the queries rounded after scaling, as the pair products do).
 /// With AMX tiles and heads a multiple of 32 wide, both products run on the tiles.
 pub fn attention_bf16(q: &[f32], k: &[f32], v: &[f32], dims: AttentionDims, scale: f32) -> Vec<f32> {
     attention_bf16_with(q, k, v, dims, scale, amx::available())
@@ -69,8 +69,8 @@ pub fn attention_bf16(q: &[f32], k: &[f32], v: &[f32], dims: AttentionDims, scal
 /// [`attention_bf16`], on AMX tiles only where `tiles` and the CPU and head width allow.
 fn attention_bf16_with(q: &[f32], k: &[f32], v: &[f32], dims: AttentionDims, scale: f32, tiles: bool) -> Vec<f32> {
     if !bf16::native() || !dims.head_dim.is_multiple_of(2) {
-        let round = |x: &[f32]| x.iter().map(|&a| bf16::round(a)).collect::<Vec<_>>();
-        return attention(&round(q), &round(k), &round(v), dims, scale);
+        let round = |x: &[f32], s: f32| x.iter().map(|&a| bf16::round(a * s)).collect::<Vec<_>>();
+        return attention(&round(q, scale), &round(k, 1.0), &round(v, 1.0), dims, 1.0);
     }
     // `native()` holds here; AMX tiles take heads that are whole tile steps of pairs.
     let tiles = tiles && amx::available() && dims.head_dim.is_multiple_of(2 * amx::STEP);
