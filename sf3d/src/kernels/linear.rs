@@ -15,21 +15,74 @@ pub fn linear(x: &[f32], k: usize, weight_t: &[f32], n: usize, bias: Option<&[f3
         assert_eq!(b.len(), n, "linear: bias does not match its dimensions");
     }
     let rows = x.len() / k;
+    let threads = rayon::current_num_threads();
+    if rows < FEW_ROWS && threads > 1 && n >= threads * MIN_BAND_COLS {
+        return by_column_bands(x, rows, k, weight_t, n, bias, threads);
+    }
     let mut out = vec![0f32; rows * n];
     // One contiguous band of rows per thread, each a single-threaded product: as fast as the gemm crate's own
     // parallel product on tens of thousands of rows, and faster on the few thousand of DINOv2 and the latents,
     // where its splitting leaves the cores less busy.
-    let band = rows.div_ceil(rayon::current_num_threads()).max(1);
+    let band = rows.div_ceil(threads).max(1);
     let w = MatRef::rows(weight_t, k, n, n);
     out.par_chunks_mut(band * n).zip(x.par_chunks(band * k)).for_each(|(dst, src)| {
-        if let Some(b) = bias {
-            for row in dst.chunks_exact_mut(n) {
-                row.copy_from_slice(b);
-            }
-        }
+        start_with_bias(dst, n, bias);
         sgemm(dst, n, bias.is_some(), MatRef::rows(src, src.len() / k, k, k), w, 1.0);
     });
     out
+}
+
+/// Rows below which [`linear`] splits the output's columns between the threads instead of its rows: with a few
+/// rows (CLIP's 50 tokens, a single condition vector) the product is bound by reading the weight, and a band of
+/// rows per thread would make every thread pack the whole weight.
+const FEW_ROWS: usize = 256;
+/// Fewest output columns per thread when the columns are split (a few of the matrix kernel's register tiles).
+const MIN_BAND_COLS: usize = 64;
+
+/// [`linear`] with one band of output columns per thread: each thread reads only its columns of the weight and
+/// writes them to its own `[rows, band]` block, which is then copied into the output rows.
+fn by_column_bands(
+    x: &[f32],
+    rows: usize,
+    k: usize,
+    weight_t: &[f32],
+    n: usize,
+    bias: Option<&[f32]>,
+    threads: usize,
+) -> Vec<f32> {
+    // Bands a multiple of 16 columns wide (whole vectors), the last one narrower.
+    let band = n.div_ceil(threads).next_multiple_of(16);
+    let lhs = MatRef::rows(x, rows, k, k);
+    let blocks: Vec<(usize, Vec<f32>)> = (0..n)
+        .step_by(band)
+        .collect::<Vec<_>>()
+        .into_par_iter()
+        .map(|c0| {
+            let width = band.min(n - c0);
+            let mut dst = vec![0f32; rows * width];
+            start_with_bias(&mut dst, width, bias.map(|b| &b[c0..c0 + width]));
+            let w = MatRef::rows(&weight_t[c0..], k, width, n);
+            sgemm(&mut dst, width, bias.is_some(), lhs, w, 1.0);
+            (c0, dst)
+        })
+        .collect();
+    let mut out = vec![0f32; rows * n];
+    for (c0, block) in blocks {
+        let width = block.len() / rows;
+        for (dst, src) in out.chunks_exact_mut(n).zip(block.chunks_exact(width)) {
+            dst[c0..c0 + width].copy_from_slice(src);
+        }
+    }
+    out
+}
+
+/// Fills every `n`-wide row of `dst` with `bias` (the product then accumulates onto it); nothing without a bias.
+fn start_with_bias(dst: &mut [f32], n: usize, bias: Option<&[f32]>) {
+    if let Some(b) = bias {
+        for row in dst.chunks_exact_mut(n) {
+            row.copy_from_slice(b);
+        }
+    }
 }
 
 /// The transpose of a row-major `[rows, cols]` matrix, `[cols, rows]`, in cache-sized tiles on every thread.
@@ -66,18 +119,26 @@ mod tests {
 
     #[test]
     fn equals_the_direct_sum() {
-        let (rows, k, n) = (5, 7, 3);
+        // Few narrow rows (split by rows), and few wide rows on three threads (split by columns: bands of 336,
+        // 336 and 328 columns).
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().expect("a thread pool");
+        for (rows, k, n) in [(5, 7, 3), (3, 9, 1000), (300, 9, 1000)] {
+            pool.install(|| equals_the_direct_sum_at(rows, k, n));
+        }
+    }
+
+    fn equals_the_direct_sum_at(rows: usize, k: usize, n: usize) {
         let x: Vec<f32> = (0..rows * k).map(|i| (i % 11) as f32 * 0.3 - 1.0).collect();
         let w: Vec<f32> = (0..n * k).map(|i| (i % 5) as f32 * 0.2 - 0.4).collect(); // [n, k]
         let wt = transpose(&w, n, k);
-        let b = [0.5f32, -1.0, 2.0];
+        let b: Vec<f32> = (0..n).map(|j| [0.5f32, -1.0, 2.0][j % 3] + j as f32 * 1e-3).collect();
         for bias in [Some(&b[..]), None] {
             let y = linear(&x, k, &wt, n, bias);
             for r in 0..rows {
                 for j in 0..n {
                     let want: f32 =
                         (0..k).map(|c| x[r * k + c] * w[j * k + c]).sum::<f32>() + bias.map_or(0.0, |b| b[j]);
-                    assert!((y[r * n + j] - want).abs() < 1e-5);
+                    assert!((y[r * n + j] - want).abs() < 1e-5, "{rows}×{k}·{k}×{n} at ({r}, {j})");
                 }
             }
         }

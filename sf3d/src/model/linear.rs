@@ -36,7 +36,17 @@ thread_local! {
 /// Runs `build` so that every CPU f32 linear layer it creates on this thread multiplies in bf16 (inputs and
 /// weights rounded to bf16, sums in f32).
 pub fn with_bf16_products<T>(build: impl FnOnce() -> T) -> T {
-    let before = BF16_PRODUCTS.with(|f| f.replace(true));
+    with_products(true, build)
+}
+
+/// Runs `build` so that the layers it creates multiply in f32 even inside [`with_bf16_products`]: for a part
+/// whose cost is small and whose outputs keep f32 tolerances (the material estimator's CLIP).
+pub fn with_f32_products<T>(build: impl FnOnce() -> T) -> T {
+    with_products(false, build)
+}
+
+fn with_products<T>(bf16: bool, build: impl FnOnce() -> T) -> T {
+    let before = BF16_PRODUCTS.with(|f| f.replace(bf16));
     let out = build();
     BF16_PRODUCTS.with(|f| f.set(before));
     out
@@ -55,6 +65,12 @@ pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder<'_>) -> Result<Linea
 /// A linear layer with or without a bias (`candle_nn::linear_b`).
 pub fn linear_b(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder<'_>) -> Result<Linear> {
     Linear::from_candle(candle_nn::linear_b(in_dim, out_dim, bias, vb)?)
+}
+
+/// A linear layer from a weight `[out, in]` and optional bias `[out]` loaded under other names (open_clip's
+/// fused `in_proj_weight` / `in_proj_bias`).
+pub fn from_weights(weight: Tensor, bias: Option<Tensor>) -> Result<Linear> {
+    Linear::from_candle(candle_nn::Linear::new(weight, bias))
 }
 
 impl Linear {

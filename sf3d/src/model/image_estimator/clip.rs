@@ -3,18 +3,19 @@
 //! `ln_post`, class-token pooling and `@ proj`. The text tower in the checkpoint is not loaded.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, LayerNorm, Linear, VarBuilder, conv2d_no_bias, layer_norm, linear};
+use candle_nn::{Conv2d, Conv2dConfig, LayerNorm, VarBuilder, conv2d_no_bias, layer_norm};
 
 use crate::config::ClipConfig;
 use crate::model::attention::{AttentionOptions, multi_head_attention};
+use crate::model::linear::{Linear, from_weights, linear};
 
 const LN_EPS: f64 = 1e-5;
 
 /// `nn.MultiheadAttention` with `in_proj_weight [3W, W]` (q, k, v rows) and `out_proj`.
 #[derive(Debug, Clone)]
 pub struct ClipAttention {
-    in_proj_weight: Tensor,
-    in_proj_bias: Tensor,
+    /// `in_proj_weight`, `in_proj_bias`: the q, k and v projections in one layer.
+    in_proj: Linear,
     out_proj: Linear,
     heads: usize,
 }
@@ -24,8 +25,10 @@ impl ClipAttention {
     pub fn new(width: usize, heads: usize, vb: VarBuilder<'_>) -> Result<Self> {
         let init = candle_nn::init::DEFAULT_KAIMING_NORMAL;
         Ok(Self {
-            in_proj_weight: vb.get_with_hints((3 * width, width), "in_proj_weight", init)?,
-            in_proj_bias: vb.get((3 * width,), "in_proj_bias")?,
+            in_proj: from_weights(
+                vb.get_with_hints((3 * width, width), "in_proj_weight", init)?,
+                Some(vb.get((3 * width,), "in_proj_bias")?),
+            )?,
             out_proj: linear(width, width, vb.pp("out_proj"))?,
             heads,
         })
@@ -35,7 +38,7 @@ impl ClipAttention {
     pub fn forward(&self, x: &Tensor, opts: &AttentionOptions) -> Result<Tensor> {
         let w = x.dim(2)?;
         let hd = w / self.heads;
-        let qkv = x.broadcast_matmul(&self.in_proj_weight.t()?)?.broadcast_add(&self.in_proj_bias)?; // [N, T, 3W]
+        let qkv = self.in_proj.forward(x)?; // [N, T, 3W]
         let part = |i: usize| qkv.narrow(2, i * w, w);
         let o = multi_head_attention(&part(0)?, &part(1)?, &part(2)?, self.heads, (hd as f64).powf(-0.5), opts)?;
         self.out_proj.forward(&o)

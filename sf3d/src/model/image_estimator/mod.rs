@@ -14,6 +14,7 @@ use crate::config::{
 use crate::model::attention::AttentionOptions;
 use crate::model::decoder::{activate, softplus};
 use crate::model::interpolate::{bilinear_matrix, resize_separable};
+use crate::model::linear::with_f32_products;
 use clip::VisionTransformer;
 
 /// OpenAI CLIP normalisation mean.
@@ -125,7 +126,8 @@ impl ClipBasedHeadEstimator {
         match (cfg.distribution, cfg.distribution_eval) {
             (Distribution::Beta, DistributionEval::Mode) => {}
         }
-        let visual = VisionTransformer::new(clip, vb.pp("model").pp("visual"))?;
+        // CLIP is a few GFLOP and its features keep f32 tolerances, so it multiplies in f32 under `--dtype bf16`.
+        let visual = with_f32_products(|| VisionTransformer::new(clip, vb.pp("model").pp("visual")))?;
         let hv = vb.pp("heads");
         let heads = cfg
             .heads

@@ -3,7 +3,9 @@
 //! `out = h·(1 + scale) + shift`.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder, linear};
+use candle_nn::VarBuilder;
+
+use crate::model::linear::{Linear, linear};
 
 /// One `Modulation` module (only `linear2`; SF3D has no `linear1`).
 #[derive(Debug, Clone)]
