@@ -581,10 +581,21 @@ impl Pipeline {
         })?;
         let unwrap_stats = unwrapped.stats;
         let (glb, vertex_count, face_count) = r.run(Stage::Export, |_| {
-            let export = prepare_export(&unwrapped.positions, &unwrapped.faces, &unwrapped.uvs)?;
+            // The two textures are encoded on two threads (each encoder is single-threaded) while this one
+            // lays out the mesh.
+            let ((albedo, normal), export) = rayon::join(
+                || {
+                    rayon::join(
+                        || encode_jpeg(&baked.albedo, JPEG_QUALITY),
+                        || encode_jpeg(&baked.normal, JPEG_QUALITY),
+                    )
+                },
+                || prepare_export(&unwrapped.positions, &unwrapped.faces, &unwrapped.uvs),
+            );
+            let export = export?;
             let material = GlbMaterial {
-                albedo_jpeg: encode_jpeg(&baked.albedo, JPEG_QUALITY)?,
-                normal_jpeg: encode_jpeg(&baked.normal, JPEG_QUALITY)?,
+                albedo_jpeg: albedo?,
+                normal_jpeg: normal?,
                 roughness: enc.roughness,
                 metallic: enc.metallic,
             };
