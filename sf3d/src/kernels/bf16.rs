@@ -373,7 +373,7 @@ fn tile(
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
+pub(crate) mod avx512 {
     #![allow(unsafe_code)]
 
     use std::arch::x86_64::*;
@@ -466,11 +466,6 @@ mod avx512 {
     pub(super) unsafe fn interleave(lo: &[f32], hi: Option<&[f32]>, out: &mut [u32]) -> usize {
         let n = lo.len().min(out.len()) / 16 * 16;
         let n = hi.map_or(n, |h| n.min(h.len() / 16 * 16));
-        // bf16 lanes 0..16 come from `lo`, 16..32 from `hi`; the permutation alternates them.
-        let idx = _mm512_set_epi16(
-            31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17,
-            1, 16, 0,
-        );
         for i in (0..n).step_by(16) {
             // SAFETY: `i + 16 ≤ n ≤` the length of every slice read or written.
             unsafe {
@@ -479,11 +474,25 @@ mod avx512 {
                     Some(h) => _mm512_loadu_ps(h.as_ptr().add(i)),
                     None => _mm512_setzero_ps(),
                 };
-                let both = bits(_mm512_cvtne2ps_pbh(h, l));
-                _mm512_storeu_si512(out.as_mut_ptr().add(i).cast(), _mm512_permutexvar_epi16(idx, both));
+                _mm512_storeu_si512(out.as_mut_ptr().add(i).cast(), pack_pairs(l, h));
             }
         }
         n
+    }
+
+    /// Lane `i` of `lo` and of `hi` rounded to bf16 and packed as one pair (`lo` in the low half), 16 pairs.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F, BW and BF16.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    #[inline]
+    pub(crate) unsafe fn pack_pairs(lo: __m512, hi: __m512) -> __m512i {
+        // bf16 lanes 0..16 come from `lo`, 16..32 from `hi`; the permutation alternates them.
+        let idx = _mm512_set_epi16(
+            31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17,
+            1, 16, 0,
+        );
+        _mm512_permutexvar_epi16(idx, bits(_mm512_cvtne2ps_pbh(hi, lo)))
     }
 
     /// The 512 bits of 32 bf16 values as integers.

@@ -18,6 +18,9 @@ use rayon::prelude::*;
 
 use super::{Isa, amx, bf16, math, run};
 
+#[cfg(target_arch = "x86_64")]
+mod softmax_avx512;
+
 /// Queries per score block (the vector lanes of every query-minor row).
 pub const QUERY_BLOCK: usize = 64;
 /// Query blocks per task when the keys outgrow the core's cache: each key/value block fetched from memory is
@@ -250,20 +253,27 @@ impl pulp::WithSimd for QueryBlock<'_> {
     fn with_simd<S: pulp::Simd>(self, _simd: S) {
         // The register tile's query width follows the vector width (a constant per instruction set, so only one
         // branch is compiled into each variant).
-        if S::F32_LANES >= 16 { self.heads::<WIDE_TILE_QUERIES>() } else { self.heads::<NARROW_TILE_QUERIES>() }
+        // 16-lane f32 vectors are pulp's AVX-512 level (F, BW, CD, DQ, VL).
+        if S::F32_LANES >= 16 {
+            self.heads::<WIDE_TILE_QUERIES>(true)
+        } else {
+            self.heads::<NARROW_TILE_QUERIES>(false)
+        }
     }
 }
 
 impl QueryBlock<'_> {
-    /// Every head of the task's query blocks, with register tiles `Q` queries wide.
+    /// Every head of the task's query blocks, with register tiles `Q` queries wide; `avx512` when the CPU has
+    /// AVX-512 F and BW (the softmax step then runs as one pass of AVX-512 code).
     #[inline(always)]
-    fn heads<const Q: usize>(self) {
+    fn heads<const Q: usize>(self, avx512: bool) {
         let Self { out, q, keys, dims, scale } = self;
         let (w, d, nk) = (dims.width(), dims.head_dim, dims.keys);
         let kb_max = KEY_BLOCK.min(nk);
         let pairs = !matches!(keys, KeysRef::F32 { .. });
         let tiles = if matches!(keys, KeysRef::Tiles { .. }) { amx::Tiles::load() } else { None };
-        let mut subs: Vec<SubBlock> = q.chunks(N * w).map(|rows| SubBlock::new(rows.len() / w, d, pairs)).collect();
+        let mut subs: Vec<SubBlock> =
+            q.chunks(N * w).map(|rows| SubBlock::new(rows.len() / w, d, pairs, avx512)).collect();
         // [keys, N]; the tiles compute whole blocks of 32 keys.
         let mut scores = vec![0f32; kb_max.next_multiple_of(amx::BLOCK) * N];
         for h in 0..dims.heads {
@@ -351,12 +361,15 @@ struct SubBlock {
     acc: Vec<f32>,
     row_max: [f32; N],
     row_sum: [f32; N],
+    /// The CPU has AVX-512 F and BW: [`softmax_avx512`] runs the softmax step.
+    avx512: bool,
 }
 
 impl SubBlock {
-    fn new(n: usize, d: usize, pairs: bool) -> Self {
+    fn new(n: usize, d: usize, pairs: bool, avx512: bool) -> Self {
         let (qtp, pp) = if pairs { (vec![0u32; d / 2 * N], vec![0u32; KEY_BLOCK / 2 * N]) } else { (vec![], vec![]) };
-        Self { n, qt: vec![0f32; d * N], qtp, pp, acc: vec![0f32; d * N], row_max: [0.0; N], row_sum: [0.0; N] }
+        let (qt, acc) = (vec![0f32; d * N], vec![0f32; d * N]);
+        Self { n, qt, qtp, pp, acc, row_max: [0.0; N], row_sum: [0.0; N], avx512 }
     }
 
     #[inline(always)]
@@ -402,8 +415,7 @@ impl SubBlock {
         unsafe {
             pair_tiles::scores(s, &self.qtp, ktp, kb, d / 2)
         };
-        self.online_softmax(s, accumulate);
-        bf16::pair_rows(s, N, &mut self.pp[..kbp * N]);
+        self.softmax_to_pairs(s, kb, accumulate);
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
         #[allow(unsafe_code)]
@@ -435,10 +447,8 @@ impl SubBlock {
                 tiles.product(&mut scores[j0 * N + q0..], N, &kp[j0 * dp..], dp, &self.qtp[q0..], N, dp, false);
             }
         }
-        let s = &mut scores[..kb * N];
-        self.online_softmax(s, accumulate);
+        self.softmax_to_pairs(&mut scores[..kb * N], kb, accumulate);
         let (kbp, pad) = (kb.div_ceil(2), kb_pad / 2);
-        bf16::pair_rows(s, N, &mut self.pp[..kbp * N]);
         // The padding keys weigh nothing (their values are zero too, but stale weights could be NaN).
         self.pp[kbp * N..pad * N].fill(0);
         for c0 in (0..d).step_by(B) {
@@ -453,6 +463,17 @@ impl SubBlock {
     /// weights, the running sums and (when `accumulate`) the running output rescaled to the new maxima.
     #[inline(always)]
     fn online_softmax(&mut self, s: &mut [f32], accumulate: bool) {
+        #[cfg(target_arch = "x86_64")]
+        if self.avx512 {
+            let run =
+                softmax_avx512::Running { row_max: &mut self.row_max, row_sum: &mut self.row_sum, acc: &mut self.acc };
+            // SAFETY: `avx512` is set only where pulp's AVX-512 level (F, BW, …) was detected.
+            #[allow(unsafe_code)]
+            unsafe {
+                softmax_avx512::in_place(s, s.len() / N, run, accumulate)
+            };
+            return;
+        }
         let mut block_max = self.row_max;
         for row in s.chunks_exact(N) {
             math::max_into(&mut block_max, row);
@@ -471,6 +492,26 @@ impl SubBlock {
                 math::mul_into(row, &alpha);
             }
         }
+    }
+
+    /// [`Self::online_softmax`] with the weights rounded to bf16 pairs of keys in `pp` (`[⌈kb / 2⌉, N]`); `s` may
+    /// be left as scores. Only for the pair layouts, which exist only where AVX-512 F, BW and BF16 do.
+    #[inline(always)]
+    fn softmax_to_pairs(&mut self, s: &mut [f32], kb: usize, accumulate: bool) {
+        let kbp = kb.div_ceil(2);
+        #[cfg(target_arch = "x86_64")]
+        if self.avx512 {
+            let run =
+                softmax_avx512::Running { row_max: &mut self.row_max, row_sum: &mut self.row_sum, acc: &mut self.acc };
+            // SAFETY: pair layouts exist only where `bf16::native()` found AVX-512 F, BW and BF16.
+            #[allow(unsafe_code)]
+            unsafe {
+                softmax_avx512::to_pairs(s, kb, run, accumulate, &mut self.pp[..kbp * N])
+            };
+            return;
+        }
+        self.online_softmax(s, accumulate);
+        bf16::pair_rows(s, N, &mut self.pp[..kbp * N]);
     }
 
     #[inline(always)]
@@ -820,6 +861,62 @@ mod tests {
                 let got = attention_with(&q, &k, &v, d, 0.9, isa);
                 let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
                 assert!(err < 2e-5, "{queries}×{keys} ({isa:?}): max abs error {err:e}");
+            }
+        }
+    }
+
+    /// The AVX-512 softmax step gives the portable steps' maxima, sums, weights, bf16 pairs and rescaled output,
+    /// over blocks where the maxima move in some query lanes and stay in others, and a ragged last block.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx512_softmax_step_matches_the_portable_one() {
+        if pulp::x86::V4::try_new().is_none() {
+            eprintln!("no AVX-512 on this CPU: nothing to compare");
+            return;
+        }
+        let d = 8;
+        let pairs = bf16::native();
+        let (mut fast, mut slow) = (SubBlock::new(N, d, pairs, true), SubBlock::new(N, d, pairs, false));
+        for (block, kb) in [KEY_BLOCK, KEY_BLOCK, 37].into_iter().enumerate() {
+            // Lanes ≥ 32 get their largest scores in the first block only, so their maxima stay afterwards.
+            let mut s: Vec<f32> = noise(kb * N, 10 + block as u32, 4.0);
+            for (i, x) in s.iter_mut().enumerate() {
+                if i % N >= 32 {
+                    *x += if block == 0 { 8.0 } else { -8.0 };
+                } else {
+                    *x += block as f32 * 3.0;
+                }
+            }
+            let acc_before = noise(d * N, 20 + block as u32, 1.0);
+            for sb in [&mut fast, &mut slow] {
+                sb.acc.copy_from_slice(&acc_before);
+            }
+            let (mut s_fast, mut s_slow) = (s.clone(), s.clone());
+            let close = |a: f32, b: f32| (a - b).abs() <= 1e-6 * b.abs().max(1e-30) || a == b;
+            if pairs {
+                fast.softmax_to_pairs(&mut s_fast, kb, block > 0);
+                slow.softmax_to_pairs(&mut s_slow, kb, block > 0);
+                for (i, (a, b)) in fast.pp[..kb.div_ceil(2) * N].iter().zip(&slow.pp).enumerate() {
+                    // Weights within an f32 ulp or two may round to neighbouring bf16 values.
+                    let (a, b) = (f32::from_bits(a << 16), f32::from_bits(b << 16));
+                    assert!((a - b).abs() <= 2f32.powi(-8) * b.abs(), "block {block} pair {i}: {a} vs {b}");
+                }
+            } else {
+                fast.online_softmax(&mut s_fast, block > 0);
+                slow.online_softmax(&mut s_slow, block > 0);
+                for (i, (&a, &b)) in s_fast.iter().zip(&s_slow).enumerate() {
+                    assert!(close(a, b), "block {block} weight {i}: {a} vs {b}");
+                }
+            }
+            assert_eq!(fast.row_max, slow.row_max, "block {block}");
+            for (i, (&a, &b)) in fast.row_sum.iter().zip(&slow.row_sum).enumerate() {
+                assert!(close(a, b), "block {block} sum {i}: {a} vs {b}");
+            }
+            for (i, (&a, &b)) in fast.acc.iter().zip(&slow.acc).enumerate() {
+                assert!(close(a, b), "block {block} output {i}: {a} vs {b}");
+                if block > 0 && i % N >= 32 {
+                    assert_eq!(a, acc_before[i], "lane {} kept its maximum: output untouched", i % N);
+                }
             }
         }
     }
