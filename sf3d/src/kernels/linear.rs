@@ -16,7 +16,7 @@ pub fn linear(x: &[f32], k: usize, weight_t: &[f32], n: usize, bias: Option<&[f3
     }
     let rows = x.len() / k;
     let threads = rayon::current_num_threads();
-    if rows < FEW_ROWS && threads > 1 && n >= threads * MIN_BAND_COLS {
+    if (1..FEW_ROWS).contains(&rows) && threads > 1 && n >= threads * MIN_BAND_COLS {
         return by_column_bands(x, rows, k, weight_t, n, bias, threads);
     }
     let mut out = vec![0f32; rows * n];
@@ -122,7 +122,7 @@ mod tests {
         // Few narrow rows (split by rows), and few wide rows on three threads (split by columns: bands of 336,
         // 336 and 328 columns).
         let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().expect("a thread pool");
-        for (rows, k, n) in [(5, 7, 3), (3, 9, 1000), (300, 9, 1000)] {
+        for (rows, k, n) in [(5, 7, 3), (3, 9, 1000), (300, 9, 1000), (0, 9, 1000)] {
             pool.install(|| equals_the_direct_sum_at(rows, k, n));
         }
     }
