@@ -581,8 +581,8 @@ impl Pipeline {
         })?;
         let unwrap_stats = unwrapped.stats;
         let (glb, vertex_count, face_count) = r.run(Stage::Export, |_| {
-            // The two textures are encoded on two threads (each encoder is single-threaded) while this one
-            // lays out the mesh.
+            // Each JPEG encoder is single-threaded: the two textures are encoded side by side, and the mesh is
+            // laid out meanwhile.
             let ((albedo, normal), export) = rayon::join(
                 || {
                     rayon::join(

@@ -264,7 +264,7 @@ impl pulp::WithSimd for QueryBlock<'_> {
 
 impl QueryBlock<'_> {
     /// Every head of the task's query blocks, with register tiles `Q` queries wide; `avx512` when the CPU has
-    /// AVX-512 F and BW (the softmax step then runs as one pass of AVX-512 code).
+    /// AVX-512 F and BW (the softmax step then runs as [`softmax_avx512`]).
     #[inline(always)]
     fn heads<const Q: usize>(self, avx512: bool) {
         let Self { out, q, keys, dims, scale } = self;
