@@ -192,14 +192,29 @@ fn to_u8_quantises_like_the_reference() {
     assert!(bake::to_u8(&flat, DitherMask::ExceptFlat, 1).iter().all(|p| *p == [128, 128, 255]));
 }
 
+/// The sampling factors `(horizontal << 4) | vertical` of each component in a baseline JPEG's SOF0 frame header.
+fn sof0_sampling(jpeg: &[u8]) -> Vec<u8> {
+    let Some(at) = jpeg.windows(2).position(|m| m == [0xFF, 0xC0]) else { panic!("no baseline (SOF0) frame header") };
+    let components = usize::from(jpeg[at + 9]);
+    (0..components).map(|c| jpeg[at + 11 + 3 * c]).collect()
+}
+
 #[test]
-fn jpeg_round_trips() {
-    let img = image::RgbImage::from_fn(64, 64, |x, y| image::Rgb([(x * 4) as u8, (y * 4) as u8, 128]));
-    let bytes = bake::encode_jpeg(&img, bake::JPEG_QUALITY).unwrap();
-    let back = image::load_from_memory(&bytes).unwrap().to_rgb8();
-    assert_eq!(back.dimensions(), (64, 64));
-    let err = img.pixels().zip(back.pixels()).map(|(a, b)| (i32::from(a[0]) - i32::from(b[0])).abs()).max();
-    assert!(err.unwrap_or(0) < 16);
+fn jpeg_round_trips_with_chroma_subsampled_like_pil() {
+    // Odd sides: the encoder pads the last MCUs (16×16 under 4:2:0) and the decoder crops them.
+    for (w, h) in [(64, 64), (37, 29), (1, 1)] {
+        let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 4) as u8, (y * 4) as u8, 128]));
+        let bytes = bake::encode_jpeg(&img, bake::JPEG_QUALITY).unwrap();
+        assert_eq!(sof0_sampling(&bytes), [0x22, 0x11, 0x11], "Y at 2×2, Cb and Cr at 1×1 (4:2:0)");
+        let back = image::load_from_memory(&bytes).unwrap().to_rgb8();
+        assert_eq!(back.dimensions(), (w, h));
+        let err = img
+            .pixels()
+            .zip(back.pixels())
+            .flat_map(|(a, b)| (0..3).map(move |c| (i32::from(a[c]) - i32::from(b[c])).abs()))
+            .max();
+        assert!(err.unwrap_or(0) < 16, "{w}×{h}: max error {err:?}");
+    }
 }
 
 /// Doubled UV area below which the overlap rule calls a triangle degenerate (§6.5, `EPSILON` = 1e-7).

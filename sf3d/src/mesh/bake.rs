@@ -18,8 +18,6 @@
 //! follow the reference; in practice no baked texel is bit-exactly flat, so the normal map is effectively
 //! undithered. [`DitherMask::ExceptFlat`] implements the stated intent.
 
-use std::io::Cursor;
-
 use image::RgbImage;
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -336,13 +334,19 @@ pub fn to_u8(image: &[[f32; 3]], dither: DitherMask, seed: u64) -> Vec<[u8; 3]> 
     out
 }
 
-/// Encodes an RGB texture as baseline JPEG at `quality` (1–100). The `image` crate writes 4:4:4 (no chroma
-/// subsampling), where PIL's default that the reference uses is 4:2:0.
+/// Encodes an RGB texture as baseline JPEG at `quality` (1–100) with 4:2:0 chroma subsampling, PIL's default that
+/// the reference's textures get.
 pub fn encode_jpeg(img: &RgbImage, quality: u8) -> Result<Vec<u8>> {
-    let mut buf = Cursor::new(Vec::new());
-    let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut buf, quality.clamp(1, 100));
-    enc.encode_image(img).map_err(|e| Error::Internal(format!("jpeg encoding failed: {e}")))?;
-    Ok(buf.into_inner())
+    let side =
+        |n: u32| u16::try_from(n).map_err(|_| Error::Internal(format!("a {n}-texel side is beyond JPEG's 65535")));
+    let (width, height) = (side(img.width())?, side(img.height())?);
+    let mut out = Vec::new();
+    let mut encoder = jpeg_encoder::Encoder::new(&mut out, quality.clamp(1, 100));
+    encoder.set_sampling_factor(jpeg_encoder::SamplingFactor::R_4_2_0);
+    encoder
+        .encode(img.as_raw(), width, height, jpeg_encoder::ColorType::Rgb)
+        .map_err(|e| Error::Internal(format!("jpeg encoding failed: {e}")))?;
+    Ok(out)
 }
 
 /// What the decoder returns for the covered texels: `(albedo in [0, 1], perturbed normal)`, one of each per texel.
