@@ -9,4 +9,5 @@ criterion::criterion_main! {
     benchmarks::remesh::benches,
     benchmarks::uv_unwrap::benches,
     benchmarks::bake::benches,
+    benchmarks::export::benches,
 }

@@ -67,6 +67,9 @@
 //! result does not depend on it).
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+
+use rayon::prelude::*;
 
 use super::{ExportMesh, check_indexed};
 use crate::error::{Error, Result};
@@ -126,52 +129,152 @@ pub fn prepare_export(positions: &[[f32; 3]], faces: &[[u32; 3]], uvs: &[[f32; 2
 
 /// trimesh `merge_vertices` with defaults (§7.2): returns, for each welded vertex, the input vertex it keeps
 /// (first occurrence, in first-occurrence order among referenced vertices), and the faces re-indexed.
-fn weld(positions: &[[f32; 3]], uvs: &[[f32; 2]], faces: &[[u32; 3]]) -> Result<(Vec<usize>, Vec<[u32; 3]>)> {
-    // numpy's `round` is round-half-to-even.
-    let quantise = |x: f32, scale: f64| (f64::from(x) * scale).round_ties_even() as i64;
-
+///
+/// The referenced vertices are split by their key's hash into [`WELD_PARTITIONS`] lists, each in index order; the
+/// lists find their first occurrences on the thread pool, each with its own hash map small enough for the core's
+/// cache (one map over a full-size mesh misses the cache on nearly every vertex); a pass in index order then
+/// numbers the first occurrences.
+pub(super) fn weld(
+    positions: &[[f32; 3]],
+    uvs: &[[f32; 2]],
+    faces: &[[u32; 3]],
+) -> Result<(Vec<usize>, Vec<[u32; 3]>)> {
     // referenced vertices only, in index order (the order trimesh's unique_rows(keep_order=True) sees them)
     let mut referenced = vec![false; positions.len()];
     for &i in faces.iter().flatten() {
         referenced[i as usize] = true;
     }
-
+    let finite = |i: usize| positions[i].iter().chain(&uvs[i]).all(|x| x.is_finite());
+    if let Some(i) = (0..positions.len()).into_par_iter().find_first(|&i| referenced[i] && !finite(i)) {
+        let (p, t) = (positions[i], uvs[i]);
+        return Err(Error::InvalidMesh(format!("vertex {i} has a non-finite position {p:?} or uv {t:?}")));
+    }
+    // Each referenced vertex's key and partition (`u8`: WELD_PARTITIONS ≤ 256).
+    let keyed: Vec<(WeldKey, u8)> = positions
+        .par_iter()
+        .zip(uvs)
+        .map(|(p, t)| {
+            let key = weld_key(p, t);
+            let mut h = WeldHasher::default();
+            key.hash(&mut h);
+            // Middle bits: the maps index buckets by the low bits and tag them with the top seven.
+            (key, ((h.finish() >> WELD_PARTITION_SHIFT) as usize % WELD_PARTITIONS) as u8)
+        })
+        .collect();
+    // Counting sort of the referenced vertices by partition, keys beside their indices so that each partition
+    // reads one contiguous list; each list stays in index order.
+    let mut start = [0usize; WELD_PARTITIONS + 1];
+    for i in (0..positions.len()).filter(|&i| referenced[i]) {
+        start[usize::from(keyed[i].1) + 1] += 1;
+    }
+    for p in 0..WELD_PARTITIONS {
+        start[p + 1] += start[p];
+    }
+    let mut members = vec![([0i64; 5], 0u32); start[WELD_PARTITIONS]];
+    let mut fill = start;
+    for i in (0..positions.len()).filter(|&i| referenced[i]) {
+        let (key, p) = keyed[i];
+        // `i < positions.len()`, which check_indexed bounded by u32::MAX.
+        members[fill[usize::from(p)]] = (key, i as u32);
+        fill[usize::from(p)] += 1;
+    }
+    drop(keyed);
+    // Per partition, the first occurrence of each member's key.
+    let heads: Vec<Vec<u32>> = (0..WELD_PARTITIONS)
+        .into_par_iter()
+        .map(|p| {
+            let list = &members[start[p]..start[p + 1]];
+            let mut first: HashMap<WeldKey, u32, BuildHasherDefault<WeldHasher>> =
+                HashMap::with_capacity_and_hasher(list.len(), BuildHasherDefault::default());
+            list.iter().map(|&(key, i)| *first.entry(key).or_insert(i)).collect()
+        })
+        .collect();
+    let mut first = vec![u32::MAX; positions.len()];
+    for (p, heads) in heads.iter().enumerate() {
+        for (&(_, i), &head) in members[start[p]..start[p + 1]].iter().zip(heads) {
+            first[i as usize] = head;
+        }
+    }
     let mut remap = vec![u32::MAX; positions.len()];
     let mut kept = Vec::new();
-    let mut first_of: HashMap<[i64; 5], u32> = HashMap::with_capacity(positions.len());
-    for (i, (p, t)) in positions.iter().zip(uvs).enumerate().filter(|(i, _)| referenced[*i]) {
-        if !p.iter().chain(t).all(|x| x.is_finite()) {
-            return Err(Error::InvalidMesh(format!("vertex {i} has a non-finite position {p:?} or uv {t:?}")));
-        }
-        let key = [
-            quantise(p[0], WELD_POSITION_SCALE),
-            quantise(p[1], WELD_POSITION_SCALE),
-            quantise(p[2], WELD_POSITION_SCALE),
-            quantise(t[0], WELD_UV_SCALE),
-            quantise(t[1], WELD_UV_SCALE),
-        ];
-        let next = kept.len() as u32; // < positions.len(), which check_indexed bounded by u32::MAX
-        let id = *first_of.entry(key).or_insert(next);
-        if id == next {
+    for i in (0..positions.len()).filter(|&i| referenced[i]) {
+        let head = first[i] as usize;
+        remap[i] = if head == i {
             kept.push(i);
-        }
-        remap[i] = id;
+            kept.len() as u32 - 1
+        } else {
+            // The key's first occurrence comes earlier in index order and has its id already.
+            remap[head]
+        };
     }
     let faces = faces.iter().map(|t| t.map(|i| remap[i as usize])).collect();
     Ok((kept, faces))
 }
 
+/// Hash partitions of [`weld`] (a power of two): enough that each partition's map fits a core's L2 cache for
+/// a full-size mesh, few enough that small meshes pay nothing for them.
+const WELD_PARTITIONS: usize = 64;
+/// The bits of the key's hash that pick its partition start here.
+const WELD_PARTITION_SHIFT: u32 = 32;
+
+/// `round(p·10⁸) ++ round(uv·10⁴)`, numpy's round-half-to-even in float64 (§7.2).
+type WeldKey = [i64; 5];
+
+fn weld_key(p: &[f32; 3], t: &[f32; 2]) -> WeldKey {
+    let quantise = |x: f32, scale: f64| (f64::from(x) * scale).round_ties_even() as i64;
+    [
+        quantise(p[0], WELD_POSITION_SCALE),
+        quantise(p[1], WELD_POSITION_SCALE),
+        quantise(p[2], WELD_POSITION_SCALE),
+        quantise(t[0], WELD_UV_SCALE),
+        quantise(t[1], WELD_UV_SCALE),
+    ]
+}
+
+/// The hash of [`weld`]'s keys: a multiply–xorshift per 64-bit word, unkeyed. The export welds the engine's own
+/// meshes (the pipeline's, the golden sets'); a mesh crafted for collisions would slow its partition's map down,
+/// never weld wrongly (the map compares whole keys).
+#[derive(Default)]
+struct WeldHasher(u64);
+
+impl Hasher for WeldHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for word in bytes.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..word.len()].copy_from_slice(word);
+            self.write_u64(u64::from_le_bytes(w));
+        }
+    }
+
+    fn write_u64(&mut self, w: u64) {
+        let x = (self.0 ^ w).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = x ^ (x >> 29);
+    }
+
+    fn finish(&self) -> u64 {
+        let x = self.0.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        x ^ (x >> 31)
+    }
+}
+
 /// trimesh `vertex_normals` (§7.2): per vertex, `Σ angle(face, vertex) · unit face normal`, unitised; float64
 /// throughout. Vertices where that sum vanishes fall back to the area-weighted normal, then to
 /// [`DEGENERATE_NORMAL`] (see the module docs). Preconditions: indices in range.
+///
+/// The per-face terms are computed on the thread pool; they are summed per vertex in face order, as before, so
+/// the result does not depend on the thread count.
 pub(super) fn angle_weighted_normals(positions: &[[f32; 3]], faces: &[[u32; 3]]) -> Vec<[f32; 3]> {
+    let terms: Vec<([f64; 3], [f64; 3], [f64; 3])> = faces
+        .par_iter()
+        .map(|t| {
+            let [p0, p1, p2] = t.map(|i| positions[i as usize].map(f64::from));
+            let cross = cross64(sub64(p1, p0), sub64(p2, p0));
+            (cross, unitize(cross), triangle_angles(p0, p1, p2))
+        })
+        .collect();
     let mut angle_sum = vec![[0f64; 3]; positions.len()];
     let mut area_sum = vec![[0f64; 3]; positions.len()];
-    for t in faces {
-        let [p0, p1, p2] = t.map(|i| positions[i as usize].map(f64::from));
-        let cross = cross64(sub64(p1, p0), sub64(p2, p0));
-        let face_normal = unitize(cross);
-        let angles = triangle_angles(p0, p1, p2);
+    for (t, (cross, face_normal, angles)) in faces.iter().zip(&terms) {
         for (k, &i) in t.iter().enumerate() {
             for c in 0..3 {
                 angle_sum[i as usize][c] += angles[k] * face_normal[c];
@@ -180,7 +283,7 @@ pub(super) fn angle_weighted_normals(positions: &[[f32; 3]], faces: &[[u32; 3]])
         }
     }
     angle_sum
-        .iter()
+        .par_iter()
         .zip(&area_sum)
         .map(|(&angle_weighted, &area_weighted)| {
             [angle_weighted, area_weighted]

@@ -2,10 +2,11 @@
 //! tangent frame against the bake, input checks, and the writer's output read back with the independent `gltf`
 //! crate.
 
-use super::geometry::{DEGENERATE_NORMAL, angle_weighted_normals};
+use super::geometry::{DEGENERATE_NORMAL, angle_weighted_normals, weld};
 use super::writer::{GLB_ALIGNMENT, JPEG_MIME, bounds};
 use super::*;
 use crate::mesh::{cross, dot, length, normalize, vertex_normals, vertex_tangents};
+use std::collections::HashMap;
 
 const EPS: f32 = 1e-6;
 
@@ -142,6 +143,68 @@ fn weld_key_resolution_is_1e8_for_positions_and_1e4_for_uvs() {
     assert_eq!(m.positions[0], [0.0, 0.0, 0.0]);
     assert_eq!(tri(2e-8, 0.0).positions.len(), 5, "2e-8 is two position quanta");
     assert_eq!(tri(0.0, 2e-4).positions.len(), 5, "2e-4 is two uv quanta");
+}
+
+/// trimesh's `merge_vertices` as it reads, one referenced vertex at a time through a map from key to id: what
+/// [`weld`] must return.
+fn weld_one_by_one(positions: &[[f32; 3]], uvs: &[[f32; 2]], faces: &[[u32; 3]]) -> (Vec<usize>, Vec<[u32; 3]>) {
+    let q = |x: f32, scale: f64| (f64::from(x) * scale).round_ties_even() as i64;
+    let mut referenced = vec![false; positions.len()];
+    faces.iter().flatten().for_each(|&i| referenced[i as usize] = true);
+    let (mut kept, mut remap, mut ids) = (Vec::new(), vec![u32::MAX; positions.len()], HashMap::new());
+    for i in (0..positions.len()).filter(|&i| referenced[i]) {
+        let (p, t) = (positions[i], uvs[i]);
+        let key = [q(p[0], 1e8), q(p[1], 1e8), q(p[2], 1e8), q(t[0], 1e4), q(t[1], 1e4)];
+        remap[i] = *ids.entry(key).or_insert_with(|| {
+            kept.push(i);
+            kept.len() as u32 - 1
+        });
+    }
+    (kept, faces.iter().map(|t| t.map(|i| remap[i as usize])).collect())
+}
+
+/// A per-corner mesh of many small charts in scrambled corner order, with unreferenced vertices, corners that
+/// weld across faces, seams (same position, other uv) and positions one quantum apart: the parallel weld numbers
+/// the vertices exactly as the one-by-one weld does.
+#[test]
+fn weld_matches_the_one_by_one_weld() {
+    let (grid, mut state) = (12u32, 0x2545_f491_4f6c_dd1du64);
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let (mut positions, mut uvs, mut faces) = (Vec::new(), Vec::new(), Vec::new());
+    for f in 0..4000u32 {
+        let corner = |k: u32, r: u64| {
+            let (x, y) = ((f + k) % grid, (f / grid + k * (r as u32 % 3)) % grid);
+            // One chart per 40 faces; a few corners land one position quantum (1e-8) off.
+            let jitter = if r.is_multiple_of(17) { 1e-8 } else { 0.0 };
+            let chart = (f / 40) as f32;
+            ([x as f32 * 0.25 + jitter, y as f32 * 0.25, 0.5], [(x as f32 + chart) / 256.0, y as f32 / 64.0])
+        };
+        let mut t = [0u32; 3];
+        for (k, slot) in t.iter_mut().enumerate() {
+            let (p, uv) = corner(k as u32, next());
+            if next().is_multiple_of(5) {
+                positions.push([9.0, 9.0, 9.0]); // never referenced
+                uvs.push([0.0, 0.0]);
+            }
+            *slot = positions.len() as u32;
+            positions.push(p);
+            uvs.push(uv);
+        }
+        faces.push(t);
+    }
+    // Scramble which face comes first, so first occurrences are not in face order.
+    for i in (1..faces.len()).rev() {
+        faces.swap(i, (next() % (i as u64 + 1)) as usize);
+    }
+    let want = weld_one_by_one(&positions, &uvs, &faces);
+    let got = weld(&positions, &uvs, &faces).unwrap();
+    assert!(want.0.len() < positions.len() / 2, "the mesh welds ({} of {})", want.0.len(), positions.len());
+    assert_eq!(got, want);
 }
 
 /// Vertex O is shared by triangle A (in z = 0, angle 90° at O, normal +z) and triangle B (in x = 0, angle 45°
