@@ -797,7 +797,7 @@ mod tests {
 
     #[test]
     fn tiny_a_config_loads_with_its_sub_backbones() {
-        let dir = crate::golden::GoldenSet::default_dir();
+        let dir = crate::golden::GoldenSet::shared_dir("tiny-a");
         let cfg = ModelConfig::from_dir(&dir).unwrap();
         assert_eq!(cfg.sf3d.cond_image_size, 112);
         assert_eq!(cfg.sf3d.backbone.norm_num_groups, 8);

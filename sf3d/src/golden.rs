@@ -69,8 +69,14 @@ impl GoldenSet {
         if let Some(dir) = std::env::var_os(GOLDEN_ENV) {
             return PathBuf::from(dir);
         }
+        Self::shared_dir("tiny-a")
+    }
+
+    /// The set `name` (`tiny-a`, `tiny-c`) in `../shared/golden` next to the workspace, whatever `SF3D_GOLDEN`
+    /// says: for tests whose expectations are one set's own sizes and shapes.
+    pub fn shared_dir(name: &str) -> PathBuf {
         // `<workspace>/sf3d` → the shared folder beside the workspace.
-        crate_dir().join("..").join("..").join("shared").join("golden").join("tiny-a")
+        crate_dir().join("..").join("..").join("shared").join("golden").join(name)
     }
 
     /// Opens `dir/golden.safetensors`.

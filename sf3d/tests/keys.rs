@@ -75,19 +75,23 @@ fn missing_tensor_fails_at_load_time_naming_the_key() {
 
 #[test]
 fn wrong_shape_fails_naming_the_key_and_both_shapes() {
+    const KEY: &str = "decoder.heads.density.0.weight";
     let mut t = golden_tensors();
-    t.insert("decoder.heads.density.0.weight".into(), Tensor::zeros((16, 47), DType::F32, &Device::Cpu).unwrap());
+    // The set's own shape, one input column short (tiny-a: [16, 48] → [16, 47]).
+    let expected = t[KEY].dims().to_vec();
+    let actual = vec![expected[0], expected[1] - 1];
+    t.insert(KEY.into(), Tensor::zeros(actual.as_slice(), DType::F32, &Device::Cpu).unwrap());
     let dir = scratch_model("shape", &t);
     let err = Sf3dNetwork::load(&dir, &Device::Cpu, DType::F32).unwrap_err();
     match &err {
-        Error::ShapeMismatch { key, expected, actual } => {
-            assert_eq!(key, "decoder.heads.density.0.weight");
-            assert_eq!((expected.as_slice(), actual.as_slice()), (&[16, 48][..], &[16, 47][..]));
+        Error::ShapeMismatch { key, expected: e, actual: a } => {
+            assert_eq!(key, KEY);
+            assert_eq!((e, a), (&expected, &actual));
         }
         other => panic!("expected a shape mismatch, got {other}"),
     }
     let msg = err.to_string();
-    assert!(msg.contains("[16, 48]") && msg.contains("[16, 47]"), "{msg}");
+    assert!(msg.contains(&format!("{expected:?}")) && msg.contains(&format!("{actual:?}")), "{msg}");
     std::fs::remove_dir_all(dir).ok();
 }
 

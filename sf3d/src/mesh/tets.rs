@@ -232,7 +232,7 @@ mod tests {
     /// Our generator reproduces the golden set's grid exactly (same vertex order, same tets).
     #[test]
     fn generated_grid_equals_tiny_a_npz() {
-        let path = crate::golden::GoldenSet::default_dir().join("32_tets.npz");
+        let path = crate::golden::GoldenSet::shared_dir("tiny-a").join("32_tets.npz");
         let loaded = TetGrid::load_npz(&path).unwrap();
         let ours = TetGrid::freudenthal(32).unwrap();
         assert_eq!(loaded.tets, ours.tets);

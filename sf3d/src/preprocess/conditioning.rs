@@ -70,25 +70,24 @@ mod tests {
     use super::*;
     use crate::golden::GoldenSet;
 
-    /// Background colour of the golden run (`background_color` default).
-    const GOLDEN_BACKGROUND: [f32; 3] = [0.5; 3];
-
-    /// Parity of the whole input pipeline against the reference: `input.png` (160×160 RGBA) → 112×112
-    /// conditioning. The required bound is 2/255 (one or two 8-bit steps from a rounding slip); the port is
+    /// Parity of the whole input pipeline against the reference: the set's `input.png` → its conditioning at the
+    /// set's `cond_image_size` (tiny-a: 160×160 RGBA → 112×112). The required bound is 2/255 (one or two 8-bit steps from a rounding slip); the port is
     /// meant to be exact, so the test demands 0 and prints the actual error.
     #[test]
     fn golden_rgb_cond_and_mask_cond_are_exact() -> crate::Result<()> {
-        let golden = GoldenSet::open(GoldenSet::default_dir())?;
+        let dir = GoldenSet::default_dir();
+        let cfg = crate::config::ModelConfig::from_dir(&dir)?.sf3d;
+        let golden = GoldenSet::open(&dir)?;
         let path = golden.file("input.png");
         let bytes = std::fs::read(&path).map_err(|e| crate::Error::io(&path, e))?;
         let img = crate::preprocess::decode_image(&bytes, &crate::preprocess::DecodeLimits::default())?;
-        assert_eq!(img.dimensions(), (160, 160));
         let rgb_ref = golden.f32("rgb_cond")?;
         let mask_ref = golden.f32("mask_cond")?;
-        assert_eq!(rgb_ref.shape, [1, 1, 112, 112, 3]);
-        assert_eq!(mask_ref.shape, [1, 1, 112, 112, 1]);
+        let s = cfg.cond_image_size;
+        assert_eq!(rgb_ref.shape, [1, 1, s, s, 3]);
+        assert_eq!(mask_ref.shape, [1, 1, s, s, 1]);
 
-        let cond = prepare_conditioning(&img, 112, GOLDEN_BACKGROUND);
+        let cond = prepare_conditioning(&img, s as u32, cfg.background_color);
         let max_abs = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0_f32, f32::max);
         let rgb_err = max_abs(&cond.rgb, &rgb_ref.data);
         let mask_err = max_abs(&cond.mask, &mask_ref.data);

@@ -156,13 +156,12 @@ pub(crate) fn sheet(n: u32) -> TriMesh {
 
 /// The tiny-c marching-tetrahedra mesh: open (the surface is cut by the grid's box), inward faces.
 pub(crate) fn golden_mt_open() -> TriMesh {
-    let dir = GoldenSet::default_dir().parent().map(|p| p.join("tiny-c")).unwrap();
-    mt_of(&GoldenSet::open(dir).unwrap())
+    mt_of(&GoldenSet::open(GoldenSet::shared_dir("tiny-c")).unwrap())
 }
 
 /// The tiny-a marching-tetrahedra mesh (8778 vertices, 17540 faces, world space, inward faces).
 pub(crate) fn golden_mt() -> TriMesh {
-    mt_of(&GoldenSet::open(GoldenSet::default_dir()).unwrap())
+    mt_of(&GoldenSet::open(GoldenSet::shared_dir("tiny-a")).unwrap())
 }
 
 fn mt_of(g: &GoldenSet) -> TriMesh {
