@@ -540,8 +540,9 @@ impl Pipeline {
         params.validate()?;
         let cfg = &self.net.config.sf3d;
         let mut r = StageRunner::new(events);
-        let sampler = self.net.sampler(&enc.scene_codes.to_device(self.net.device())?)?;
-        let mesh = r.run(Stage::ExtractMesh, |p| {
+        let (mesh, sampler) = r.run(Stage::ExtractMesh, |p| {
+            // The planes laid out for queries are part of this stage's time (and reused by the bake).
+            let sampler = self.net.sampler(&enc.scene_codes.to_device(self.net.device())?)?;
             let rad = cfg.radius;
             let world: Vec<f32> = self.grid.vertices.iter().flat_map(|v| v.map(|x| x * 2.0 * rad - rad)).collect();
             let n = self.grid.vertices.len();
@@ -551,7 +552,7 @@ impl Pipeline {
                 (&out[0] - cfg.isosurface_threshold as f64)?.flatten_all()?.to_device(&Device::Cpu)?.to_vec1()?;
             let def: Vec<f32> = out[1].flatten_all()?.to_device(&Device::Cpu)?.to_vec1()?;
             let def: Vec<[f32; 3]> = def.chunks_exact(3).map(|c| [c[0], c[1], c[2]]).collect();
-            Ok(marching_tetrahedra(&self.grid, &sdf, &def, cfg.isosurface_resolution, cfg.radius)?.mesh)
+            Ok((marching_tetrahedra(&self.grid, &sdf, &def, cfg.isosurface_resolution, cfg.radius)?.mesh, sampler))
         })?;
         let mesh: TriMesh = if params.remesh == RemeshOption::None && params.vertex_count < 0 {
             r.skip(Stage::Remesh, "remesh is none");

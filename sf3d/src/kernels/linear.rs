@@ -87,14 +87,21 @@ fn start_with_bias(dst: &mut [f32], n: usize, bias: Option<&[f32]>) {
 
 /// The transpose of a row-major `[rows, cols]` matrix, `[cols, rows]`, in cache-sized tiles on every thread.
 pub fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut dst = vec![0f32; src.len()];
+    transpose_into(src, rows, cols, &mut dst);
+    dst
+}
+
+/// [`transpose`] into `dst` (`rows · cols` long).
+pub fn transpose_into(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
     assert_eq!(src.len(), rows * cols, "transpose: length does not match the dimensions");
+    assert_eq!(dst.len(), src.len(), "transpose: destination does not match the dimensions");
     /// Most rows of the destination per task; a task reads a strip of at most `TILE` columns of the source.
     const TILE: usize = 64;
     /// Fewest columns per strip: one cache line of the source per row.
     const MIN_STRIP: usize = 16;
-    let mut dst = vec![0f32; src.len()];
     if dst.is_empty() {
-        return dst;
+        return;
     }
     // Narrower strips when `cols` is small, so that a tall, narrow matrix (an image's pixels × channels) still
     // keeps every thread busy.
@@ -110,7 +117,6 @@ pub fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
             }
         }
     });
-    dst
 }
 
 #[cfg(test)]

@@ -7,15 +7,20 @@
 //! gathers, [`TriplaneSampler::query_tensor`]) that run wherever candle runs. The two agree to float rounding
 //! (tested); the fused kernel avoids ~40 full passes over `N × 3C` temporaries.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use candle_core::{DType, Device, Result, Tensor};
 use rayon::prelude::*;
 
+use crate::kernels::linear::transpose_into;
+use crate::model::ops::with_cpu_f32;
+
 /// Scene codes of one item prepared for queries: each plane channel-last and flattened, `[3, H·W, C]`.
 #[derive(Debug, Clone)]
 pub struct TriplaneSampler {
-    planes: Tensor,
+    /// `[3, H·W, C]` for [`Self::query_tensor`]: set at once off the CPU; on the CPU made from `host` on first use
+    /// (the fused kernel never needs it).
+    planes: OnceLock<Tensor>,
     height: usize,
     width: usize,
     channels: usize,
@@ -31,10 +36,30 @@ impl TriplaneSampler {
         if np != 3 {
             candle_core::bail!("scene codes have {np} planes, expected 3");
         }
-        let planes = scene_codes.to_dtype(DType::F32)?.permute((0, 2, 3, 1))?.reshape((3, h * w, c))?.contiguous()?;
-        let host =
-            if planes.device().is_cpu() { Some(Arc::new(planes.flatten_all()?.to_vec1::<f32>()?)) } else { None };
+        let codes = scene_codes.to_dtype(DType::F32)?.contiguous()?;
+        // On the CPU each plane `[C, H·W]` is transposed on the thread pool (candle's strided copy is one thread).
+        let host = with_cpu_f32(&codes, |data| {
+            let mut host = vec![0f32; data.len()];
+            for (src, dst) in data.chunks_exact(c * h * w).zip(host.chunks_exact_mut(h * w * c)) {
+                transpose_into(src, c, h * w, dst);
+            }
+            Arc::new(host)
+        })?;
+        let planes = OnceLock::new();
+        if host.is_none() {
+            let _ = planes.set(codes.permute((0, 2, 3, 1))?.reshape((3, h * w, c))?.contiguous()?);
+        }
         Ok(Self { planes, height: h, width: w, channels: c, radius: radius as f64, host })
+    }
+
+    /// The `[3, H·W, C]` planes as a tensor (see the field).
+    fn planes(&self) -> Result<&Tensor> {
+        if let Some(planes) = self.planes.get() {
+            return Ok(planes);
+        }
+        let Some(host) = &self.host else { candle_core::bail!("triplane sampler without planes") };
+        let planes = Tensor::from_slice(host.as_slice(), (3, self.height * self.width, self.channels), &Device::Cpu)?;
+        Ok(self.planes.get_or_init(|| planes))
     }
 
     /// `points [N, 3]` (world, f32) → `features [N, 3·C]`: `[plane0 (x,y) | plane1 (x,z) | plane2 (y,z)]`.
@@ -98,7 +123,7 @@ impl TriplaneSampler {
     /// Bilinear lookup in one plane: `gx` addresses columns, `gy` rows, both in [-1, 1] (align_corners).
     fn sample_plane(&self, plane: usize, gx: &Tensor, gy: &Tensor) -> Result<Tensor> {
         let (h, w) = (self.height, self.width);
-        let table = self.planes.get(plane)?; // [H·W, C]
+        let table = self.planes()?.get(plane)?; // [H·W, C]
         let col = ((gx + 1.0)? * ((w - 1) as f64 / 2.0))?;
         let row = ((gy + 1.0)? * ((h - 1) as f64 / 2.0))?;
         let c0 = col.floor()?;
@@ -160,6 +185,25 @@ mod tests {
             (f[2][0] - 31.5).abs() < 1e-5 && (f[2][1] - 111.5).abs() < 1e-5 && (f[2][2] - 212.25).abs() < 1e-5,
             "{:?}",
             f[2]
+        );
+    }
+
+    /// On the CPU the planes are laid out channel-last by the parallel transpose: exactly candle's permute.
+    #[test]
+    fn cpu_planes_are_the_permuted_codes() {
+        let codes = Tensor::randn(0f32, 1.0, (3, 5, 7, 6), &Device::Cpu).unwrap();
+        let s = TriplaneSampler::new(&codes, 1.0).unwrap();
+        assert!(s.planes.get().is_none(), "the CPU sampler makes its tensor only when the tensor path asks");
+        let want = codes.permute((0, 2, 3, 1)).unwrap().reshape((3, 42, 5)).unwrap();
+        let got = s.planes().unwrap();
+        assert_eq!(got.dims(), want.dims());
+        assert_eq!(
+            got.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            want.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
+        assert_eq!(
+            s.host.as_deref().map(Vec::as_slice),
+            Some(got.flatten_all().unwrap().to_vec1::<f32>().unwrap().as_slice())
         );
     }
 
