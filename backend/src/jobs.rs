@@ -176,6 +176,12 @@ impl Job {
     /// Updates the snapshot with `msg` and broadcasts it; returns false (and sends nothing) once the job has
     /// ended.
     pub fn publish(&self, msg: ServerMessage) -> bool {
+        self.publish_and(msg, || {})
+    }
+
+    /// [`Self::publish`], running `before_send` once the snapshot holds `msg` and before anyone can see it (the
+    /// snapshot's lock is held), and only when `msg` is published.
+    fn publish_and(&self, msg: ServerMessage, before_send: impl FnOnce()) -> bool {
         let mut inner = lock(&self.inner);
         if inner.terminal.is_some() {
             return false;
@@ -202,6 +208,7 @@ impl Job {
             }
             ServerMessage::Hello { .. } | ServerMessage::Status { .. } => {}
         }
+        before_send();
         // No receivers is fine: nobody is watching this job right now.
         let _ = self.tx.send(msg);
         true
@@ -696,10 +703,10 @@ impl JobManager {
     /// released. Returns false when it had already ended (the first end wins).
     pub fn finish(&self, job: &Job, msg: ServerMessage) -> bool {
         let Some(state) = terminal_state(&msg) else { return false };
-        if !job.publish(msg.clone()) {
+        // Counted before the end is visible: a client that has its answer finds it in /metrics.
+        if !job.publish_and(msg.clone(), || self.metrics.job_ended(&msg)) {
             return false;
         }
-        self.metrics.job_ended(&msg);
         drop(lock(&job.request).take());
         if let Some(j) = &self.journal {
             let stages = lock(&job.inner).stages.clone();

@@ -4,21 +4,15 @@
 use criterion::{Criterion, Throughput};
 use sf3d::NoProgress;
 use sf3d::mesh::bake::{self, DILATION_DIVISOR, DitherMask};
-use sf3d::mesh::uv_unwrap::{ISLAND_PADDING, unwrap_uv};
 
-use super::uv_unwrap::bumpy_ellipsoid;
+use super::uv_unwrap::unwrapped_ellipsoid;
 
 /// The UI's default texture resolution.
-const RES: u32 = 1024;
+pub const RES: u32 = 1024;
 
 fn bench(c: &mut Criterion) {
     // 2 · 144 · (70 − 1) = 19 872 faces.
-    let mesh = bumpy_ellipsoid(70, 144);
-    let normals = mesh.vertex_normals();
-    let unwrapped = match unwrap_uv(&mesh, &normals, ISLAND_PADDING, &mut NoProgress) {
-        Ok(u) => u,
-        Err(e) => panic!("unwrap: {e}"),
-    };
+    let unwrapped = unwrapped_ellipsoid(70, 144);
     let mut group = c.benchmark_group("bake");
     group.sample_size(10);
     group.throughput(Throughput::Elements(u64::from(RES * RES)));

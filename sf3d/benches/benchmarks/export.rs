@@ -2,24 +2,15 @@
 //! weld, rotation and normals of `prepare_export`, one 1024² JPEG texture, and writing the GLB.
 
 use criterion::{Criterion, Throughput};
-use sf3d::NoProgress;
 use sf3d::mesh::bake::{JPEG_QUALITY, encode_jpeg};
 use sf3d::mesh::glb::{GlbInfo, GlbMaterial, prepare_export, write_glb};
-use sf3d::mesh::uv_unwrap::{ISLAND_PADDING, unwrap_uv};
 
-use super::uv_unwrap::bumpy_ellipsoid;
-
-/// The UI's default texture resolution.
-const RES: u32 = 1024;
+use super::bake::RES;
+use super::uv_unwrap::unwrapped_ellipsoid;
 
 fn bench(c: &mut Criterion) {
     // 2 · 288 · (231 − 1) = 132 480 faces.
-    let mesh = bumpy_ellipsoid(231, 288);
-    let normals = mesh.vertex_normals();
-    let unwrapped = match unwrap_uv(&mesh, &normals, ISLAND_PADDING, &mut NoProgress) {
-        Ok(u) => u,
-        Err(e) => panic!("unwrap: {e}"),
-    };
+    let unwrapped = unwrapped_ellipsoid(231, 288);
     let mut group = c.benchmark_group("export");
     group.sample_size(20);
     group.throughput(Throughput::Elements(unwrapped.faces.len() as u64));

@@ -3,7 +3,7 @@
 
 use criterion::{Criterion, Throughput};
 use sf3d::NoProgress;
-use sf3d::mesh::uv_unwrap::{ISLAND_PADDING, unwrap_uv};
+use sf3d::mesh::uv_unwrap::{ISLAND_PADDING, UnwrappedMesh, unwrap_uv};
 use sf3d::mesh::{TriMesh, shapes};
 
 /// The rippled ellipsoid of `sf3d::mesh::shapes` (`2·segments·(rings − 1)` faces).
@@ -11,6 +11,15 @@ pub fn bumpy_ellipsoid(rings: u32, segments: u32) -> TriMesh {
     match shapes::bumpy_ellipsoid(rings, segments) {
         Ok(m) => m,
         Err(e) => panic!("bench mesh: {e}"),
+    }
+}
+
+/// [`bumpy_ellipsoid`] unwrapped: the input of the bake and export benches.
+pub fn unwrapped_ellipsoid(rings: u32, segments: u32) -> UnwrappedMesh {
+    let mesh = bumpy_ellipsoid(rings, segments);
+    match unwrap_uv(&mesh, &mesh.vertex_normals(), ISLAND_PADDING, &mut NoProgress) {
+        Ok(u) => u,
+        Err(e) => panic!("unwrap: {e}"),
     }
 }
 
